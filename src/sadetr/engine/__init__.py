@@ -1,0 +1,1 @@
+"""Training engine: config composition, training loop, distributed data parallel, checkpoints, logging."""

@@ -1,0 +1,77 @@
+"""Typed configuration of the model (`ModelConfig`) and of its losses (`LossConfig`).
+
+Defaults are the paper's full model at the QVHighlights SF+C/CLIP setting (Table 9, NOTES.md).
+Every component of the paper is a flag here so that each ablation row (Tables 4-8, 10, 11) is a
+config; `sadetr.model.presets` names those rows. Only `build_*` functions read these objects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class ModelConfig:
+    """Architecture and component switches. Field comments give the paper's name for each."""
+
+    name: str = "sa_detr"  # sa_detr | qd_detr | moment_detr
+    video_dim: int = 2818  # SlowFast 2304 + CLIP 512 + TEF 2
+    text_dim: int = 512  # CLIP last_hidden_state
+    hidden_dim: int = 256  # d
+    nheads: int = 8
+    ffn_dim: int = 1024
+    dropout: float = 0.1
+    input_dropout: float = 0.5  # dropout on projected input features
+    n_input_proj: int = 2  # (LayerNorm, Dropout, Linear, ReLU) blocks per input MLP
+    n_fusion_layers: int = 2  # shared-parameter cross-attention fusion encoder
+    n_global_layers: int = 2  # global enhance block (Transformer encoder)
+    n_dec_layers: int = 2  # Span Aware Refine Decoder layers
+    num_queries: int = 10  # N_q
+
+    # Feature alignment (FA): L_vtc and L_ctm, and the stage (before/after fusion) of each (Table 7).
+    use_vtc: bool = True
+    vtc_stage: str = "before"  # before | after
+    use_ctm: bool = True
+    ctm_stage: str = "after"  # before | after
+
+    # Local enhance block (conv 1-3-1); part of baseline (a), switchable for completeness.
+    use_local_enhance: bool = True
+    # Negative pass (each video with the next sample's query) for the saliency loss, as QD-DETR.
+    use_negative_pass: bool = True
+
+    # Query initialisation (QI, Table 5): instance-related anchors from M_g, or learnable anchors.
+    anchor_init: str = "instance"  # instance | learnable
+    use_init_loss: bool = True  # L_init on S_d (only with anchor_init=instance)
+
+    # Span aware decoder (AD, Table 6).
+    use_gaussian_mask: bool = True  # modulate cross-attention by the Gaussian mask (eq 5-6)
+    gaussian_alpha: float = 2.0  # alpha
+    use_span_enhance: bool = True  # Span Based Enhance Block (eq 2-3)
+    num_align_points: int = 10  # N_s
+
+    # Denoising (DN, Table 8, Figure 6).
+    use_dn: bool = True
+    num_dn_groups: int = 5  # N_n
+    dn_negatives: bool = True  # contrastive negative groups
+    dn_sigma_p: float = 0.2  # positive noise scale
+    dn_sigma_n: float = 0.6  # negative noise scale
+    dn_schedule: str = "fixed"  # fixed | curriculum (margin shrinks over training)
+    dn_curriculum_min_margin: float = 0.1  # sigma_n - sigma_p at the end of training (curriculum)
+
+
+@dataclass
+class LossConfig:
+    """Loss weights and margins (Table 9, eq 7-10, NOTES.md)."""
+
+    l1: float = 10.0  # lambda_l1 (loss and matching cost)
+    giou: float = 1.0  # lambda_giou (loss and matching cost)
+    quality_matched_weight: float = 1.0  # w_q (eq 8)
+    qmargin: float = 0.4  # delta_q (eq 9)
+    lambda_align: float = 1.0  # lambda_A
+    lambda_saliency: float = 1.0  # lambda_S
+    lambda_moment: float = 1.0  # lambda_M
+    lambda_quality: float = 1.0  # lambda_Q
+    aux_loss: bool = True  # moment/quality losses on every decoder layer
+    saliency_margin: float = 0.2  # hinge margin of QD-DETR's margin ranking term
+    rank_contrast_tau: float = 0.5  # temperature of QD-DETR's rank-contrastive term
+    align_tau: float = 0.07  # tau of L_ctm terms; init temperature of L_vtc

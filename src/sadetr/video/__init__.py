@@ -1,0 +1,1 @@
+"""Raw video to features: PyAV decoding, CLIP and SlowFast extractors, offline weight loading."""
