@@ -3,3 +3,21 @@
 Never imports the data layer, the engine or the CLI: modules take plain tensors and arguments;
 `build_model(cfg)` / `build_criterion(cfg)` are the only readers of the config.
 """
+
+from __future__ import annotations
+
+import importlib
+
+# Lazy re-exports: `from sadetr.model import build_model` works without importing torch at package import.
+_LAZY = {
+    "build_model": "sadetr.model.build",
+    "to_submission": "sadetr.model.postprocess",
+    "get_preset": "sadetr.model.presets",
+    "list_presets": "sadetr.model.presets",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'sadetr.model' has no attribute {name!r}")

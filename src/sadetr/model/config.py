@@ -58,6 +58,13 @@ class ModelConfig:
     dn_schedule: str = "fixed"  # fixed | curriculum (margin shrinks over training)
     dn_curriculum_min_margin: float = 0.1  # sigma_n - sigma_p at the end of training (curriculum)
 
+    # --- baselines (Moment-DETR, QD-DETR; docs/baselines.md) ---
+    max_text_len: int = 32  # rows of the learned text position table (public code's max_q_l)
+    use_txt_pos: bool = False  # add learned positions to the text tokens (off in the public code)
+    qd_activation: str = "prelu"  # FFN activation of QD-DETR's transformer (relu | prelu)
+    qd_dynamic_anchor: bool = False  # Table 11: instance-related anchors from the global token
+    qd_gaussian_mask: bool = False  # Table 11: Gaussian-mask-modulated cross-attention (eq 5-6)
+
 
 @dataclass
 class LossConfig:
@@ -75,3 +82,8 @@ class LossConfig:
     saliency_margin: float = 0.2  # hinge margin of QD-DETR's margin ranking term
     rank_contrast_tau: float = 0.5  # temperature of QD-DETR's rank-contrastive term
     align_tau: float = 0.07  # tau of L_ctm terms; init temperature of L_vtc
+
+    # --- baselines (Moment-DETR, QD-DETR; docs/baselines.md) ---
+    label: float = 4.0  # weight of the foreground/background CE (public label_loss_coef)
+    cost_label: float = 4.0  # foreground-probability matching cost (public set_cost_class)
+    eos_coef: float = 0.1  # CE weight of the background class

@@ -1,0 +1,109 @@
+"""`build_model(cfg)`: the only reader of `ModelConfig` for the architectures (dispatch on `cfg.name`)."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from sadetr.errors import ConfigError
+from sadetr.model.config import ModelConfig
+
+
+def build_sa_detr(cfg: ModelConfig) -> nn.Module:
+    """SA-DETR with every component switch of `cfg` (3.2-3.4, Tables 4-8)."""
+    from sadetr.model.decoder import SpanAwareRefineDecoder
+    from sadetr.model.denoising import build_denoiser
+    from sadetr.model.encoder import MultiModalAlignEncoder
+    from sadetr.model.query_init import DualPathQueryInitializer
+    from sadetr.model.sa_detr import SADETR
+
+    for key, value, allowed in (
+        ("model.vtc_stage", cfg.vtc_stage, ("before", "after")),
+        ("model.ctm_stage", cfg.ctm_stage, ("before", "after")),
+        ("model.anchor_init", cfg.anchor_init, ("instance", "learnable")),
+    ):
+        if value not in allowed:
+            raise ConfigError(f"must be one of {', '.join(allowed)}, got {value!r}", key)
+    if cfg.hidden_dim % cfg.nheads:
+        raise ConfigError(f"{cfg.hidden_dim} is not divisible by nheads ({cfg.nheads})", "model.hidden_dim")
+    if cfg.hidden_dim % 4:
+        raise ConfigError("must be a multiple of 4 (sine embedding of c and w)", "model.hidden_dim")
+    for key, value in (
+        ("model.num_queries", cfg.num_queries),
+        ("model.n_dec_layers", cfg.n_dec_layers),
+        ("model.n_input_proj", cfg.n_input_proj),
+        ("model.num_align_points", cfg.num_align_points),
+    ):
+        if value < 1:
+            raise ConfigError(f"must be >= 1, got {value}", key)
+
+    encoder = MultiModalAlignEncoder(
+        video_dim=cfg.video_dim,
+        text_dim=cfg.text_dim,
+        hidden_dim=cfg.hidden_dim,
+        nheads=cfg.nheads,
+        ffn_dim=cfg.ffn_dim,
+        dropout=cfg.dropout,
+        input_dropout=cfg.input_dropout,
+        n_input_proj=cfg.n_input_proj,
+        n_fusion_layers=cfg.n_fusion_layers,
+        n_global_layers=cfg.n_global_layers,
+        use_local_enhance=cfg.use_local_enhance,
+        use_negative_pass=cfg.use_negative_pass,
+        use_vtc=cfg.use_vtc,
+        vtc_stage=cfg.vtc_stage,
+        use_ctm=cfg.use_ctm,
+        ctm_stage=cfg.ctm_stage,
+    )
+    query_init = DualPathQueryInitializer(cfg.hidden_dim, cfg.num_queries, cfg.anchor_init)
+    decoder = SpanAwareRefineDecoder(
+        dim=cfg.hidden_dim,
+        nheads=cfg.nheads,
+        ffn_dim=cfg.ffn_dim,
+        dropout=cfg.dropout,
+        num_layers=cfg.n_dec_layers,
+        use_span_enhance=cfg.use_span_enhance,
+        use_gaussian_mask=cfg.use_gaussian_mask,
+        gaussian_alpha=cfg.gaussian_alpha,
+        num_align_points=cfg.num_align_points,
+    )
+    try:
+        denoiser = build_denoiser(cfg)
+    except ValueError as exc:
+        raise ConfigError(str(exc), "model.use_dn") from exc
+    return SADETR(encoder, query_init, decoder, denoiser)
+
+
+def build_baseline(cfg: ModelConfig) -> nn.Module:
+    """Moment-DETR or QD-DETR (docs/baselines.md); Table 11 switches qd_dynamic_anchor, qd_gaussian_mask."""
+    from sadetr.model.moment_detr import build_moment_detr
+    from sadetr.model.qd_detr import build_qd_detr
+
+    if cfg.hidden_dim % cfg.nheads:
+        raise ConfigError(f"{cfg.hidden_dim} is not divisible by nheads ({cfg.nheads})", "model.hidden_dim")
+    if cfg.qd_activation not in ("relu", "prelu"):
+        raise ConfigError(f"must be one of relu, prelu, got {cfg.qd_activation!r}", "model.qd_activation")
+    for key, value in (
+        ("model.num_queries", cfg.num_queries),
+        ("model.n_dec_layers", cfg.n_dec_layers),
+        ("model.n_input_proj", cfg.n_input_proj),
+        ("model.max_text_len", cfg.max_text_len),
+    ):
+        if value < 1:
+            raise ConfigError(f"must be >= 1, got {value}", key)
+    return build_moment_detr(cfg) if cfg.name == "moment_detr" else build_qd_detr(cfg)
+
+
+# name -> builder; the baselines (qd_detr, moment_detr) register here.
+BUILDERS = {
+    "sa_detr": build_sa_detr,
+    "qd_detr": build_baseline,
+    "moment_detr": build_baseline,
+}
+
+
+def build_model(cfg: ModelConfig) -> nn.Module:
+    """The model named by `cfg.name` (sa_detr | qd_detr | moment_detr)."""
+    builder = BUILDERS.get(cfg.name)
+    if builder is None:
+        raise ConfigError(f"unknown model {cfg.name!r}; valid: {', '.join(sorted(BUILDERS))}", "model.name")
+    return builder(cfg)

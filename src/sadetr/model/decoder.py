@@ -1,0 +1,247 @@
+"""Span Aware Refine Decoder of SA-DETR (paper 3.4, eq 1-6, NOTES.md "3.4").
+
+Owns: the Span Based Enhance Block (eq 2-3), the span-aware cross-attention with concatenated content
+and position and the Gaussian modulation (eq 4-6), the Span Aware Query Refiner layer (eq 1 + the
+above + FFN), and the shared prediction head (anchor offsets and quality). Direct and noise query groups
+run through the same layers as one sequence; the self-attention mask keeps them apart.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from sadetr.model.encoder import FeedForward
+from sadetr.model.span_ops import (
+    clip_centers,
+    gaussian_mask,
+    inverse_sigmoid,
+    sine_embedding,
+    span_sine_embedding,
+    temporal_align,
+)
+
+
+class MLP(nn.Module):
+    """`num_layers` Linear layers with ReLU between (DETR's MLP); MLP_2 / MLP_3 of the paper."""
+
+    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, num_layers: int) -> None:
+        super().__init__()
+        dims = [in_dim] + [hidden_dim] * (num_layers - 1) + [out_dim]
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(dims))
+
+    def forward(self, x: Tensor) -> Tensor:
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            if i < len(self.layers) - 1:
+                x = F.relu(x)
+        return x
+
+
+class SpanBasedEnhanceBlock(nn.Module):
+    """Eq 2-3: enhance each content embedding with the text-weighted clips sampled inside its span."""
+
+    def __init__(self, dim: int, num_points: int) -> None:
+        super().__init__()
+        self.num_points = num_points  # N_s
+        self.video_proj = nn.Linear(dim, dim)  # W_v
+        self.text_proj = nn.Linear(dim, dim)  # W_t
+        self.fuse_proj = nn.Linear(dim, dim)  # W_f
+
+    def forward(
+        self, content: Tensor, spans: Tensor, memory: Tensor, video_mask: Tensor, sentence: Tensor
+    ) -> Tensor:
+        """Ĉ [B, Q, d], spans [B, Q, 2] cxw, M_v [B, L, d], M_t [B, d] -> C̄ [B, Q, d]."""
+        sampled = temporal_align(memory, spans, video_mask, self.num_points)  # M_s (B, Q, N_s, d)
+        scores = torch.einsum("bqkd,bd->bqk", self.video_proj(sampled), self.text_proj(sentence)) / math.sqrt(
+            content.shape[-1]
+        )  # s (B, Q, N_s), eq 2, no softmax
+        pooled = (sampled * scores[..., None]).mean(dim=2)  # M̂_s (B, Q, d), eq 2
+        gate = torch.sigmoid((content * pooled).sum(-1, keepdim=True))  # ĝ (B, Q, 1), eq 3 (diag of Ĉ M̂_sᵀ)
+        return self.fuse_proj((pooled + content) * gate) + content  # C̄, eq 3
+
+
+class SpanAwareCrossAttention(nn.Module):
+    """Eq 4-6: per-head logits of `[W_q C̄ ‖ P_S] · [W_k M_v ‖ P_Mv]` / sqrt(2 d_head), times the mask."""
+
+    def __init__(self, dim: int, nheads: int, dropout: float) -> None:
+        super().__init__()
+        if dim % nheads:
+            raise ValueError(f"hidden_dim {dim} is not divisible by nheads {nheads}")
+        self.nheads = nheads
+        self.head_dim = dim // nheads
+        self.q_proj = nn.Linear(dim, dim)  # W_q
+        self.k_proj = nn.Linear(dim, dim)  # W_k
+        self.v_proj = nn.Linear(dim, dim)  # W_v of the attention
+        self.out_proj = nn.Linear(dim, dim)
+        self.attn_drop = nn.Dropout(dropout)
+
+    def _heads(self, x: Tensor) -> Tensor:
+        """[B, N, d] -> [B, h, N, d_head]."""
+        bsz, n, _ = x.shape
+        return x.view(bsz, n, self.nheads, self.head_dim).transpose(1, 2)
+
+    def attention_weights(
+        self,
+        content: Tensor,
+        query_pos: Tensor,
+        memory: Tensor,
+        memory_pos: Tensor,
+        video_mask: Tensor,
+        modulation: Tensor | None,
+    ) -> Tensor:
+        """Eq 4 + eq 6 softmax: -> [B, h, Q, L]; padded clips get exactly 0."""
+        q = torch.cat([self._heads(self.q_proj(content)), self._heads(query_pos)], dim=-1)  # (B, h, Q, 2dh)
+        k = torch.cat([self._heads(self.k_proj(memory)), self._heads(memory_pos)], dim=-1)  # (B, h, L, 2dh)
+        # Eq 4 writes sqrt(2d); per head the concatenated vectors have 2 d_head dims (NOTES.md).
+        logits = q @ k.transpose(-1, -2) / math.sqrt(2 * self.head_dim)  # map, eq 4, (B, h, Q, L)
+        if modulation is not None:
+            # Eq 6 as written: the logits (not the probabilities) are multiplied by the Gaussian mask.
+            logits = logits * modulation[:, None]  # (B, h, Q, L)
+        logits = logits.masked_fill(~video_mask[:, None, None, :], float("-inf"))
+        return logits.softmax(dim=-1)
+
+    def forward(
+        self,
+        content: Tensor,
+        query_pos: Tensor,
+        memory: Tensor,
+        memory_pos: Tensor,
+        video_mask: Tensor,
+        modulation: Tensor | None,
+    ) -> Tensor:
+        """content C̄, query_pos P_S [B, Q, d]; memory M_v, memory_pos P_Mv [B, L, d] -> [B, Q, d]."""
+        attn = self.attention_weights(content, query_pos, memory, memory_pos, video_mask, modulation)
+        v = self._heads(self.v_proj(memory))  # (B, h, L, dh)
+        out = self.attn_drop(attn) @ v  # (B, h, Q, dh)
+        bsz, _, num_q, _ = out.shape
+        return self.out_proj(out.transpose(1, 2).reshape(bsz, num_q, -1))  # (B, Q, d)
+
+
+class SpanAwareQueryRefiner(nn.Module):
+    """One decoder layer: self-attention (eq 1), Span Based Enhance Block (eq 2-3), eq 4-6, FFN."""
+
+    def __init__(
+        self,
+        dim: int,
+        nheads: int,
+        ffn_dim: int,
+        dropout: float,
+        use_span_enhance: bool,
+        use_gaussian_mask: bool,
+        gaussian_alpha: float,
+        num_align_points: int,
+    ) -> None:
+        super().__init__()
+        self.nheads = nheads
+        self.self_attn = nn.MultiheadAttention(dim, nheads, dropout=dropout, batch_first=True)
+        self.norm1 = nn.LayerNorm(dim)
+        self.span_enhance = SpanBasedEnhanceBlock(dim, num_align_points) if use_span_enhance else None
+        self.cross_attn = SpanAwareCrossAttention(dim, nheads, dropout)
+        self.norm2 = nn.LayerNorm(dim)
+        self.ffn = FeedForward(dim, ffn_dim, dropout)
+        self.norm3 = nn.LayerNorm(dim)
+        self.dropout1 = nn.Dropout(dropout)
+        self.dropout2 = nn.Dropout(dropout)
+        self.dropout3 = nn.Dropout(dropout)
+        self.use_gaussian_mask = use_gaussian_mask
+        self.gaussian_alpha = gaussian_alpha
+
+    def forward(
+        self,
+        content: Tensor,
+        spans: Tensor,
+        span_pos: Tensor,
+        memory: Tensor,
+        memory_pos: Tensor,
+        video_mask: Tensor,
+        sentence: Tensor,
+        self_attn_mask: Tensor | None = None,
+    ) -> Tensor:
+        """content C^i [B, Q, d]; spans S^i [B, Q, 2]; span_pos P_S [B, Q, d] -> C^{i+1} [B, Q, d].
+
+        self_attn_mask: [B, Q, Q] bool, True = blocked (the denoiser's mask), or None.
+        """
+        qk = content + span_pos  # eq 1: (Q + P_S), (K + P_S)
+        mask = None
+        if self_attn_mask is not None:
+            mask = self_attn_mask.repeat_interleave(self.nheads, dim=0)  # (B*h, Q, Q)
+        sa, _ = self.self_attn(qk, qk, content, attn_mask=mask, need_weights=False)
+        content = self.norm1(content + self.dropout1(sa))  # Ĉ, eq 1
+        if self.span_enhance is not None:
+            content = self.span_enhance(content, spans, memory, video_mask, sentence)  # C̄, eq 2-3
+        modulation = gaussian_mask(spans, video_mask, self.gaussian_alpha) if self.use_gaussian_mask else None
+        ca = self.cross_attn(content, span_pos, memory, memory_pos, video_mask, modulation)
+        # Departure from the literal eq 6 ("+ Q_C̄"): the residual adds the layer input C̄ (NOTES.md).
+        content = self.norm2(content + self.dropout2(ca))  # C̃, eq 6
+        return self.norm3(content + self.dropout3(self.ffn(content)))  # C^{i+1}
+
+
+class SpanAwareRefineDecoder(nn.Module):
+    """Stack of refiner layers with the shared prediction head (3.4, DAB-DETR anchor update)."""
+
+    def __init__(
+        self,
+        dim: int = 256,
+        nheads: int = 8,
+        ffn_dim: int = 1024,
+        dropout: float = 0.1,
+        num_layers: int = 2,
+        use_span_enhance: bool = True,
+        use_gaussian_mask: bool = True,
+        gaussian_alpha: float = 2.0,
+        num_align_points: int = 10,
+    ) -> None:
+        super().__init__()
+        self.dim = dim
+        self.layers = nn.ModuleList(
+            [
+                SpanAwareQueryRefiner(
+                    dim,
+                    nheads,
+                    ffn_dim,
+                    dropout,
+                    use_span_enhance,
+                    use_gaussian_mask,
+                    gaussian_alpha,
+                    num_align_points,
+                )
+                for _ in range(num_layers)
+            ]
+        )
+        # MLP_2 of eq 1, shared by the layers as DAB-DETR's ref_point_head.
+        self.span_pos_mlp = MLP(dim, dim, dim, 2)
+        self.span_head = MLP(dim, dim, 2, 3)  # MLP_3: anchor offset in logit space
+        self.quality_head = nn.Linear(dim, 1)  # quality q (BAM-DETR)
+        nn.init.zeros_(self.span_head.layers[-1].weight)
+        nn.init.zeros_(self.span_head.layers[-1].bias)
+
+    def forward(
+        self,
+        content: Tensor,
+        spans: Tensor,
+        memory: Tensor,
+        video_mask: Tensor,
+        sentence: Tensor,
+        self_attn_mask: Tensor | None = None,
+    ) -> list[tuple[Tensor, Tensor]]:
+        """content [B, Q, d], initial anchors [B, Q, 2] cxw -> per layer (spans [B, Q, 2], quality [B, Q])."""
+        memory_pos = sine_embedding(clip_centers(video_mask), self.dim).to(memory.dtype)  # P_Mv (B, L, d)
+        outputs = []
+        for layer in self.layers:
+            span_pos = self.span_pos_mlp(span_sine_embedding(spans, self.dim).to(content.dtype))  # P_S, eq 1
+            content = layer(
+                content, spans, span_pos, memory, memory_pos, video_mask, sentence, self_attn_mask
+            )
+            # Departure from the literal "S^{i+1} = S^i + Δ": the offset is added in logit space (NOTES.md).
+            new_spans = torch.sigmoid(inverse_sigmoid(spans) + self.span_head(content))  # S^{i+1}
+            quality = torch.sigmoid(self.quality_head(content)).squeeze(-1)  # (B, Q)
+            outputs.append((new_spans, quality))
+            # DAB-DETR: the anchor fed to the next layer is detached (the initial one is not, so that
+            # learnable or instance anchors get gradients through the first layer).
+            spans = new_spans.detach()
+        return outputs

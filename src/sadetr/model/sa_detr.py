@@ -1,0 +1,88 @@
+"""The SA-DETR module (paper 3.1-3.5): encoder -> Dual Path Query Initializer -> Span Aware Refine Decoder.
+
+Owns the wiring and the output dict of CONTRACTS.md "Model". Noise queries (denoising) are added only in
+training, when the model has a denoiser and `targets` are given; the losses are computed elsewhere.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from sadetr.model.decoder import SpanAwareRefineDecoder
+from sadetr.model.denoising import SpanDenoiser
+from sadetr.model.encoder import MultiModalAlignEncoder
+from sadetr.model.query_init import DualPathQueryInitializer
+
+
+class SADETR(nn.Module):
+    """Span Aware DEtection TRansformer for moment retrieval and highlight detection."""
+
+    def __init__(
+        self,
+        encoder: MultiModalAlignEncoder,
+        query_init: DualPathQueryInitializer,
+        decoder: SpanAwareRefineDecoder,
+        denoiser: SpanDenoiser | None = None,
+    ) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.query_init = query_init
+        self.decoder = decoder
+        self.denoiser = denoiser
+        self.num_queries = query_init.num_queries
+
+    def set_progress(self, progress: float) -> None:
+        """Training progress in [0, 1], for the denoiser's curriculum schedule (Table 8)."""
+        if self.denoiser is not None:
+            self.denoiser.set_progress(progress)
+
+    def forward(
+        self,
+        video_feat: Tensor,
+        video_mask: Tensor,
+        text_feat: Tensor,
+        text_mask: Tensor,
+        targets: list[Tensor] | None = None,
+        dn_generator: torch.Generator | None = None,
+    ) -> dict:
+        """video_feat [B, Lv, Dv], video_mask [B, Lv], text_feat [B, Lt, Dt], text_mask [B, Lt];
+        targets: list[B] of GT (center, width) [N_i, 2], used only for the noise group in training.
+        """
+        video_mask = video_mask.bool()
+        text_mask = text_mask.bool()
+        enc = self.encoder(video_feat, video_mask, text_feat, text_mask)
+        anchors, content, init_spans = self.query_init.direct(enc.token)  # (B, Nq, 2), (B, Nq, d)
+
+        dn = None
+        if self.training and self.denoiser is not None and targets is not None:
+            dn = self.denoiser(targets, self.num_queries, generator=dn_generator)
+        self_attn_mask = None
+        num_dn = 0
+        if dn is not None:
+            num_dn = dn.anchors.shape[1]
+            anchors = torch.cat([anchors, dn.anchors.to(anchors.dtype)], dim=1)  # (B, Nq+N_dn, 2)
+            noise_content = self.query_init.noise(content.shape[0], num_dn)  # (B, N_dn, d)
+            content = torch.cat([content, noise_content.to(content.dtype)], dim=1)  # (B, Nq+N_dn, d)
+            self_attn_mask = dn.attn_mask
+
+        layers = self.decoder(content, anchors, enc.memory, video_mask, enc.sentence, self_attn_mask)
+        nq = self.num_queries
+        direct = [{"pred_spans": s[:, :nq], "pred_quality": q[:, :nq]} for s, q in layers]  # (B, Nq, ...)
+        out = {
+            "pred_spans": direct[-1]["pred_spans"],
+            "pred_quality": direct[-1]["pred_quality"],
+            "aux_outputs": direct[:-1],
+            "init_spans": init_spans,
+            "dn_outputs": None,
+            "dn_meta": None,
+            "saliency_scores": enc.saliency_scores,
+            "saliency_scores_neg": enc.saliency_scores_neg,
+            "video_mask": video_mask,
+            "vtc": enc.vtc,
+            "ctm": enc.ctm,
+        }
+        if dn is not None:
+            out["dn_outputs"] = [{"pred_spans": s[:, nq:], "pred_quality": q[:, nq:]} for s, q in layers]
+            out["dn_meta"] = dn.meta
+        return out
