@@ -1,0 +1,313 @@
+"""Predictor API: a trained checkpoint applied to a raw video (or its features) and a text query.
+
+    p = Predictor.from_checkpoint("run/best.ckpt", clip="clip-vit-base-patch32/",
+                                  slowfast="SLOWFAST_8x8_R50.pyth")
+    pred = p.predict("a man opens the door", "video.mp4")
+    pred["pred_relevant_windows"]   # [[start_s, end_s, score], ...] ranked by score
+    pred["pred_saliency_scores"]    # one score per clip of `clip_len` seconds
+
+The checkpoint's `features` entry (sources, clip length, normalisation, TEF, max_v_l, max_q_l)
+drives the input pipeline, exactly as in training (`sadetr.data`): per-source L2 norm, concat in
+the recorded source order, TEF per window, text tokens L2-normalised and cut to max_q_l. A checkpoint
+trained on features this package cannot extract (e.g. VGG, GloVe) is refused with a
+`CheckpointError` when a video or a query has to be encoded; precomputed features still work.
+Videos longer than `max_v_l` clips go through overlapping windows (`sadetr.video.sliding`).
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from sadetr.errors import CheckpointError, DataError
+from sadetr.video.sliding import stitch_saliency, temporal_nms, window_starts
+
+EXTRACTABLE_SOURCES = ("clip_features", "slowfast_features")
+EXTRACTABLE_TEXT = "clip_text_features"
+
+
+@dataclass
+class VideoFeatures:
+    """Clip features of one video in a checkpoint's source order: [L, sum D] (not normalised, no TEF)."""
+
+    feats: np.ndarray
+    clip_len: float
+    duration: float
+    path: str | None = None
+
+
+def _l2(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def saliency_relevance(peaks: np.ndarray) -> np.ndarray:
+    """sigmoid(peak saliency) of each moment relative to the best one (the best gets 1).
+
+    Used to merge the moments of several windows: their quality scores are not comparable, since
+    the model was trained on videos that contain the queried moment, so a window without it still
+    yields confident-looking moments. The saliency head is trained against unrelated (video, query)
+    pairs (QD-DETR's negative term), so sigmoid(saliency) is a calibrated "this clip shows the
+    query". Computed in log space, since raw saliency can be very negative.
+
+    >>> saliency_relevance(np.array([2.0, 0.0])).round(4).tolist()
+    [1.0, 0.5677]
+    """
+    log_sig = -np.logaddexp(0.0, -np.asarray(peaks, dtype=np.float64))  # log sigmoid
+    return np.exp(log_sig - log_sig.max())
+
+
+class Predictor:
+    """A model, its feature pipeline and (optionally) the backbones that reproduce that pipeline."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        cfg: Any,
+        features: dict[str, Any],
+        device: torch.device,
+        clip: Any = None,
+        slowfast: Any = None,
+        source: str = "",
+    ) -> None:
+        self.model = model.eval()
+        self.cfg = cfg
+        self.device = device
+        self.source = source
+        data = cfg.data
+        self.video_sources: list[str] = list(features.get("video_sources") or data.video_sources)
+        self.video_dims: list[int] = list(features.get("video_dims") or data.video_dims)
+        self.text_source: str = features.get("text_source") or data.text_source
+        self.clip_len = float(features.get("clip_len") or data.clip_len)
+        self.normalize_video = bool(features.get("normalize_video", data.normalize_video))
+        self.normalize_text = bool(features.get("normalize_text", data.normalize_text))
+        self.use_tef = bool(features.get("use_tef", data.use_tef))
+        self.max_v_l = int(features.get("max_v_l") or data.max_v_l or 0)
+        self.max_q_l = int(features.get("max_q_l") or data.max_q_l or 0)
+        self.video_dim = int(features.get("video_dim") or cfg.model.video_dim)
+        self.text_dim = int(features.get("text_dim") or cfg.model.text_dim)
+        if sum(self.video_dims) + 2 * self.use_tef != self.video_dim:
+            raise CheckpointError(
+                f"{source}: feature sources {self.video_sources} with dims {self.video_dims} "
+                f"(+ TEF {self.use_tef}) do not add up to the model's {self.video_dim}"
+            )
+        self.clip = clip
+        self.slowfast = slowfast
+        self._extractor = None
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def from_checkpoint(
+        cls, path: str | Path, device: str | torch.device = "auto", clip: Any = None, slowfast: Any = None
+    ) -> Predictor:
+        """Load a training checkpoint; `clip`/`slowfast` are weight paths or loaded backbones (optional)."""
+        from sadetr.config import config_from_dict
+        from sadetr.engine.checkpoint import load_checkpoint
+        from sadetr.errors import ConfigError
+        from sadetr.model.build import build_model
+        from sadetr.video.extract import resolve_device
+
+        device = resolve_device(device) if isinstance(device, str) else device
+        state = load_checkpoint(path, map_location="cpu")
+        try:
+            cfg = config_from_dict(state["config"])
+        except ConfigError as err:
+            raise CheckpointError(f"{path}: its config does not fit this sadetr version ({err})") from None
+        model = build_model(cfg.model)
+        try:
+            model.load_state_dict(state["model"])
+        except RuntimeError as err:
+            raise CheckpointError(f"{path}: weights do not fit the model of its config ({err})") from None
+        if isinstance(clip, (str, Path)):
+            from sadetr.video.clip import load_clip
+
+            clip = load_clip(clip, device=device)
+        if isinstance(slowfast, (str, Path)):
+            from sadetr.video.slowfast import load_slowfast
+
+            slowfast = load_slowfast(slowfast)
+        return cls(
+            model.to(device), cfg, dict(state.get("features") or {}), device, clip, slowfast, str(path)
+        )
+
+    # ------------------------------------------------------------------ encoders
+
+    def _require_reproducible(self, what: str) -> None:
+        unknown = [s for s in self.video_sources if s not in EXTRACTABLE_SOURCES]
+        if what == "video" and unknown:
+            raise CheckpointError(
+                f"{self.source}: trained on video features {unknown}, which sadetr cannot "
+                f"extract from a video (only {', '.join(EXTRACTABLE_SOURCES)}); pass features"
+            )
+        if what == "text" and self.text_source != EXTRACTABLE_TEXT:
+            raise CheckpointError(
+                f"{self.source}: trained on text features {self.text_source!r}, which sadetr "
+                f"cannot compute (only {EXTRACTABLE_TEXT}); pass text_features"
+            )
+        needed = {"clip_features": self.clip, "slowfast_features": self.slowfast}
+        missing = [
+            s for s in (self.video_sources if what == "video" else ["clip_features"]) if needed[s] is None
+        ]
+        if missing:
+            flags = " and ".join("--clip" if s == "clip_features" else "--slowfast" for s in missing)
+            raise CheckpointError(f"{self.source}: this checkpoint needs {', '.join(missing)}: give {flags}")
+
+    def encode_video(self, path: str | Path, batch_clips: int = 8) -> VideoFeatures:
+        """Extract the checkpoint's video sources from a video file (`clip_len` s per clip)."""
+        from sadetr.video.decode import probe
+        from sadetr.video.extract import VideoExtractor
+
+        self._require_reproducible("video")
+        if self._extractor is None:
+            use = set(self.video_sources)
+            self._extractor = VideoExtractor(
+                clip=self.clip if "clip_features" in use else None,
+                slowfast=self.slowfast if "slowfast_features" in use else None,
+                clip_len=self.clip_len,
+                batch_clips=batch_clips,
+                device=self.device,
+            )
+        per_source = self._extractor.features(path)
+        for source, dim in zip(self.video_sources, self.video_dims):
+            if per_source[source].shape[1] != dim:
+                raise CheckpointError(
+                    f"{self.source}: the checkpoint expects {dim}-d {source}, the given "
+                    f"backbone gives {per_source[source].shape[1]}-d"
+                )
+        feats = np.concatenate([per_source[s] for s in self.video_sources], axis=1)  # [L, sum D]
+        return VideoFeatures(feats, self.clip_len, probe(path).duration, str(path))
+
+    def encode_query(self, query: str) -> np.ndarray:
+        """CLIP token features of a query: `last_hidden_state` [L_t, D_t]."""
+        self._require_reproducible("text")
+        feats = self.clip.encode_texts([query])[0]["last_hidden_state"]
+        if feats.shape[1] != self.text_dim:
+            raise CheckpointError(
+                f"{self.source}: the checkpoint expects {self.text_dim}-d text features, "
+                f"the given CLIP gives {feats.shape[1]}-d"
+            )
+        return feats
+
+    # ------------------------------------------------------------------ prediction
+
+    def _video_input(self, feats: np.ndarray) -> np.ndarray:
+        """Per-source L2 norm (as `FeatureStore.video`) of [L, sum D]."""
+        if not self.normalize_video:
+            return feats.astype(np.float32)
+        offsets = np.cumsum([0, *self.video_dims])
+        return np.concatenate([_l2(feats[:, a:b]) for a, b in itertools.pairwise(offsets)], axis=1)
+
+    @torch.no_grad()
+    def _forward(self, video: np.ndarray, text: np.ndarray) -> dict[str, Any]:
+        """One window: video [L, sum D] (normalised), text [L_t, D_t] -> model output for batch 1."""
+        if self.use_tef:
+            n = video.shape[0]
+            start = np.arange(n, dtype=np.float32) / n
+            video = np.concatenate([video, np.stack([start, start + 1.0 / n], axis=1)], axis=1)  # [L, D+2]
+        v = torch.from_numpy(np.ascontiguousarray(video, dtype=np.float32))[None].to(
+            self.device
+        )  # [1, L, Dv]
+        t = torch.from_numpy(np.ascontiguousarray(text, dtype=np.float32))[None].to(
+            self.device
+        )  # [1, Lt, Dt]
+        v_mask = torch.ones(v.shape[:2], dtype=torch.bool, device=self.device)
+        t_mask = torch.ones(t.shape[:2], dtype=torch.bool, device=self.device)
+        return self.model(v, v_mask, t, t_mask)
+
+    def predict(
+        self,
+        query: str,
+        video_or_features: str | Path | VideoFeatures | np.ndarray,
+        text_features: np.ndarray | None = None,
+        duration: float | None = None,
+        overlap: float = 0.5,
+        nms_threshold: float = 0.7,
+        max_moments: int = 0,
+        rescore: bool = True,
+    ) -> dict[str, Any]:
+        """Submission-format record: `pred_relevant_windows` ([start, end, score], ranked) and
+        `pred_saliency_scores` (one per clip). `video_or_features`: a video path, `VideoFeatures`,
+        or an array [L, sum D] in the checkpoint's source order (`duration` defaults to L * clip_len).
+        Videos longer than max_v_l clips: windows overlapping by `overlap` (fraction), merged by NMS;
+        with `rescore` each moment's quality is first multiplied by `saliency_relevance` of its peak
+        saliency (windows only; a video of <= max_v_l clips is ranked by quality, as in the paper).
+        """
+        from sadetr.model.postprocess import to_submission
+
+        if isinstance(video_or_features, (str, Path)):
+            video_or_features = self.encode_video(video_or_features)
+        if isinstance(video_or_features, VideoFeatures):
+            feats, duration = video_or_features.feats, duration or video_or_features.duration
+        else:
+            feats = np.asarray(video_or_features, dtype=np.float32)
+        if feats.ndim != 2 or feats.shape[1] != sum(self.video_dims) or feats.shape[0] == 0:
+            raise DataError(
+                f"video features must be [L > 0, {sum(self.video_dims)}] "
+                f"({'+'.join(self.video_sources)}), got {list(feats.shape)}",
+                field="video_features",
+            )
+        n_clips = feats.shape[0]
+        duration = float(duration) if duration else n_clips * self.clip_len
+        text = self.encode_query(query) if text_features is None else np.asarray(text_features, np.float32)
+        if text.ndim != 2 or text.shape[1] != self.text_dim or text.shape[0] == 0:
+            raise DataError(
+                f"text features must be [L_t > 0, {self.text_dim}], got {list(text.shape)}",
+                field="text_features",
+            )
+        if self.normalize_text:
+            text = _l2(text)
+        if self.max_q_l > 0:
+            text = text[: self.max_q_l]
+        video = self._video_input(feats)
+
+        window = self.max_v_l if self.max_v_l > 0 else n_clips
+        starts = window_starts(n_clips, window, min(window - 1, round(overlap * window)))
+        per_window: list[list[list[float]]] = []  # per window: [start_s, end_s, score] in video time
+        saliency_parts: list[tuple[int, np.ndarray]] = []
+        for start in starts:
+            chunk = video[start : start + window]  # [W, sum D]
+            offset = start * self.clip_len
+            meta = {
+                "qid": None,
+                "vid": None,
+                "query": query,
+                "clip_sec": self.clip_len,
+                "num_clips": chunk.shape[0],
+                "duration": min(duration - offset, chunk.shape[0] * self.clip_len),
+            }
+            rec = to_submission(self._forward(chunk, text), [meta], decimals=6)[0]
+            scores = np.asarray(rec["pred_saliency_scores"], dtype=np.float64)
+            per_window.append([[st + offset, en + offset, c] for st, en, c in rec["pred_relevant_windows"]])
+            saliency_parts.append((start, scores))
+        moments = [m for ms in per_window for m in ms]
+        if len(starts) > 1:
+            if rescore:
+                # a moment's peak saliency, read from the window that predicted it
+                peaks = []
+                for ms, (start, sal) in zip(per_window, saliency_parts):
+                    for st, en, _ in ms:
+                        first = min(max(int(st / self.clip_len) - start, 0), len(sal) - 1)
+                        last = max(first + 1, int(np.ceil(en / self.clip_len)) - start)  # exclusive
+                        peaks.append(float(sal[first:last].max()))
+                rel = saliency_relevance(np.array(peaks))
+                moments = [[st, en, c * r] for (st, en, c), r in zip(moments, rel)]
+            moments = temporal_nms(moments, nms_threshold)
+        if max_moments > 0:
+            moments = moments[:max_moments]
+        saliency = stitch_saliency(n_clips, saliency_parts)
+        return {
+            "query": query,
+            "duration": round(duration, 4),
+            "clip_len": self.clip_len,
+            "pred_relevant_windows": [
+                [round(float(s), 4), round(float(e), 4), float(f"{c:.5g}")] for s, e, c in moments
+            ],
+            "pred_saliency_scores": [round(float(x), 4) for x in saliency],
+            "num_windows": len(starts),
+        }
