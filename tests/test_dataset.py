@@ -15,14 +15,25 @@ from torch.utils.data import DataLoader
 from sadetr.data import DataConfig, MomentDataset, build_dataset, collate
 from sadetr.errors import DataError, FeatureError
 
-QVH = {"qid": 1, "query": "a man opens the door", "duration": 20, "vid": "va",
-       "relevant_clip_ids": [2, 3, 4], "saliency_scores": [[1, 2, 3], [4, 4, 4], [0, 0, 1]],
-       "relevant_windows": [[4, 10]]}
+QVH = {
+    "qid": 1,
+    "query": "a man opens the door",
+    "duration": 20,
+    "vid": "va",
+    "relevant_clip_ids": [2, 3, 4],
+    "saliency_scores": [[1, 2, 3], [4, 4, 4], [0, 0, 1]],
+    "relevant_windows": [[4, 10]],
+}
 CHA = {"qid": 2, "query": "person sits down", "duration": 10.5, "vid": "vb", "relevant_windows": [[2.5, 5.2]]}
 
 
-def make_data(tmp_path: Path, records: list[dict[str, Any]], lengths: dict[str, int], n_tokens: int = 5,
-              **cfg_changes: Any) -> DataConfig:
+def make_data(
+    tmp_path: Path,
+    records: list[dict[str, Any]],
+    lengths: dict[str, int],
+    n_tokens: int = 5,
+    **cfg_changes: Any,
+) -> DataConfig:
     """Annotations + small random features (sf: 3 dims, clip: 2 dims, text: 4 dims) under tmp_path."""
     rng = np.random.default_rng(0)
     for src, dim in (("sf", 3), ("clip", 2)):
@@ -34,9 +45,19 @@ def make_data(tmp_path: Path, records: list[dict[str, Any]], lengths: dict[str, 
         np.savez(tmp_path / "txt" / f"qid{rec['qid']}.npz", last_hidden_state=rng.normal(size=(n_tokens, 4)))
     path = tmp_path / "ann.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
-    cfg = DataConfig(train_path=str(path), val_path=str(path), test_path=str(path), feat_root=str(tmp_path),
-                     video_sources=["sf", "clip"], video_dims=[3, 2], text_source="txt", text_dim=4,
-                     clip_len=2.0, max_v_l=75, max_q_l=32)
+    cfg = DataConfig(
+        train_path=str(path),
+        val_path=str(path),
+        test_path=str(path),
+        feat_root=str(tmp_path),
+        video_sources=["sf", "clip"],
+        video_dims=[3, 2],
+        text_source="txt",
+        text_dim=4,
+        clip_len=2.0,
+        max_v_l=75,
+        max_q_l=32,
+    )
     for key, value in cfg_changes.items():
         setattr(cfg, key, value)
     return cfg
@@ -55,8 +76,14 @@ def test_qvh_sample_targets(tmp_path: Path) -> None:
     pos, neg = s["saliency_pos_idx"].tolist(), s["saliency_neg_idx"].tolist()
     assert pos[0] == 3 and neg[0] == 4  # hard pair: highest / lowest scored relevant clip
     assert pos[1] in (2, 3, 4) and neg[1] not in (2, 3, 4)  # easy pair
-    assert s["meta"] == {"qid": 1, "vid": "va", "query": "a man opens the door", "duration": 20.0,
-                         "clip_sec": 2.0, "num_clips": 10}
+    assert s["meta"] == {
+        "qid": 1,
+        "vid": "va",
+        "query": "a man opens the door",
+        "duration": 20.0,
+        "clip_sec": 2.0,
+        "num_clips": 10,
+    }
 
 
 def test_sample_without_saliency_uses_windows(tmp_path: Path) -> None:
@@ -148,8 +175,19 @@ def test_collate_batch_contract(tmp_path: Path) -> None:
     assert b["vid_index"].tolist() == [0, 1, 1]  # samples 2 and 3 share video "va"
     assert [m["qid"] for m in b["meta"]] == [2, 1, 5]
     assert [s.shape for s in b["spans"]] == [(1, 2)] * 3
-    assert set(b) == {"video_feat", "video_mask", "text_feat", "text_mask", "spans", "saliency", "relevant",
-                      "saliency_pos_idx", "saliency_neg_idx", "vid_index", "meta"}
+    assert set(b) == {
+        "video_feat",
+        "video_mask",
+        "text_feat",
+        "text_mask",
+        "spans",
+        "saliency",
+        "relevant",
+        "saliency_pos_idx",
+        "saliency_neg_idx",
+        "vid_index",
+        "meta",
+    }
     with pytest.raises(DataError, match="every sample of this batch was skipped"):
         collate([None])
 

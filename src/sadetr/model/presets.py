@@ -87,6 +87,9 @@ def _build() -> dict[str, dict[str, object]]:
     # Figure 6 (number of noise groups N_n; the paper's best is 5).
     for groups in range(1, 11):
         presets[f"fig6.groups_{groups}"] = {"model.use_dn": True, "model.num_dn_groups": groups}
+    # Figure 5 (convergence): SA-DETR with and without denoise learning.
+    presets["fig5.with_dn"] = {"model.use_dn": True}
+    presets["fig5.without_dn"] = {"model.use_dn": False}
     # Table 11 (component generalizability): SA-DETR's instance-related anchors ("dynamic anchor", as
     # Table 5's row of that name: without L_init) and Gaussian mask grafted onto QD-DETR, cumulatively.
     qd = {"model.name": "qd_detr", "model.use_init_loss": False}
