@@ -1,0 +1,115 @@
+"""`sadetr predict`: write the submission file of a checkpoint on a split (or, with --video, on a raw video).
+
+`--data` is a config (built-in name or YAML; its data section is used) or an annotation `.jsonl` file
+read with the checkpoint's own data settings; without `--data` the checkpoint's config is used.
+Test splits without ground truth are predicted too; when the split has ground truth the metrics are printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+from sadetr.errors import CheckpointError, ConfigError
+
+_VIDEO_MODULE = "sadetr.commands._predict_video"
+
+
+def _video_module() -> Any:
+    if importlib.util.find_spec(_VIDEO_MODULE) is None:
+        return None
+    return importlib.import_module(_VIDEO_MODULE)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "predict",
+        help="predict moments and saliency for a split (or a video)",
+        description=__doc__,
+        conflict_handler="resolve",
+    )
+    p.add_argument("--checkpoint", required=True, type=Path, help="a .ckpt file or a run directory")
+    p.add_argument(
+        "--data", help="config name/YAML, or an annotation .jsonl file (default: the checkpoint's)"
+    )
+    p.add_argument(
+        "--split",
+        default=None,
+        choices=("train", "val", "test"),
+        help="split of the config to predict (default: val; test for a .jsonl without windows)",
+    )
+    p.add_argument("--out", type=Path, help="output submission file (JSON lines)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    video = _video_module()
+    if video is not None:
+        video.add_arguments(p)
+    p.set_defaults(func=run)
+
+
+def load_model(ckpt: Path, device: Any) -> tuple[Any, Any, dict[str, Any]]:
+    """(model in eval mode on `device`, its Config, the checkpoint dict)."""
+    from sadetr.config import config_from_dict
+    from sadetr.engine.checkpoint import load_checkpoint
+    from sadetr.model.build import build_model
+
+    state = load_checkpoint(ckpt, map_location=device)
+    try:
+        cfg = config_from_dict(state["config"])
+    except ConfigError as err:
+        raise CheckpointError(f"{ckpt}: its config does not fit this sadetr version ({err})") from None
+    model = build_model(cfg.model)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as err:
+        raise CheckpointError(f"{ckpt}: weights do not fit the model of its config ({err})") from None
+    return model.to(device).eval(), cfg, state
+
+
+def build_split(cfg: Any, data: str | None, split: str | None) -> Any:
+    """The dataset to predict: `--data` as config or .jsonl, else the checkpoint's own data config."""
+    from sadetr.config import compose_config
+    from sadetr.data.dataset import MomentDataset, build_dataset
+
+    if data is not None and data.endswith(".jsonl"):
+        if not Path(data).is_file():
+            raise ConfigError(f"no such annotation file {data}", key="--data")
+        return MomentDataset(cfg.data, split or "test", seed=cfg.train.seed, path=data)
+    data_cfg = compose_config(data).data if data is not None else cfg.data
+    if data_cfg.video_feat_dim != cfg.model.video_dim or data_cfg.text_feat_dim != cfg.model.text_dim:
+        raise CheckpointError(
+            f"the checkpoint expects {cfg.model.video_dim}-d video / {cfg.model.text_dim}-d text features, "
+            f"--data {data} gives {data_cfg.video_feat_dim} / {data_cfg.text_feat_dim}"
+        )
+    return build_dataset(data_cfg, split or "val", seed=cfg.train.seed)
+
+
+def run(args: argparse.Namespace) -> int:
+    if getattr(args, "video", None):
+        video = _video_module()
+        assert video is not None  # --video exists only when the module does
+        return int(video.run(args) or 0)
+    if args.out is None:
+        raise ConfigError("--out is required (the submission file to write)", key="--out")
+
+    from sadetr.engine.distributed import resolve_device
+    from sadetr.engine.inference import predict_dataset, score
+    from sadetr.engine.io import write_jsonl
+
+    device = resolve_device(args.device)
+    model, cfg, _ = load_model(args.checkpoint, device)
+    dataset = build_split(cfg, args.data, args.split)
+    from sadetr.data.dataset import collate
+
+    preds = predict_dataset(model, dataset, collate, device, batch_size=args.batch_size)
+    write_jsonl(args.out, preds)
+    print(f"wrote {len(preds)} predictions to {args.out}")
+    gt = dataset.ground_truth()
+    if gt and all(rec.get("relevant_windows") for rec in gt):
+        from sadetr.eval import format_table
+
+        print(format_table(score(preds, gt)))
+    return 0

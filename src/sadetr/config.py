@@ -1,0 +1,273 @@
+"""Run configuration: the typed `Config` and its composition from layered YAML parts.
+
+A config file may list `_base_: [part, ...]` (paths relative to the file, or built-in names); the parts
+are merged in order (recursively, each may have its own `_base_`), then the file itself, then an
+optional named preset (`sadetr.model.presets`), then dotted `--set key=value` overrides (values parsed
+as YAML scalars), so the user's explicit overrides always win. The merged mapping becomes typed
+dataclasses; an unknown key, a wrong type or a malformed override is a `ConfigError` naming the dotted
+key. Built-in configs live in `sadetr/configs/` and can be named without the `.yaml` suffix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+import types
+import typing
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sadetr.data.config import DataConfig
+from sadetr.engine.config import TrainConfig
+from sadetr.errors import ConfigError
+from sadetr.model.config import LossConfig, ModelConfig
+
+BUILTIN_DIR = Path(__file__).resolve().parent / "configs"
+_MISSING = object()
+
+
+@dataclass
+class Config:
+    """Everything one run needs: data pipeline, model, loss weights and training."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def list_builtin_configs() -> list[str]:
+    """Names of the shipped top-level configs (parts under `_parts/` are not listed)."""
+    return sorted(p.stem for p in BUILTIN_DIR.glob("*.yaml"))
+
+
+def resolve_config_path(name_or_path: str | os.PathLike[str], relative_to: Path | None = None) -> Path:
+    """A YAML path as given (relative to `relative_to` if set), or a built-in config by name."""
+    raw = str(name_or_path)
+    candidates = []
+    if relative_to is not None and not os.path.isabs(raw):
+        candidates.append(relative_to / raw)
+    candidates.append(Path(raw))
+    stem = raw[:-5] if raw.endswith(".yaml") else raw
+    candidates.append(BUILTIN_DIR / f"{stem}.yaml")
+    for cand in candidates:
+        if cand.is_file():
+            return cand
+    raise ConfigError(
+        f"no such config file or built-in config (built-in: {', '.join(list_builtin_configs())})", key=raw
+    )
+
+
+def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """Recursive dict merge: mappings merge key by key, anything else in `update` replaces."""
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_layers(path: str | os.PathLike[str], _stack: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The YAML mapping at `path` with its `_base_` parts merged underneath it, in order."""
+    file = resolve_config_path(path).resolve()
+    if file in _stack:
+        raise ConfigError(f"circular _base_ chain: {' -> '.join(map(str, (*_stack, file)))}", key="_base_")
+    try:
+        data = yaml.safe_load(file.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{file}: invalid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{file}: top level must be a mapping, got {type(data).__name__}")
+    bases = data.pop("_base_", [])
+    if isinstance(bases, str):
+        bases = [bases]
+    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+        raise ConfigError(f"{file}: must be a list of paths", key="_base_")
+    merged: dict[str, Any] = {}
+    for base in bases:
+        merged = deep_merge(merged, load_layers(resolve_config_path(base, file.parent), (*_stack, file)))
+    return deep_merge(merged, data)
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`"model.hidden_dim=128"` -> `("model.hidden_dim", 128)`; the value is a YAML scalar."""
+    key, sep, value = text.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"bad override {text!r}: expected section.key=value", key=key or text)
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError:
+        raise ConfigError(f"bad override value {value!r}", key=key) from None
+    return key, parsed
+
+
+def set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
+    """Set `tree["a"]["b"] = value` for `key="a.b"`, creating sections (types are checked later)."""
+    node = tree
+    parts = key.split(".")
+    for i, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError("is not a section", key=".".join(parts[: i + 1]))
+        node = child
+    node[parts[-1]] = value
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check `value` against the annotation `tp` (int/float/bool/str, unions, list/tuple/dict, dataclass)."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(f"expected {_type_name(tp)}, got {value!r}", key=key)
+    if origin is typing.Literal:
+        if value not in typing.get_args(tp):
+            raise ConfigError(f"expected one of {typing.get_args(tp)}, got {value!r}", key=key)
+        return value
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"expected a list, got {value!r}", key=key)
+        args = typing.get_args(tp)
+        item_tp = args[0] if args else Any
+        items = [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"expected a mapping, got {value!r}", key=key)
+        return dict(value)
+    if dataclasses.is_dataclass(tp):
+        return build_dataclass(tp, value, key)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"expected true/false, got {value!r}", key=key)
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"expected an integer, got {value!r}", key=key)
+        return value
+    if tp is float:
+        if isinstance(value, str):  # PyYAML reads "1e-4" (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"expected a number, got {value!r}", key=key)
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"expected a string, got {value!r}", key=key)
+        return value
+    if isinstance(tp, type) and not isinstance(value, tp):
+        raise ConfigError(f"expected {_type_name(tp)}, got {value!r}", key=key)
+    return value
+
+
+def build_dataclass(cls: type, values: Any, prefix: str = "") -> Any:
+    """Instantiate dataclass `cls` from a mapping, type-checking every field; unknown keys are errors."""
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"expected a mapping of {cls.__name__} fields, got {values!r}", key=prefix or None)
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    kwargs = {}
+    for key, value in values.items():
+        dotted = f"{prefix}.{key}" if prefix else str(key)
+        if key not in fields:
+            raise ConfigError(f"unknown key (valid: {', '.join(sorted(fields))})", key=dotted)
+        kwargs[key] = _coerce(value, hints[key], dotted)
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as err:  # a dataclass's own __post_init__ validation
+        raise ConfigError(str(err), key=prefix or None) from None
+
+
+def config_from_dict(tree: Mapping[str, Any]) -> Config:
+    """Typed `Config` from a plain (merged) mapping; missing fields take their defaults."""
+    return build_dataclass(Config, tree)
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain YAML/JSON-friendly dict (tuples become lists) of a config dataclass."""
+
+    def plain(obj: Any) -> Any:
+        if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+            return {f.name: plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        if isinstance(obj, (list, tuple)):
+            return [plain(v) for v in obj]
+        if isinstance(obj, dict):
+            return {k: plain(v) for k, v in obj.items()}
+        if isinstance(obj, Path):
+            return str(obj)
+        return obj
+
+    return plain(cfg)
+
+
+def preset_overrides(name: str) -> dict[str, Any]:
+    """Dotted overrides of a named paper setting (e.g. `table4.a`), from `sadetr.model.presets`."""
+    from sadetr.model.presets import get_preset
+
+    return dict(get_preset(name))
+
+
+def compose_config(
+    path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
+    overrides: Iterable[str] = (),
+    preset: str | None = None,
+) -> Config:
+    """Layers of `path` (built-in name or file, or several merged in order; None = defaults), then
+    `preset`, then `overrides`."""
+    paths = [] if path is None else [path] if isinstance(path, (str, os.PathLike)) else list(path)
+    tree: dict[str, Any] = {}
+    for one in paths:
+        tree = deep_merge(tree, load_layers(one))
+    if preset:
+        for key, value in preset_overrides(preset).items():
+            set_dotted(tree, key, value)
+    for text in overrides:
+        key, value = parse_override(text)
+        set_dotted(tree, key, value)
+    return config_from_dict(tree)
+
+
+def save_config(cfg: Config, path: str | os.PathLike[str]) -> None:
+    """Write the resolved config as YAML, atomically; `load_config` reads it back equal."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read a config file (a saved resolved config, or any layered config file)."""
+    return compose_config(path)

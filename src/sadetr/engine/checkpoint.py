@@ -1,0 +1,80 @@
+"""Training checkpoints: model, optimiser, scheduler, position, RNG states, config, feature pipeline.
+
+Format (docs/CONTRACTS.md): a `torch.save` dict with `model`, `optimizer`, `scheduler`, `epoch`, `step`
+(batches already consumed in `epoch`), `rng`, `config` (plain dict), `features`, `metrics`,
+`sadetr_version`, plus `global_step` and `best` (selection value so far). Everything is stored as
+plain types and tensors so that it loads with `torch.load(weights_only=True)` (no code execution).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sadetr import __version__
+from sadetr.errors import CheckpointError
+
+REQUIRED_KEYS = ("model", "config", "features", "epoch", "step")
+
+
+def feature_pipeline(data_cfg: Any, model_cfg: Any) -> dict[str, Any]:
+    """The feature description a checkpoint needs to be used on new videos (sources, dims, norms)."""
+
+    def get(name: str, default: Any = None) -> Any:
+        value = getattr(data_cfg, name, default)
+        return list(value) if isinstance(value, tuple) else value
+
+    return {
+        "video_sources": list(get("video_sources", []) or []),
+        "text_source": get("text_source"),
+        "video_dim": model_cfg.video_dim,
+        "text_dim": model_cfg.text_dim,
+        "clip_len": get("clip_len"),
+        "normalize_video": get("normalize_video", True),
+        "normalize_text": get("normalize_text", True),
+        "use_tef": get("use_tef", True),
+        "max_v_l": get("max_v_l"),
+        "max_q_l": get("max_q_l"),
+    }
+
+
+def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> None:
+    """`torch.save` to a temp file in the same directory, then `os.replace` (never a partial file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {**state, "sadetr_version": __version__}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint written by `save_checkpoint`; any problem is a `CheckpointError`."""
+    path = Path(path)
+    if path.is_dir():
+        for name in ("best.ckpt", "last.ckpt"):
+            if (path / name).is_file():
+                path = path / name
+                break
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # truncated zip, not a torch file, pickled code objects, ...
+        first = (str(err).strip().splitlines() or [""])[0][:200]
+        raise CheckpointError(f"{path}: unreadable checkpoint ({type(err).__name__}: {first})") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: not a sadetr checkpoint (top level is {type(state).__name__})")
+    missing = [k for k in REQUIRED_KEYS if k not in state]
+    if missing:
+        raise CheckpointError(f"{path}: not a sadetr checkpoint (missing {', '.join(missing)})")
+    return state

@@ -1,0 +1,92 @@
+"""Inference over a split (batched forward passes -> submission records); scoring via `sadetr.eval`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from sadetr.engine.distributed import DistInfo, gather_lists, shard_indices
+
+
+def move_batch(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """Tensors (and lists of tensors) of a collated batch onto `device`; `meta` stays as is."""
+    out: dict[str, Any] = {}
+    for key, value in batch.items():
+        if torch.is_tensor(value):
+            out[key] = value.to(device, non_blocking=True)
+        elif isinstance(value, list) and value and torch.is_tensor(value[0]):
+            out[key] = [v.to(device, non_blocking=True) for v in value]
+        else:
+            out[key] = value
+    return out
+
+
+def autocast(device: torch.device, bf16: bool) -> torch.autocast:
+    """bf16 autocast on CUDA when asked; a no-op context elsewhere."""
+    return torch.autocast(
+        device_type=device.type, dtype=torch.bfloat16, enabled=bf16 and device.type == "cuda"
+    )
+
+
+def to_float32(obj: Any) -> Any:
+    """Floating tensors inside nested dicts/lists as float32 (after bf16 autocast; scipy/numpy need it)."""
+    if torch.is_tensor(obj):
+        return obj.float() if obj.is_floating_point() and obj.dtype != torch.float32 else obj
+    if isinstance(obj, dict):
+        return {k: to_float32(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_float32(v) for v in obj)
+    return obj
+
+
+@torch.no_grad()
+def predict_dataset(
+    model: nn.Module,
+    dataset: Dataset,
+    collate_fn: Any,
+    device: torch.device,
+    batch_size: int = 32,
+    num_workers: int = 0,
+    bf16: bool = False,
+    dist_info: DistInfo | None = None,
+    indices: Sequence[int] | None = None,
+) -> list[dict[str, Any]]:
+    """Submission records for `dataset` (every rank predicts its shard; all ranks get the full list)."""
+    from sadetr.model.postprocess import to_submission
+
+    info = dist_info or DistInfo()
+    if indices is None:
+        indices = shard_indices(len(dataset), info.rank, info.world_size)
+    batches = [list(indices[i : i + batch_size]) for i in range(0, len(indices), batch_size)]
+    # An own generator: creating the loader must not draw from (and so shift) the training RNG stream.
+    loader = DataLoader(
+        dataset,
+        batch_sampler=batches,
+        collate_fn=collate_fn,
+        num_workers=num_workers,
+        generator=torch.Generator(),
+    )
+    was_training = model.training
+    model.eval()
+    records: list[dict[str, Any]] = []
+    try:
+        for batch in loader:
+            b = move_batch(batch, device)
+            with autocast(device, bf16):
+                out = model(b["video_feat"], b["video_mask"], b["text_feat"], b["text_mask"])
+            out = to_float32(out)
+            records.extend(to_submission(out, batch["meta"]))
+    finally:
+        model.train(was_training)
+    return gather_lists(records, info)
+
+
+def score(submission: list[dict[str, Any]], ground_truth: list[dict[str, Any]]) -> dict[str, Any]:
+    """`sadetr.eval.evaluate` of a submission against the split's annotation records."""
+    from sadetr.eval import evaluate
+
+    return evaluate(submission, ground_truth)

@@ -1,0 +1,334 @@
+"""The training loop: AdamW + schedule, periodic evaluation, best/last checkpoints, exact resume, DDP.
+
+`train(cfg, run_dir, resume=False)` runs one configured training to completion and returns a summary.
+Run directory: `config.yaml` (resolved config), `last.ckpt` / `best.ckpt`, `metrics.jsonl`, `tb/`
+(TensorBoard), `<split>_preds.jsonl` (predictions of the best model), `best_metrics.json`.
+
+Reproducibility: the epoch's sample order is a pure function of (seed, epoch) (`ShardedBatchSampler`),
+the data layer's per-sample randomness of (seed, epoch, index), and the checkpoint stores every RNG
+state and the number of batches consumed in the epoch, so a run killed after a checkpoint and resumed
+continues with the same batches, dropout masks and noise draws as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from sadetr.config import Config, config_from_dict, config_to_dict, save_config
+from sadetr.engine.checkpoint import feature_pipeline, load_checkpoint, save_checkpoint
+from sadetr.engine.distributed import (
+    ShardedBatchSampler,
+    barrier,
+    broadcast_object,
+    gather_lists,
+    global_span_counter,
+    init_distributed,
+)
+from sadetr.engine.inference import autocast, move_batch, predict_dataset, score, to_float32
+from sadetr.engine.io import write_json, write_jsonl
+from sadetr.engine.logger import RunLogger
+from sadetr.engine.schedule import build_optimizer, build_scheduler
+from sadetr.engine.seed import get_rng_state, seed_everything, set_rng_state
+from sadetr.errors import CheckpointError, ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def validate_config(cfg: Config) -> None:
+    """Cross-section consistency that no single dataclass can check (feature widths, batch, epochs)."""
+    if cfg.model.video_dim != cfg.data.video_feat_dim:
+        raise ConfigError(
+            f"{cfg.model.video_dim} != width of the video features ({cfg.data.video_feat_dim} = "
+            f"sum(data.video_dims){' + 2 (TEF)' if cfg.data.use_tef else ''})",
+            key="model.video_dim",
+        )
+    if cfg.model.text_dim != cfg.data.text_feat_dim:
+        raise ConfigError(
+            f"{cfg.model.text_dim} != data.text_dim ({cfg.data.text_feat_dim})", key="model.text_dim"
+        )
+    for key, value in (("train.epochs", cfg.train.epochs), ("train.batch_size", cfg.train.batch_size)):
+        if value < 1:
+            raise ConfigError(f"must be >= 1, got {value}", key=key)
+    if cfg.train.lr <= 0:
+        raise ConfigError(f"must be > 0, got {cfg.train.lr}", key="train.lr")
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def total_loss(losses: dict[str, torch.Tensor], weight_dict: dict[str, float]) -> torch.Tensor:
+    """Eq 10: the weighted sum of every term that has a weight."""
+    terms = [weight_dict[k] * v for k, v in losses.items() if k in weight_dict]
+    if not terms:
+        raise ConfigError("the criterion returned no weighted loss term", key="loss")
+    return torch.stack([t.float() for t in terms]).sum()
+
+
+class Trainer:
+    """One training run in `run_dir` (one process of a distributed run, or the only one)."""
+
+    def __init__(self, cfg: Config, run_dir: str | Path, resume: bool = False) -> None:
+        from sadetr.data.dataset import build_dataset, collate
+        from sadetr.model.build import build_model
+        from sadetr.model.losses import build_criterion
+
+        validate_config(cfg)
+        self.cfg, self.tcfg = cfg, cfg.train
+        self.run_dir = Path(run_dir)
+        self.info, self.device = init_distributed(cfg.train.device)
+        if self.tcfg.batch_size % self.info.world_size:
+            raise ConfigError(
+                f"global batch {self.tcfg.batch_size} is not divisible by {self.info.world_size} processes",
+                key="train.batch_size",
+            )
+        seed_everything(self.tcfg.seed, self.tcfg.deterministic)
+        self.collate = collate
+        self.train_set = build_dataset(cfg.data, "train", seed=self.tcfg.seed)
+        self.eval_set = (
+            build_dataset(cfg.data, self.tcfg.eval_split, seed=self.tcfg.seed)
+            if self.tcfg.eval_every > 0
+            else None
+        )
+        self.sampler = ShardedBatchSampler(
+            len(self.train_set), self.tcfg.batch_size, self.tcfg.seed, self.info.rank, self.info.world_size
+        )
+        self.steps_per_epoch = self.sampler.num_steps()
+        if self.steps_per_epoch < 1:
+            raise ConfigError(
+                f"the train split has {len(self.train_set)} samples, fewer than the "
+                f"{self.info.world_size} processes",
+                key="train.batch_size",
+            )
+
+        model = build_model(cfg.model).to(self.device)
+        self.criterion = build_criterion(cfg.model, cfg.loss).to(self.device)
+        if self.info.is_distributed:
+            # Normalise span losses by the GLOBAL #GT (see global_span_counter). The criterion has no
+            # public hook for this yet; its per-batch count is the `_num_spans` static method.
+            if not hasattr(self.criterion, "_num_spans"):
+                raise RuntimeError("criterion has no _num_spans to make global for distributed training")
+            self.criterion._num_spans = global_span_counter(self.info, self.device)
+        self.optimizer = build_optimizer(model, self.tcfg)
+        if self.info.is_distributed:  # same initial weights everywhere, then own dropout/noise draws per rank
+            seed_everything(self.tcfg.seed + self.info.rank, self.tcfg.deterministic)
+        self.scheduler = build_scheduler(self.optimizer, self.tcfg, self.steps_per_epoch)
+        if self.info.is_distributed:
+            model = nn.parallel.DistributedDataParallel(
+                model,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=True,
+            )
+        self.model = model
+        self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
+        self.best_value, self.best_metrics = -math.inf, None
+        if resume:
+            self._resume()
+        if self.info.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, self.run_dir / "config.yaml")
+        self.logger = RunLogger(
+            self.run_dir,
+            enabled=self.info.is_main,
+            tensorboard=self.tcfg.tensorboard,
+            resume_step=self.global_step if resume else None,
+        )
+
+    # ---------------------------------------------------------------- checkpoints
+    def _state(self, rng_ranks: list[Any]) -> dict[str, Any]:
+        return {
+            "model": unwrap(self.model).state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "epoch": self.epoch,
+            "step": self.step_in_epoch,
+            "global_step": self.global_step,
+            "rng": rng_ranks[0],
+            "rng_ranks": rng_ranks,
+            "config": config_to_dict(self.cfg),
+            "features": feature_pipeline(self.cfg.data, self.cfg.model),
+            "metrics": self.best_metrics or {},
+            "best": self.best_value if math.isfinite(self.best_value) else None,
+        }
+
+    def save(self, name: str) -> None:
+        """Write `name` (last.ckpt / best.ckpt) on rank 0; every rank contributes its RNG state."""
+        rng_ranks = gather_lists([get_rng_state()], self.info)
+        if self.info.is_main:
+            save_checkpoint(self.run_dir / name, self._state(rng_ranks))
+        barrier(self.info)
+
+    def _resume(self) -> None:
+        path = self.run_dir / "last.ckpt"
+        if not path.is_file():
+            log.info("%s: no checkpoint yet, starting from scratch", self.run_dir)
+            return
+        state = load_checkpoint(path, map_location=self.device)
+        saved = config_from_dict(state["config"])
+        if saved.model != self.cfg.model:
+            raise CheckpointError(f"{path}: was trained with a different model config")
+        unwrap(self.model).load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.epoch, self.step_in_epoch = int(state["epoch"]), int(state["step"])
+        self.global_step = int(state["global_step"])
+        self.best_metrics = state.get("metrics") or None
+        self.best_value = state["best"] if state.get("best") is not None else -math.inf
+        ranks = state.get("rng_ranks") or [state["rng"]]
+        set_rng_state(ranks[self.info.rank] if len(ranks) == self.info.world_size else state["rng"])
+        log.info("resumed %s at epoch %d, step %d", path, self.epoch + 1, self.step_in_epoch)
+
+    # ---------------------------------------------------------------- loop
+    def fit(self) -> dict[str, Any]:
+        """Train until `train.epochs`, evaluating every `eval_every` epochs; returns the summary."""
+        try:
+            while self.epoch < self.tcfg.epochs:
+                self._train_epoch()
+                self.epoch, self.step_in_epoch = self.epoch + 1, 0
+                if self._eval_due():
+                    self._evaluate()
+                self.save("last.ckpt")
+        finally:
+            self.logger.close()
+        return {"run_dir": str(self.run_dir), "best": self.best_metrics, "epochs": self.epoch}
+
+    def _eval_due(self) -> bool:
+        every = self.tcfg.eval_every
+        return (
+            self.eval_set is not None
+            and every > 0
+            and (self.epoch % every == 0 or self.epoch == self.tcfg.epochs)
+        )
+
+    def _train_epoch(self) -> None:
+        from tqdm import tqdm
+
+        model, tcfg = self.model, self.tcfg
+        self.train_set.set_epoch(self.epoch)
+        self.sampler.set_epoch(self.epoch, start_step=self.step_in_epoch)
+        loader = DataLoader(
+            self.train_set,
+            batch_sampler=self.sampler,
+            collate_fn=self.collate,
+            num_workers=tcfg.num_workers,
+            generator=torch.Generator().manual_seed(tcfg.seed + self.epoch),  # never touches the global RNG
+            pin_memory=self.device.type == "cuda",
+        )
+        total_steps = tcfg.epochs * self.steps_per_epoch
+        bar = tqdm(
+            total=len(self.sampler),
+            desc=f"epoch {self.epoch + 1}/{tcfg.epochs}",
+            leave=False,
+            disable=not (self.info.is_main and tcfg.progress),
+            dynamic_ncols=True,
+        )
+        sums: dict[str, float] = {}
+        n_logged, t0, seen = 0, time.perf_counter(), 0
+        model.train()
+        for batch in loader:
+            b = move_batch(batch, self.device)
+            inner = unwrap(model)
+            if hasattr(inner, "set_progress"):  # denoising curriculum (Table 8)
+                inner.set_progress(self.global_step / max(1, total_steps))
+            with autocast(self.device, tcfg.bf16):
+                out = model(
+                    b["video_feat"], b["video_mask"], b["text_feat"], b["text_mask"], targets=b["spans"]
+                )
+            losses = self.criterion(to_float32(out), b)  # matching and losses in float32
+            loss = total_loss(losses, self.criterion.weight_dict)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"non-finite loss {loss.item()} at epoch {self.epoch + 1}, "
+                    f"step {self.step_in_epoch + 1}: {self._describe(losses)}"
+                )
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = (
+                torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
+                if tcfg.grad_clip > 0
+                else None
+            )
+            self.optimizer.step()
+            self.scheduler.step()
+            self.step_in_epoch += 1
+            self.global_step += 1
+            seen += len(batch["meta"]) * self.info.world_size
+
+            sums["loss"] = sums.get("loss", 0.0) + loss.item()
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach())
+            if grad_norm is not None:
+                sums["grad_norm"] = sums.get("grad_norm", 0.0) + float(grad_norm)
+            n_logged += 1
+            rate = seen / max(1e-9, time.perf_counter() - t0)
+            bar.set_postfix(loss=f"{loss.item():.3f}", samples_s=f"{rate:.1f}", refresh=False)
+            bar.update()
+            if (
+                self.global_step % max(1, tcfg.log_every_steps) == 0
+                or self.step_in_epoch == self.steps_per_epoch
+            ):
+                values = {k: v / n_logged for k, v in sums.items()}
+                values.update(lr=self.optimizer.param_groups[0]["lr"], samples_per_s=rate)
+                self.logger.log("train", values, self.epoch + 1, self.global_step)
+                sums, n_logged = {}, 0
+            if (
+                tcfg.checkpoint_every_steps > 0
+                and self.global_step % tcfg.checkpoint_every_steps == 0
+                and self.step_in_epoch < self.steps_per_epoch
+            ):
+                self.save("last.ckpt")
+        bar.close()
+
+    @staticmethod
+    def _describe(losses: dict[str, torch.Tensor]) -> str:
+        return ", ".join(f"{k}={float(v):.4g}" for k, v in losses.items())
+
+    def _evaluate(self) -> None:
+        assert self.eval_set is not None
+        t0 = time.perf_counter()
+        preds = predict_dataset(
+            unwrap(self.model),
+            self.eval_set,
+            self.collate,
+            self.device,
+            batch_size=self.tcfg.batch_size,
+            num_workers=self.tcfg.num_workers,
+            bf16=self.tcfg.bf16,
+            dist_info=self.info,
+        )
+        metrics = score(preds, self.eval_set.ground_truth()) if self.info.is_main else None
+        metrics = broadcast_object(metrics, self.info)
+        brief = metrics["brief"]
+        key = self.tcfg.selection_metric
+        if key not in brief:
+            raise ConfigError(
+                f"not a metric of this evaluation (available: {', '.join(brief)})",
+                key="train.selection_metric",
+            )
+        self.logger.log("eval", brief, self.epoch, self.global_step)
+        log.info("epoch %d: %s = %.2f (%.1fs)", self.epoch, key, brief[key], time.perf_counter() - t0)
+        if brief[key] > self.best_value:
+            self.best_value, self.best_metrics = float(brief[key]), {"epoch": self.epoch, **brief}
+            if self.info.is_main:
+                write_jsonl(self.run_dir / f"{self.tcfg.eval_split}_preds.jsonl", preds)
+                write_json(self.run_dir / "best_metrics.json", {"epoch": self.epoch, "metrics": metrics})
+            self.save("best.ckpt")
+
+
+def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict[str, Any]:
+    """Run (or resume) one training; see the module docstring for the run-directory layout."""
+    return Trainer(cfg, run_dir, resume=resume).fit()
+
+
+def with_seed(cfg: Config, seed: int) -> Config:
+    """A copy of `cfg` with `train.seed = seed`."""
+    return replace(cfg, train=replace(cfg.train, seed=seed))

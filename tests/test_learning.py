@@ -1,0 +1,132 @@
+"""The full SA-DETR and baseline (a) learn on the synthetic QVHighlights-shaped data (CPU, ~2-3 min each).
+
+Each model is trained once (module fixture) and scored once with its final weights (no model selection
+on val). The bars come from baselines computed here on the same val split with the same evaluation:
+moment retrieval: the best constant window (a fixed fraction of the video, chosen on the TRAIN split)
+and uniformly random windows; highlight detection: random saliency scores.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.slow
+
+# Budget: the demo's model (`synthetic_qvh`: every component on, d=64) for 12 epochs x 800 queries at
+# batch 16 = 600 steps (lr 1e-3, cosine), ~3-4 min on one free core. MR leaves the constant-window
+# solution only after ~300 steps at a high lr (a 6-epoch cosine run stays at R1@0.5 = 11); the d=32
+# test model needs > 1000 steps and is erratic (11-30 between runs).
+TRAIN = ["train.epochs=12", "train.eval_every=12", "train.progress=false", "train.tensorboard=false"]
+# Observed (seed 2018, this budget): full model R1@0.5 = 38 (30 after 300 steps) vs. constant 13 /
+# random 4; HL-min-VeryGood-mAP 40 vs. random 9.5.
+MR_MARGIN = 10.0  # R1@0.5 points above the best MR baseline
+HD_MARGIN = 8.0  # HL-min-VeryGood-mAP points above random saliency
+
+
+def _jsonl(path: Path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text().splitlines()]
+
+
+def _submission(gt: list[dict], windows: list[list[float]], saliency: list[list[float]]) -> list[dict]:
+    return [
+        {
+            "qid": g["qid"],
+            "query": g["query"],
+            "vid": g["vid"],
+            "pred_relevant_windows": [[*w, 1.0]],
+            "pred_saliency_scores": s,
+        }
+        for g, w, s in zip(gt, windows, saliency)
+    ]
+
+
+def _r1_at_05(gt: list[dict], start: float, end: float) -> float:
+    hits = 0
+    for g in gt:
+        s, e = start * g["duration"], end * g["duration"]
+        ious = [max(0.0, min(e, b) - max(s, a)) / (max(e, b) - min(s, a)) for a, b in g["relevant_windows"]]
+        hits += max(ious) >= 0.5
+    return hits / len(gt)
+
+
+@pytest.fixture(scope="module")
+def baselines(synthetic_qvh_learn: dict) -> dict[str, float]:
+    """MR: best constant window (grid-searched on train), random windows; HD: random saliency."""
+    from sadetr.eval import evaluate
+
+    train, val = _jsonl(synthetic_qvh_learn["train"]), _jsonl(synthetic_qvh_learn["val"])
+    grid = np.linspace(0.0, 1.0, 31)
+    _, s, e = max((_r1_at_05(train, s, e), s, e) for s in grid for e in grid if e > s)
+    rng = np.random.default_rng(0)
+    sal = [rng.normal(size=int(np.ceil(g["duration"] / 2))).tolist() for g in val]
+    const = evaluate(_submission(val, [[s * g["duration"], e * g["duration"]] for g in val], sal), val)
+    rand = [sorted(rng.uniform(0, g["duration"], 2).tolist()) for g in val]
+    random = evaluate(_submission(val, rand, sal), val)
+    return {
+        "MR constant": const["brief"]["MR-full-R1@0.5"],
+        "MR random": random["brief"]["MR-full-R1@0.5"],
+        "HD random": random["brief"]["HL-min-VeryGood-mAP"],
+    }
+
+
+def _train(
+    tmp_path_factory: pytest.TempPathFactory, data: dict, preset: str | None, *extra: str
+) -> dict[str, float]:
+    from sadetr.config import compose_config
+    from sadetr.engine.trainer import train
+
+    run = tmp_path_factory.mktemp(f"learn_{preset or 'full'}")
+    cfg = compose_config(["synthetic_qvh", str(data["config"])], [*TRAIN, *extra], preset=preset)
+    train(cfg, run)
+    record = json.loads((run / "best_metrics.json").read_text())
+    assert record["epoch"] == cfg.train.epochs  # scored once, at the end
+    return record["metrics"]["brief"]
+
+
+@pytest.fixture(scope="module")
+def full_model(tmp_path_factory: pytest.TempPathFactory, synthetic_qvh_learn: dict) -> dict[str, float]:
+    return _train(tmp_path_factory, synthetic_qvh_learn, None)
+
+
+@pytest.fixture(scope="module")
+def baseline_a(tmp_path_factory: pytest.TempPathFactory, synthetic_qvh_learn: dict) -> dict[str, float]:
+    # Half the budget (300 steps): enough for its highlight detection; its MR stays input-independent
+    # at 300 and at 600 steps alike (docs/training.md), so the full budget would only cost time.
+    return _train(tmp_path_factory, synthetic_qvh_learn, "table4.a", "train.epochs=6", "train.eval_every=6")
+
+
+def test_baselines_are_weak(baselines: dict[str, float]) -> None:
+    assert baselines["MR random"] < 15 and baselines["MR constant"] < 20
+
+
+@pytest.mark.xdist_group("learn_full")
+def test_full_model_learns_moment_retrieval(full_model: dict, baselines: dict) -> None:
+    r1 = full_model["MR-full-R1@0.5"]
+    print(f"full model R1@0.5 {r1:.1f}, baselines {baselines}")
+    assert r1 >= max(baselines["MR constant"], baselines["MR random"]) + MR_MARGIN
+
+
+@pytest.mark.xdist_group("learn_full")
+def test_full_model_learns_highlights(full_model: dict, baselines: dict) -> None:
+    assert full_model["HL-min-VeryGood-mAP"] >= baselines["HD random"] + HD_MARGIN
+
+
+@pytest.mark.xdist_group("learn_a")
+def test_baseline_a_learns_highlights(baseline_a: dict, baselines: dict) -> None:
+    assert baseline_a["HL-min-VeryGood-mAP"] >= baselines["HD random"] + HD_MARGIN
+
+
+@pytest.mark.xdist_group("learn_a")
+@pytest.mark.xfail(
+    strict=True,
+    reason="baseline (a) (learnable anchors, plain DAB-like decoder) still predicts input-independent "
+    "windows after 300-600 steps: no MR learning within a CPU test budget; see docs/training.md",
+)
+def test_baseline_a_learns_moment_retrieval(baseline_a: dict, baselines: dict) -> None:
+    r1 = baseline_a["MR-full-R1@0.5"]
+    print(f"baseline (a) R1@0.5 {r1:.1f}, baselines {baselines}")
+    assert r1 >= max(baselines["MR constant"], baselines["MR random"]) + MR_MARGIN
