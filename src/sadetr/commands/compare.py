@@ -1,0 +1,222 @@
+"""`sadetr compare`: train several models under identical data, budget and evaluation, then tabulate.
+
+Each entry of `--models` is a model name (sa_detr, qd_detr, moment_detr) or a named preset (e.g.
+`table11.gaussian_mask`); every entry gets the same composed config (`--config`, `--set`), the same
+`--epochs` and `--seeds`, and the engine's training loop and evaluation. Writes into `--out`:
+`<entry>/` (one run directory, or `seed<k>/` sub-runs), `compare.json` (best metrics per entry: per
+seed and mean ± std), `compare.md` (the table) and `compare_curves.png` (validation mAP per epoch per
+entry, the paper's Figure 5; mean ± std band with several seeds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from sadetr.commands.train import add_config_arguments
+from sadetr.errors import ConfigError
+
+MODEL_NAMES = ("sa_detr", "qd_detr", "moment_detr")
+# Columns of the table, in this order, when the evaluation reports them (QVHighlights, then R1/mIoU sets).
+TABLE_KEYS = (
+    "MR-full-R1@0.5",
+    "MR-full-R1@0.7",
+    "MR-full-mAP",
+    "MR-full-mAP@0.5",
+    "MR-full-mAP@0.75",
+    "MR-full-R1@0.3",
+    "MR-full-mIoU",
+    "HL-min-VeryGood-mAP",
+    "HL-min-VeryGood-Hit1",
+)
+CURVE_KEY = "MR-full-mAP"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "compare",
+        help="train several models identically and compare them (table + mAP curves)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--models",
+        default="sa_detr,qd_detr,moment_detr",
+        help="comma-separated model names or presets (default: sa_detr,qd_detr,moment_detr)",
+    )
+    add_config_arguments(p, required=True)
+    p.add_argument("--epochs", type=int, help="training epochs for every model (default: the config's)")
+    p.add_argument("--seeds", help="comma-separated seeds: every model is trained once per seed")
+    p.add_argument("--resume", action="store_true", help="continue runs already in --out from last.ckpt")
+    p.add_argument("--out", required=True, type=Path, help="output directory")
+    p.set_defaults(func=run)
+
+
+def parse_models(text: str) -> list[str]:
+    """`"sa_detr,qd_detr"` -> names; each must be a model name or a preset, no duplicates."""
+    from sadetr.model.presets import list_presets
+
+    entries = [m.strip() for m in text.split(",") if m.strip()]
+    if not entries or len(set(entries)) != len(entries):
+        raise ConfigError(f"expected distinct comma-separated names, got {text!r}", key="--models")
+    presets = set(list_presets())
+    for entry in entries:
+        if entry not in MODEL_NAMES and entry not in presets:
+            raise ConfigError(
+                f"{entry!r} is neither a model ({', '.join(MODEL_NAMES)}) nor a preset "
+                "(sadetr.model.presets)",
+                key="--models",
+            )
+    return entries
+
+
+def entry_config(args: argparse.Namespace, entry: str) -> Any:
+    """The config of one entry: the shared config, then the model name or preset, then the user's
+    `--set` overrides, then `--epochs` (identical for every entry)."""
+    from sadetr.config import compose_config
+
+    overrides = list(args.overrides)
+    preset = args.preset
+    if entry in MODEL_NAMES:
+        overrides.insert(0, f"model.name={entry}")
+    elif preset:
+        raise ConfigError("cannot combine --preset with a preset in --models", key="--preset")
+    else:
+        preset = entry
+    if args.epochs is not None:
+        if args.epochs < 1:
+            raise ConfigError(f"must be >= 1, got {args.epochs}", key="--epochs")
+        overrides.append(f"train.epochs={args.epochs}")
+    return compose_config(args.config, overrides=overrides, preset=preset)
+
+
+def eval_curve(run_dir: Path, key: str) -> list[tuple[int, float]]:
+    """(epoch, value of `key`) of every evaluation in `run_dir/metrics.jsonl`."""
+    path = run_dir / "metrics.jsonl"
+    points = []
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if rec.get("kind") == "eval" and key in rec:
+                points.append((int(rec["epoch"]), float(rec[key])))
+    return points
+
+
+def summarize_entry(per_seed: dict[int, dict[str, float]]) -> dict[str, dict[str, float]]:
+    """Mean, std (ddof=1; 0 for one seed), n per metric over the seeds' best metrics."""
+    from sadetr.engine.seeds import summarize
+
+    return summarize(per_seed)
+
+
+def format_table(results: dict[str, dict[str, Any]], keys: list[str]) -> str:
+    """Markdown table: one row per entry, `mean ± std` per metric when several seeds, else the value."""
+    lines = ["| model | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    for entry, res in results.items():
+        cells = []
+        for key in keys:
+            stat = res["summary"].get(key)
+            if stat is None:
+                cells.append("–")
+            elif stat["n"] > 1:
+                cells.append(f"{stat['mean']:.2f} ± {stat['std']:.2f}")
+            else:
+                cells.append(f"{stat['mean']:.2f}")
+        lines.append(f"| {entry} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot_curves(curves: dict[str, list[list[tuple[int, float]]]], key: str, path: Path) -> None:
+    """Validation `key` per epoch per entry (mean over seeds, ± std band), written atomically as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    for entry, runs in curves.items():
+        epochs = sorted({e for run in runs for e, _ in run})
+        if not epochs:
+            continue
+        by_epoch = [[v for run in runs for e, v in run if e == ep] for ep in epochs]
+        mean = np.array([np.mean(v) for v in by_epoch])
+        std = np.array([np.std(v, ddof=1) if len(v) > 1 else 0.0 for v in by_epoch])
+        (line,) = ax.plot(epochs, mean, marker="o", ms=3, label=entry)
+        if any(len(v) > 1 for v in by_epoch):
+            ax.fill_between(epochs, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(f"val {key}")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
+    os.close(fd)
+    try:
+        fig.savefig(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    finally:
+        plt.close(fig)
+
+
+def compare(args: argparse.Namespace, configs: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Train every entry (every seed) and return {entry: {"per_seed", "summary", "curves"}}."""
+    from sadetr.engine.trainer import train, with_seed
+
+    seeds: list[int] | None = None
+    if args.seeds:
+        from sadetr.engine.seeds import parse_seeds
+
+        seeds = parse_seeds(args.seeds)
+    results: dict[str, dict[str, Any]] = {}
+    for entry, cfg in configs.items():
+        runs = (
+            {s: args.out / entry / f"seed{s}" for s in seeds} if seeds else {cfg.train.seed: args.out / entry}
+        )
+        per_seed: dict[int, dict[str, float]] = {}
+        for seed, run_dir in runs.items():
+            result = train(with_seed(cfg, seed), run_dir, resume=args.resume)
+            per_seed[seed] = {k: v for k, v in (result["best"] or {}).items() if k != "epoch"}
+        results[entry] = {
+            "per_seed": {str(s): m for s, m in per_seed.items()},
+            "summary": summarize_entry(per_seed),
+            "curves": {str(s): eval_curve(d, CURVE_KEY) for s, d in runs.items()},
+        }
+    return results
+
+
+def run(args: argparse.Namespace) -> int:
+    from sadetr.engine.distributed import init_distributed, shutdown_distributed
+    from sadetr.engine.io import atomic_write_text, write_json
+
+    # Every config is composed (and checked) before any training starts.
+    configs = {entry: entry_config(args, entry) for entry in parse_models(args.models)}
+    info, _ = init_distributed(next(iter(configs.values())).train.device)
+    try:
+        results = compare(args, configs)
+        if not info.is_main:
+            return 0
+        present = {k for res in results.values() for k in res["summary"]}
+        keys = [k for k in TABLE_KEYS if k in present]
+        table = format_table(results, keys)
+        args.out.mkdir(parents=True, exist_ok=True)
+        write_json(args.out / "compare.json", results)
+        atomic_write_text(args.out / "compare.md", table + "\n")
+        curves = {e: [list(map(tuple, c)) for c in res["curves"].values()] for e, res in results.items()}
+        plot_curves(curves, CURVE_KEY, args.out / "compare_curves.png")
+        print(table)
+        print(f"table: {args.out / 'compare.md'}  curves: {args.out / 'compare_curves.png'}")
+        return 0
+    finally:
+        shutdown_distributed()
