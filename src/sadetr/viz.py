@@ -10,26 +10,13 @@ from __future__ import annotations
 import base64
 import html
 import io
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-
-def _atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+from sadetr.atomic import atomic_write_bytes
 
 
 def figure_png(
@@ -86,7 +73,7 @@ def write_plot(
     top_k: int = 5,
 ) -> Path:
     """Write the figure of `figure_png` to `path` (atomically)."""
-    _atomic_write_bytes(path, figure_png(pred, clip_len, gt_windows, top_k))
+    atomic_write_bytes(path, figure_png(pred, clip_len, gt_windows, top_k))
     return Path(path)
 
 
@@ -160,5 +147,5 @@ def write_html(
     top_k: int = 5,
 ) -> Path:
     """Write `render_html` to `path` (atomically)."""
-    _atomic_write_bytes(path, render_html(pred, clip_len, video, gt_windows, top_k).encode("utf-8"))
+    atomic_write_bytes(path, render_html(pred, clip_len, video, gt_windows, top_k).encode("utf-8"))
     return Path(path)

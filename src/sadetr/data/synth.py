@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,8 @@ from typing import Any
 
 import numpy as np
 import yaml
+
+from sadetr.atomic import atomic_path, atomic_write_text
 
 LATENT = 64
 SF_DIM, CLIP_DIM, TEXT_DIM = 2304, 512, 512
@@ -102,19 +103,11 @@ def _unit(x: np.ndarray) -> np.ndarray:
 
 def save_npz_atomic(path: Path, **arrays: np.ndarray) -> None:
     """Write an `.npz` atomically: uncompressed, fixed zip timestamps (equal data gives equal bytes)."""
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as zf:
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as zf:
         for key, arr in arrays.items():
             info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
             with zf.open(info, "w", force_zip64=True) as f:
                 np.lib.format.write_array(f, np.ascontiguousarray(arr), allow_pickle=False)
-    os.replace(tmp, path)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 @dataclass
@@ -333,7 +326,7 @@ def generate_synthetic(
                 _write_videos(maker, feat_root, pending)
         _write_videos(maker, feat_root, pending)
         path = out / "annotations" / f"{split}.jsonl"
-        write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in records))
+        atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in records))
         paths[split] = path
     data_cfg = {
         "dataset": preset,
@@ -350,5 +343,5 @@ def generate_synthetic(
         "max_q_l": 32,
     }
     paths["config"] = out / "dataset.yaml"
-    write_text_atomic(paths["config"], yaml.safe_dump({"data": data_cfg}, sort_keys=False))
+    atomic_write_text(paths["config"], yaml.safe_dump({"data": data_cfg}, sort_keys=False))
     return paths

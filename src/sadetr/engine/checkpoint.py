@@ -9,13 +9,13 @@ plain types and tensors so that it loads with `torch.load(weights_only=True)` (n
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from sadetr import __version__
+from sadetr.atomic import atomic_path
 from sadetr.errors import CheckpointError
 
 REQUIRED_KEYS = ("model", "config", "features", "epoch", "step")
@@ -47,14 +47,8 @@ def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> None
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {**state, "sadetr_version": __version__}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(state, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:

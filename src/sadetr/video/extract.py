@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -27,6 +25,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from sadetr.atomic import atomic_path
 from sadetr.errors import DataError
 from sadetr.video.clip import ClipBackbone
 from sadetr.video.decode import VIDEO_SUFFIXES, iter_frames_at, num_clips, probe
@@ -51,15 +50,8 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 def write_npz_atomic(path: Path, **arrays: np.ndarray) -> None:
     """`np.savez` to a temp file in the same directory, then `os.replace`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".npz")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **arrays)
 
 
 @dataclass
