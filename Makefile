@@ -26,8 +26,11 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/sadetr demo --out runs/demo
 
+# The real QVHighlights val annotations (beside the checkout in development) time the evaluation.
+VAL_GT := $(wildcard ../shared/data/qvhighlights/highlight_val_release.jsonl)
+
 bench: $(STAMP)
-	$(BIN)/sadetr bench --out runs/bench
+	$(BIN)/sadetr bench --out runs/bench $(if $(VAL_GT),--gt $(VAL_GT))
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests

@@ -4,8 +4,8 @@ Measures: training samples/s (forward + criterion + backward + AdamW step, batch
 32 tokens), inference latency for 1 query and for a batch of 32, peak memory (process RSS; CUDA peak too
 on a GPU), the data pipeline's samples/s (synthetic features on disk, dataset + collate), time per
 component (encoder, query init, decoder, matcher) and the evaluation time of 1549 queries (QVHighlights
-val size: the real val annotations when `--gt` is given or `../shared/data/qvhighlights/` exists,
-synthetic ground truth otherwise) against a synthetic submission. Prints a table, writes DIR/bench.json.
+val size: the real val annotations when `--gt` is given, synthetic ground truth otherwise) against a
+synthetic submission. Prints a table, writes DIR/bench.json.
 """
 
 from __future__ import annotations
@@ -20,8 +20,6 @@ from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-_DEFAULT_GT = Path("..") / "shared" / "data" / "qvhighlights" / "highlight_val_release.jsonl"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -234,7 +232,7 @@ def run(args: argparse.Namespace) -> int:
     from sadetr.eval import evaluate
     from sadetr.eval import load_jsonl as load_eval_jsonl
 
-    gt_path = args.gt or (_DEFAULT_GT if _DEFAULT_GT.is_file() else None)
+    gt_path = args.gt
     gt = load_eval_jsonl(gt_path) if gt_path else _synthetic_gt(1549)
     sub = _synthetic_submission(gt)
     eval_s = min(_time(lambda: evaluate(sub, gt), torch.device("cpu"), 2))
