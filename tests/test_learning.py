@@ -23,6 +23,16 @@ pytestmark = pytest.mark.slow
 TRAIN = ["train.epochs=12", "train.eval_every=12", "train.progress=false", "train.tensorboard=false"]
 # Observed (seed 2018, this budget): full model R1@0.5 = 38 (30 after 300 steps) vs. constant 13 /
 # random 4; HL-min-VeryGood-mAP 40 vs. random 9.5.
+# Baseline (a) (table4.a: learnable anchors, DAB-like decoder, no L_init / Gaussian mask / span enhance /
+# DN / FA) in the same 600 steps, with two test-only settings (docs/training.md "Baseline (a)"):
+# - w_q = 10 (Table 9's value for Charades-STA/TACoS; QVHighlights uses 1). Its queries are input-
+#   independent for the first few hundred steps, so most have IoU ~0 with the GT; with w_q = 1 the L1 quality
+#   loss (eq 8) drives q to that median, ~1e-3, where the sigmoid saturates and the quality stays flat after
+#   the spans do become input-dependent (at 750 steps the best of the 10 windows hits IoU >= 0.5 for 74% of
+#   the val queries, the quality-ranked top-1 for 12%).
+# - dropout 0 (also on the inputs): with 0.1 / 0.5 the spans leave the constant solution later (R1@0.5 14
+#   at 600 steps). Observed with both: R1@0.5 = 38 (21 after 300 steps).
+BASELINE_A = ["loss.quality_matched_weight=10.0", "model.dropout=0.0", "model.input_dropout=0.0"]
 MR_MARGIN = 10.0  # R1@0.5 points above the best MR baseline
 HD_MARGIN = 8.0  # HL-min-VeryGood-mAP points above random saliency
 
@@ -94,39 +104,26 @@ def full_model(tmp_path_factory: pytest.TempPathFactory, synthetic_qvh_learn: di
 
 @pytest.fixture(scope="module")
 def baseline_a(tmp_path_factory: pytest.TempPathFactory, synthetic_qvh_learn: dict) -> dict[str, float]:
-    # Half the budget (300 steps): enough for its highlight detection; its MR stays input-independent
-    # at 300 and at 600 steps alike (docs/training.md), so the full budget would only cost time.
-    return _train(tmp_path_factory, synthetic_qvh_learn, "table4.a", "train.epochs=6", "train.eval_every=6")
+    return _train(tmp_path_factory, synthetic_qvh_learn, "table4.a", *BASELINE_A)
 
 
 def test_baselines_are_weak(baselines: dict[str, float]) -> None:
     assert baselines["MR random"] < 15 and baselines["MR constant"] < 20
 
 
+# One test per model (MR and HD asserted together): the module fixture of a model is then built by one
+# worker only (with two tests per model, xdist's scheduling trained the full model on both workers).
 @pytest.mark.xdist_group("learn_full")
-def test_full_model_learns_moment_retrieval(full_model: dict, baselines: dict) -> None:
-    r1 = full_model["MR-full-R1@0.5"]
-    print(f"full model R1@0.5 {r1:.1f}, baselines {baselines}")
+def test_full_model_learns(full_model: dict, baselines: dict) -> None:
+    r1, hd = full_model["MR-full-R1@0.5"], full_model["HL-min-VeryGood-mAP"]
+    print(f"full model R1@0.5 {r1:.1f}, HL-VG-mAP {hd:.1f}, baselines {baselines}")
     assert r1 >= max(baselines["MR constant"], baselines["MR random"]) + MR_MARGIN
-
-
-@pytest.mark.xdist_group("learn_full")
-def test_full_model_learns_highlights(full_model: dict, baselines: dict) -> None:
-    assert full_model["HL-min-VeryGood-mAP"] >= baselines["HD random"] + HD_MARGIN
+    assert hd >= baselines["HD random"] + HD_MARGIN
 
 
 @pytest.mark.xdist_group("learn_a")
-def test_baseline_a_learns_highlights(baseline_a: dict, baselines: dict) -> None:
-    assert baseline_a["HL-min-VeryGood-mAP"] >= baselines["HD random"] + HD_MARGIN
-
-
-@pytest.mark.xdist_group("learn_a")
-@pytest.mark.xfail(
-    strict=True,
-    reason="baseline (a) (learnable anchors, plain DAB-like decoder) still predicts input-independent "
-    "windows after 300-600 steps: no MR learning within a CPU test budget; see docs/training.md",
-)
-def test_baseline_a_learns_moment_retrieval(baseline_a: dict, baselines: dict) -> None:
-    r1 = baseline_a["MR-full-R1@0.5"]
-    print(f"baseline (a) R1@0.5 {r1:.1f}, baselines {baselines}")
+def test_baseline_a_learns(baseline_a: dict, baselines: dict) -> None:
+    r1, hd = baseline_a["MR-full-R1@0.5"], baseline_a["HL-min-VeryGood-mAP"]
+    print(f"baseline (a) R1@0.5 {r1:.1f}, HL-VG-mAP {hd:.1f}, baselines {baselines}")
     assert r1 >= max(baselines["MR constant"], baselines["MR random"]) + MR_MARGIN
+    assert hd >= baselines["HD random"] + HD_MARGIN

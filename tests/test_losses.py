@@ -373,3 +373,27 @@ def test_qmargin_gradient_reaches_only_valid_noise_quality() -> None:
         expected[1, g * 4 : g * 4 + 2] = -1 / k
         expected[1, g * 4 + 2 : g * 4 + 4] = 1 / k
     assert torch.allclose(grad, expected)
+
+
+def test_count_reducer_sets_the_divisors_of_count_normalised_terms() -> None:
+    """The public DDP hook: doubling every count (as if the other process had twice our counts) halves
+    exactly the count-normalised terms (L_M, L_init, L_noise, eq 9, L_local) and nothing else; the hook
+    sees this batch's local counts, once per forward."""
+    out = _fake_out(torch.Generator().manual_seed(8))
+    crit = build_criterion(ModelConfig(), LossConfig())
+    local = crit(out, _batch())
+    seen: list[list[float]] = []
+
+    def doubled(counts: torch.Tensor) -> torch.Tensor:
+        seen.append(counts.tolist())
+        return counts * 2
+
+    crit.count_reducer = doubled
+    reduced = crit(out, _batch())
+    num_pos = GROUPS * sum(len(t) for t in GT)  # positive noise queries = eq 9 pairs
+    assert seen == [[sum(len(t) for t in GT), num_pos, float(out["video_mask"].sum())]]
+    halved = ("loss_l1", "loss_giou", "loss_init_", "loss_dn_", "loss_qmargin", "loss_ctm_local")
+    for k, v in local.items():
+        factor = 0.5 if k.startswith(halved) else 1.0
+        assert reduced[k].item() == pytest.approx(factor * v.item(), rel=1e-6, abs=1e-9), k
+    assert any(local[k].item() > 0 for k in local if k.startswith("loss_qmargin"))

@@ -10,7 +10,7 @@ import torch
 
 from sadetr.errors import ConfigError
 from sadetr.model.build import build_model
-from sadetr.model.config import ModelConfig
+from sadetr.model.config import LossConfig, ModelConfig
 from sadetr.model.postprocess import to_submission
 
 B, LV, LT, DV, DT = 3, 9, 5, 12, 7
@@ -120,13 +120,22 @@ def test_switches():
 
 
 def test_table4_a_is_a_dab_detr_like_baseline():
-    cfg = small_cfg(
-        use_vtc=False, use_ctm=False, anchor_init="learnable", use_init_loss=False, use_gaussian_mask=False,
-        use_span_enhance=False, use_dn=False,
-    )  # fmt: skip
+    """The `table4.a` preset: shared fusion encoder + local/global enhance, DAB-like decoder, nothing else."""
+    from sadetr.model.losses import build_criterion
+    from sadetr.model.presets import get_preset
+
+    preset = get_preset("table4.a")
+    cfg = small_cfg(**{k.removeprefix("model."): v for k, v in preset.items() if k.startswith("model.")})
     model = build_model(cfg)
     assert model.denoiser is None and model.query_init.anchor_mlp is None
+    assert model.query_init.anchor_embed is not None  # learnable anchors
     assert all(layer.span_enhance is None and not layer.use_gaussian_mask for layer in model.decoder.layers)
+    enc = model.encoder
+    assert enc.local_enhance is not None and len(enc.global_layers) == cfg.n_global_layers
+    assert len(enc.fusion_layers) == cfg.n_fusion_layers and enc.logit_scale is None
+    terms = set(build_criterion(cfg, LossConfig(aux_loss=False)).weight_dict)  # no FA, L_init, DN terms
+    saliency = {"loss_sal_margin", "loss_sal_rank", "loss_sal_neg"}
+    assert terms == {"loss_l1", "loss_giou", "loss_quality"} | saliency
 
 
 def test_build_model_errors():

@@ -145,21 +145,3 @@ def broadcast_object(obj: Any, info: DistInfo) -> Any:
 def barrier(info: DistInfo) -> None:
     if info.is_distributed:
         dist.barrier()
-
-
-def global_span_counter(info: DistInfo, device: torch.device) -> Any:
-    """`targets -> #GT spans`, averaged over ranks (DETR's all-reduced `num_boxes`).
-
-    Each rank divides its summed span losses by this count and DDP averages the gradients over the
-    ranks, so the result equals one process normalising by the global batch's GT count.
-    """
-
-    def num_spans(targets: Any) -> float:
-        n = float(sum(int(t.shape[0]) for t in targets))
-        if not info.is_distributed:
-            return n
-        total = torch.tensor([n], device=device)
-        dist.all_reduce(total)
-        return float(total.item()) / info.world_size
-
-    return num_spans

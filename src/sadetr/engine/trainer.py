@@ -30,7 +30,6 @@ from sadetr.engine.distributed import (
     barrier,
     broadcast_object,
     gather_lists,
-    global_span_counter,
     init_distributed,
 )
 from sadetr.engine.inference import autocast, move_batch, predict_dataset, score, to_float32
@@ -39,6 +38,7 @@ from sadetr.engine.logger import RunLogger
 from sadetr.engine.schedule import build_optimizer, build_scheduler
 from sadetr.engine.seed import get_rng_state, seed_everything, set_rng_state
 from sadetr.errors import CheckpointError, ConfigError
+from sadetr.model.losses import mean_over_processes
 
 log = logging.getLogger(__name__)
 
@@ -113,11 +113,9 @@ class Trainer:
         model = build_model(cfg.model).to(self.device)
         self.criterion = build_criterion(cfg.model, cfg.loss).to(self.device)
         if self.info.is_distributed:
-            # Normalise span losses by the GLOBAL #GT (see global_span_counter). The criterion has no
-            # public hook for this yet; its per-batch count is the `_num_spans` static method.
-            if not hasattr(self.criterion, "_num_spans"):
-                raise RuntimeError("criterion has no _num_spans to make global for distributed training")
-            self.criterion._num_spans = global_span_counter(self.info, self.device)
+            # Divide the losses by the GLOBAL counts (#GT spans, #noise positives, #valid clips) / world
+            # size, so that DDP's gradient average equals one process on the global batch (losses.py).
+            self.criterion.count_reducer = mean_over_processes
         self.optimizer = build_optimizer(model, self.tcfg)
         if self.info.is_distributed:  # same initial weights everywhere, then own dropout/noise draws per rank
             seed_everything(self.tcfg.seed + self.info.rank, self.tcfg.deterministic)

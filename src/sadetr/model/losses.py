@@ -10,6 +10,13 @@ Terms (CONTRACTS.md "Model"), grouped as in eq 10 `L = λ_A·L_A + λ_S·L_S + �
 - L_S: QD-DETR's saliency loss: `loss_sal_margin`, `loss_sal_rank`, `loss_sal_neg`.
 Aux layers repeat the per-layer terms with suffixes `_0`, `_1`, ... (aux_outputs[i] -> `_i`).
 
+Normalisation (DETR's `num_boxes`): the terms that divide by a count that varies between batches (L_M by
+the #GT spans, L_noise and eq 9 by the #positive noise queries, `loss_ctm_local` by the #valid clips)
+take it from `SetCriterion.normalizers`, which passes this process's counts through the public hook
+`SetCriterion.count_reducer`. One process: the counts as they are. Distributed data parallel: set
+`criterion.count_reducer = mean_over_processes` (the trainer does), so each process divides by the
+global count / world size and DDP's gradient average equals one process on the global batch.
+
 The pure functions below are reused by the Moment-DETR / QD-DETR baselines.
 """
 
@@ -19,6 +26,7 @@ import math
 from collections.abc import Callable, Sequence
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -107,17 +115,21 @@ def quality_loss(
     return (weight * (pred_quality - target).abs()).mean()
 
 
-def quality_margin_loss(dn_quality: Tensor, dn_meta: dict, margin: float) -> Tensor:
+def quality_margin_loss(
+    dn_quality: Tensor, dn_meta: dict, margin: float, num_pairs: float | None = None
+) -> Tensor:
     """Eq 9: `max(q_neg − q_pos + δ_q, 0)` per (group, GT) pair of noise queries, averaged over the pairs.
 
-    dn_quality: [B, N_dn] with negatives in the layout `g·2M + p·M + j`.
+    dn_quality: [B, N_dn] with negatives in the layout `g·2M + p·M + j`; num_pairs: the divisor (default:
+    this batch's number of pairs; the criterion passes its reduced count, see `SetCriterion.normalizers`).
     """
     bsz = dn_quality.shape[0]
     groups, max_gt = dn_meta["num_groups"], dn_meta["max_gt"]
     q = dn_quality.view(bsz, groups, 2, max_gt)  # (B, G, 2, M)
     hinge = (q[:, :, 1] - q[:, :, 0] + margin).clamp(min=0)  # (B, G, M)
     valid = dn_meta["pos_valid"].to(dn_quality.device)[:, None, :].expand(bsz, groups, max_gt)  # (B, G, M)
-    return hinge[valid].sum() / valid.sum().clamp(min=1)
+    num = float(valid.sum()) if num_pairs is None else float(num_pairs)
+    return hinge[valid].sum() / max(num, 1.0)
 
 
 # ----------------------------------------------------------------------------------------------- L_A
@@ -146,11 +158,15 @@ def clip_sentence_cosine(clip_emb: Tensor, sent_emb: Tensor) -> Tensor:
     return F.cosine_similarity(clip_emb, sent_emb[:, None, :], dim=-1)
 
 
-def ctm_local_loss(cos: Tensor, relevant: Tensor, video_mask: Tensor, tau: float) -> Tensor:
-    """L_local (TR-DETR): BCE-with-logits of S/τ [B, L] against the 0/1 positives, mean over valid clips."""
+def ctm_local_loss(
+    cos: Tensor, relevant: Tensor, video_mask: Tensor, tau: float, num_clips: float | None = None
+) -> Tensor:
+    """L_local (TR-DETR): BCE-with-logits of S/τ [B, L] against the 0/1 positives, mean over valid clips
+    (divisor `num_clips`, default this batch's number of valid clips)."""
     bce = F.binary_cross_entropy_with_logits(cos / tau, relevant.to(cos.dtype), reduction="none")  # (B, L)
     mask = video_mask.to(cos.dtype)
-    return (bce * mask).sum() / mask.sum().clamp(min=1)
+    num = float(mask.sum()) if num_clips is None else float(num_clips)
+    return (bce * mask).sum() / max(num, 1.0)
 
 
 def ctm_anchors(saliency: Tensor, relevant: Tensor, video_mask: Tensor) -> tuple[Tensor, Tensor]:
@@ -240,12 +256,31 @@ def _suffixed(terms: dict, suffix: str) -> dict:
     return {k + suffix: v for k, v in terms.items()}
 
 
+CountReducer = Callable[[Tensor], Tensor]
+# Counts of `SetCriterion.normalizers`, in this order (one all-reduce of a small vector per step).
+NORMALIZER_KEYS = ("spans", "dn", "clips")
+
+
+def mean_over_processes(counts: Tensor) -> Tensor:
+    """Count reducer for DDP: all-reduce (sum) `counts` [K] over the default process group and divide by the
+    world size (DETR's `num_boxes`); identity when torch.distributed is not initialised."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return counts
+    counts = counts.clone()
+    dist.all_reduce(counts)
+    return counts / dist.get_world_size()
+
+
 class SetCriterion(nn.Module):
     """All of SA-DETR's losses (detr style): per-layer terms in `layer_losses`, the others in `losses`.
 
     `forward(out, batch)` returns the named, unweighted terms; `weight_dict` maps each name to its
     weight, so the total is `sum(weight_dict[k] * v)` (see `total`). Subclasses (baselines) may add
     entries to `layer_loss_map` / `loss_map` and override `match`.
+
+    `count_reducer` (public, settable after construction): a function mapping this process's
+    normalisation counts [K] (`NORMALIZER_KEYS`) to the counts to divide by; None keeps them local. For
+    DDP use `mean_over_processes` (global count / world size), see the module docstring.
     """
 
     def __init__(
@@ -260,8 +295,10 @@ class SetCriterion(nn.Module):
         saliency_margin: float = 0.2,
         rank_contrast_tau: float = 0.5,
         align_tau: float = 0.07,
+        count_reducer: CountReducer | None = None,
     ) -> None:
         super().__init__()
+        self.count_reducer = count_reducer
         self.matcher = matcher
         self.weight_dict = dict(weight_dict)
         self.aux_loss = aux_loss
@@ -296,9 +333,26 @@ class SetCriterion(nn.Module):
         """Hungarian matching of one layer's direct predictions (override to add e.g. a class cost)."""
         return self.matcher(layer_out["pred_spans"], list(targets))
 
-    @staticmethod
-    def _num_spans(targets: Sequence[Tensor]) -> int:
-        return sum(int(t.shape[0]) for t in targets)
+    def normalizers(self, out: dict, batch: dict) -> dict[str, float]:
+        """The loss divisors of this batch: `spans` (#GT spans), `dn` (#positive noise queries = #eq 9
+        pairs), `clips` (#valid clips), after `count_reducer` (called exactly once, on every process)."""
+        dn_meta = out.get("dn_meta")
+        num_dn = 0.0
+        if out.get("dn_outputs") and dn_meta is not None:
+            num_dn = float(dn_meta["num_groups"] * int(dn_meta["pos_valid"].sum()))
+        local = [float(sum(int(t.shape[0]) for t in batch["spans"])), num_dn, float(out["video_mask"].sum())]
+        counts = torch.tensor(local, dtype=torch.float64, device=out["pred_spans"].device)  # (K,)
+        if self.count_reducer is not None:
+            counts = self.count_reducer(counts)
+        return dict(zip(NORMALIZER_KEYS, counts.tolist()))
+
+    def _num_spans(self, batch: dict) -> float:
+        num = self._norm(batch, "spans")
+        return float(sum(int(t.shape[0]) for t in batch["spans"])) if num is None else num
+
+    def _norm(self, batch: dict, key: str) -> float | None:
+        """The divisor `key` of this forward (None when a loss method is called outside `forward`)."""
+        return (batch.get("normalizers") or {}).get(key)
 
     def total(self, losses: dict[str, Tensor]) -> Tensor:
         """Eq 10: `Σ weight_dict[k]·losses[k]` over the computed terms that have a weight."""
@@ -308,7 +362,7 @@ class SetCriterion(nn.Module):
     def loss_spans(self, layer_out: dict, batch: dict, matches: list[Match]) -> dict[str, Tensor]:
         """Eq 7 (L_direct): `loss_l1`, `loss_giou` on matched pairs, normalised by the batch's GT count."""
         src, tgt = matched_spans(layer_out["pred_spans"], batch["spans"], matches)
-        l1, giou = span_losses(src, tgt, self._num_spans(batch["spans"]))
+        l1, giou = span_losses(src, tgt, self._num_spans(batch))
         return {"loss_l1": l1, "loss_giou": giou}
 
     def loss_quality(self, layer_out: dict, batch: dict, matches: list[Match]) -> dict[str, Tensor]:
@@ -329,7 +383,7 @@ class SetCriterion(nn.Module):
             raise ValueError("loss 'init' is enabled but the model output has no init_spans")
         init = {"pred_spans": out["init_spans"]}
         src, tgt = matched_spans(init["pred_spans"], batch["spans"], self.match(init, batch["spans"]))
-        l1, giou = span_losses(src, tgt, self._num_spans(batch["spans"]))
+        l1, giou = span_losses(src, tgt, self._num_spans(batch))
         return {"loss_init_l1": l1, "loss_init_giou": giou}
 
     def _dn_layers(self, out: dict) -> list[tuple[dict, str]]:
@@ -346,7 +400,8 @@ class SetCriterion(nn.Module):
         terms: dict[str, Tensor] = {}
         for dn_out, suffix in self._dn_layers(out):
             src, tgt = dn_positive_spans(dn_out["pred_spans"], batch["spans"], out["dn_meta"])
-            l1, giou = span_losses(src, tgt, len(src))
+            num = self._norm(batch, "dn")
+            l1, giou = span_losses(src, tgt, len(src) if num is None else num)
             terms.update(_suffixed({"loss_dn_l1": l1, "loss_dn_giou": giou}, suffix))
         return terms
 
@@ -356,7 +411,9 @@ class SetCriterion(nn.Module):
         if not layers or not out["dn_meta"]["has_negatives"]:
             return {}
         return {
-            "loss_qmargin" + suffix: quality_margin_loss(dn_out["pred_quality"], out["dn_meta"], self.qmargin)
+            "loss_qmargin" + suffix: quality_margin_loss(
+                dn_out["pred_quality"], out["dn_meta"], self.qmargin, self._norm(batch, "dn")
+            )
             for dn_out, suffix in layers
         }
 
@@ -379,7 +436,7 @@ class SetCriterion(nn.Module):
         sal, rel = batch["saliency"].to(cos.device), batch["relevant"].to(cos.device)
         tau = self.align_tau
         return {
-            "loss_ctm_local": ctm_local_loss(cos, rel, mask, tau),
+            "loss_ctm_local": ctm_local_loss(cos, rel, mask, tau, self._norm(batch, "clips")),
             "loss_ctm_intra": ctm_intra_loss(cos, sal, rel, mask, tau),
             "loss_ctm_inter": ctm_inter_loss(ctm["clip_emb"], ctm["sent_emb"], sal, rel, mask, tau),
         }
@@ -401,9 +458,10 @@ class SetCriterion(nn.Module):
 
     def forward(self, out: dict, batch: dict) -> dict[str, Tensor]:
         """out: the model's output dict; batch: the collated batch (uses spans, saliency, relevant,
-        saliency_pos_idx/neg_idx, vid_index). Returns the unweighted terms."""
+        saliency_pos_idx/neg_idx, vid_index). Returns the unweighted terms, divided by `normalizers`."""
         device = out["pred_spans"].device
         batch = {**batch, "spans": [t.to(device) for t in batch["spans"]]}
+        batch["normalizers"] = self.normalizers(out, batch)
         losses: dict[str, Tensor] = {}
         layers = [(out, "")]
         if self.aux_loss:
