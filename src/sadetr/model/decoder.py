@@ -8,14 +8,12 @@ run through the same layers as one sequence; the self-attention mask keeps them 
 
 from __future__ import annotations
 
-import itertools
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sadetr.model.encoder import FeedForward
+from sadetr.model.layers import MLP, FeedForward
 from sadetr.model.span_ops import (
     clip_centers,
     gaussian_mask,
@@ -24,22 +22,6 @@ from sadetr.model.span_ops import (
     span_sine_embedding,
     temporal_align,
 )
-
-
-class MLP(nn.Module):
-    """`num_layers` Linear layers with ReLU between (DETR's MLP); MLP_2 / MLP_3 of the paper."""
-
-    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, num_layers: int) -> None:
-        super().__init__()
-        dims = [in_dim] + [hidden_dim] * (num_layers - 1) + [out_dim]
-        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(dims))
-
-    def forward(self, x: Tensor) -> Tensor:
-        for i, layer in enumerate(self.layers):
-            x = layer(x)
-            if i < len(self.layers) - 1:
-                x = F.relu(x)
-        return x
 
 
 class SpanBasedEnhanceBlock(nn.Module):

@@ -15,48 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from sadetr.model.layers import FeedForward, input_projection
 from sadetr.model.span_ops import clip_centers, sine_embedding
-
-
-class LinearLayer(nn.Module):
-    """One input-projection block: LayerNorm, Dropout, Linear, optional ReLU (Moment-DETR/QD-DETR)."""
-
-    def __init__(self, in_dim: int, out_dim: int, dropout: float, relu: bool) -> None:
-        super().__init__()
-        self.norm = nn.LayerNorm(in_dim)
-        self.dropout = nn.Dropout(dropout)
-        self.linear = nn.Linear(in_dim, out_dim)
-        self.relu = relu
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.linear(self.dropout(self.norm(x)))
-        return F.relu(x) if self.relu else x
-
-
-def input_projection(in_dim: int, hidden_dim: int, n_layers: int, dropout: float) -> nn.Sequential:
-    """The paper's input "MLP" (3.2): `n_layers` stacked LinearLayers, no ReLU after the last one.
-
-    As in Moment-DETR/QD-DETR, every block uses the same (input) dropout rate.
-    """
-    if n_layers < 1:
-        raise ValueError(f"n_input_proj must be >= 1, got {n_layers}")
-    dims = [in_dim] + [hidden_dim] * n_layers
-    return nn.Sequential(
-        *[LinearLayer(dims[i], dims[i + 1], dropout, relu=i < n_layers - 1) for i in range(n_layers)]
-    )
-
-
-class FeedForward(nn.Module):
-    """Transformer FFN: Linear, ReLU, Dropout, Linear."""
-
-    def __init__(self, dim: int, ffn_dim: int, dropout: float) -> None:
-        super().__init__()
-        self.net = nn.Sequential(
-            nn.Linear(dim, ffn_dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(ffn_dim, dim)
-        )
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.net(x)
 
 
 class CrossAttentionLayer(nn.Module):

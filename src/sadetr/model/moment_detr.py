@@ -7,49 +7,19 @@ saliency head on the video memory. At the QVHighlights SF+C setting (2818-d vide
 d=256, 8 heads, FFN 1024, 2+2 layers, 10 queries) it has exactly 4,823,305 trainable parameters.
 
 Also owns the building blocks shared with `sadetr.model.qd_detr` (which extends this code base, as
-QD-DETR's public code extends Moment-DETR's): `MLP`, `InputProjection`, `TrainablePositionalEncoding`,
+QD-DETR's public code extends Moment-DETR's): `TrainablePositionalEncoding`,
 `clip_position_embedding` and the post-norm `EncoderLayer`.
 """
 
 from __future__ import annotations
-
-import itertools
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sadetr.model.config import ModelConfig
+from sadetr.model.layers import MLP, input_projection
 from sadetr.model.span_ops import sine_embedding
-
-
-class MLP(nn.Module):
-    """`num_layers` Linear layers with ReLU between them (DETR's box head)."""
-
-    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, num_layers: int) -> None:
-        super().__init__()
-        dims = [in_dim] + [hidden_dim] * (num_layers - 1) + [out_dim]
-        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(dims))
-
-    def forward(self, x: Tensor) -> Tensor:
-        for i, layer in enumerate(self.layers):
-            x = layer(x)
-            if i < len(self.layers) - 1:
-                x = F.relu(x)
-        return x
-
-
-class InputProjection(nn.Sequential):
-    """`n` blocks of (LayerNorm, Dropout, Linear, ReLU), no ReLU after the last block (public code)."""
-
-    def __init__(self, in_dim: int, out_dim: int, n: int, dropout: float) -> None:
-        blocks: list[nn.Module] = []
-        for i in range(n):
-            d_in = in_dim if i == 0 else out_dim
-            blocks += [nn.LayerNorm(d_in), nn.Dropout(dropout), nn.Linear(d_in, out_dim)]
-            if i < n - 1:
-                blocks.append(nn.ReLU())
-        super().__init__(*blocks)
 
 
 class TrainablePositionalEncoding(nn.Module):
@@ -174,8 +144,8 @@ class MomentDETR(nn.Module):
         super().__init__()
         self.hidden_dim = hidden_dim
         self.use_txt_pos = use_txt_pos
-        self.input_vid_proj = InputProjection(video_dim, hidden_dim, n_input_proj, input_dropout)
-        self.input_txt_proj = InputProjection(text_dim, hidden_dim, n_input_proj, input_dropout)
+        self.input_vid_proj = input_projection(video_dim, hidden_dim, n_input_proj, input_dropout)
+        self.input_txt_proj = input_projection(text_dim, hidden_dim, n_input_proj, input_dropout)
         self.txt_position_embed = TrainablePositionalEncoding(max_text_len, hidden_dim, input_dropout)
         self.encoder = nn.ModuleList(
             EncoderLayer(hidden_dim, nheads, ffn_dim, dropout) for _ in range(n_enc_layers)

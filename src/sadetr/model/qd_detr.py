@@ -25,10 +25,9 @@ import torch
 from torch import Tensor, nn
 
 from sadetr.model.config import ModelConfig
+from sadetr.model.layers import MLP, input_projection
 from sadetr.model.moment_detr import (
-    MLP,
     EncoderLayer,
-    InputProjection,
     TrainablePositionalEncoding,
     _activation,
     _baseline_output,
@@ -255,8 +254,8 @@ class QDDETR(nn.Module):
         self.num_queries = num_queries
         self.use_txt_pos = use_txt_pos
         self.use_negative_pass = use_negative_pass
-        self.input_vid_proj = InputProjection(video_dim, hidden_dim, n_input_proj, input_dropout)
-        self.input_txt_proj = InputProjection(text_dim, hidden_dim, n_input_proj, input_dropout)
+        self.input_vid_proj = input_projection(video_dim, hidden_dim, n_input_proj, input_dropout)
+        self.input_txt_proj = input_projection(text_dim, hidden_dim, n_input_proj, input_dropout)
         self.txt_position_embed = TrainablePositionalEncoding(max_text_len, hidden_dim, input_dropout)
         self.global_rep_token = nn.Parameter(torch.randn(hidden_dim))
         self.global_rep_pos = nn.Parameter(torch.randn(hidden_dim))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from sadetr.model.decoder import MLP
+from sadetr.model.layers import MLP
 from sadetr.model.span_ops import inverse_sigmoid
 
 
