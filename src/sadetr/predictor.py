@@ -107,23 +107,11 @@ class Predictor:
         cls, path: str | Path, device: str | torch.device = "auto", clip: Any = None, slowfast: Any = None
     ) -> Predictor:
         """Load a training checkpoint; `clip`/`slowfast` are weight paths or loaded backbones (optional)."""
-        from sadetr.config import config_from_dict
-        from sadetr.engine.checkpoint import load_checkpoint
-        from sadetr.errors import ConfigError
-        from sadetr.model.build import build_model
+        from sadetr.engine.checkpoint import load_trained_model
         from sadetr.video.extract import resolve_device
 
         device = resolve_device(device) if isinstance(device, str) else device
-        state = load_checkpoint(path, map_location="cpu")
-        try:
-            cfg = config_from_dict(state["config"])
-        except ConfigError as err:
-            raise CheckpointError(f"{path}: its config does not fit this sadetr version ({err})") from None
-        model = build_model(cfg.model)
-        try:
-            model.load_state_dict(state["model"])
-        except RuntimeError as err:
-            raise CheckpointError(f"{path}: weights do not fit the model of its config ({err})") from None
+        model, cfg, state = load_trained_model(path, map_location="cpu")
         if isinstance(clip, (str, Path)):
             from sadetr.video.clip import load_clip
 

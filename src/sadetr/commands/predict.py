@@ -52,21 +52,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def load_model(ckpt: Path, device: Any) -> tuple[Any, Any, dict[str, Any]]:
     """(model in eval mode on `device`, its Config, the checkpoint dict)."""
-    from sadetr.config import config_from_dict
-    from sadetr.engine.checkpoint import load_checkpoint
-    from sadetr.model.build import build_model
+    from sadetr.engine.checkpoint import load_trained_model
 
-    state = load_checkpoint(ckpt, map_location=device)
-    try:
-        cfg = config_from_dict(state["config"])
-    except ConfigError as err:
-        raise CheckpointError(f"{ckpt}: its config does not fit this sadetr version ({err})") from None
-    model = build_model(cfg.model)
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as err:
-        raise CheckpointError(f"{ckpt}: weights do not fit the model of its config ({err})") from None
-    return model.to(device).eval(), cfg, state
+    model, cfg, state = load_trained_model(ckpt, map_location=device)
+    return model.to(device), cfg, state
 
 
 def build_split(cfg: Any, data: str | None, split: str | None) -> Any:

@@ -72,3 +72,25 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
     if missing:
         raise CheckpointError(f"{path}: not a sadetr checkpoint (missing {', '.join(missing)})")
     return state
+
+
+def load_trained_model(
+    path: str | os.PathLike[str], map_location: str | torch.device = "cpu"
+) -> tuple[torch.nn.Module, Any, dict[str, Any]]:
+    """(model built from the checkpoint's own config with its weights, in eval mode; its `Config`; the
+    checkpoint dict). A config or weights that do not fit this sadetr version raise `CheckpointError`."""
+    from sadetr.config import config_from_dict
+    from sadetr.errors import ConfigError
+    from sadetr.model.build import build_model
+
+    state = load_checkpoint(path, map_location=map_location)
+    try:
+        cfg = config_from_dict(state["config"])
+    except ConfigError as err:
+        raise CheckpointError(f"{path}: its config does not fit this sadetr version ({err})") from None
+    model = build_model(cfg.model)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as err:
+        raise CheckpointError(f"{path}: weights do not fit the model of its config ({err})") from None
+    return model.eval(), cfg, state
