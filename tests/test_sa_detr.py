@@ -147,6 +147,9 @@ def test_build_model_errors():
         build_model(small_cfg(hidden_dim=15, nheads=2))
     with pytest.raises(ConfigError, match=r"model\.dn_sigma"):
         build_model(small_cfg(dn_sigma_p=0.7, dn_sigma_n=0.6))
+    for name in ("num_queries", "n_dec_layers", "n_input_proj", "num_align_points"):
+        with pytest.raises(ConfigError, match=rf"model\.{name}: must be >= 1"):
+            build_model(small_cfg(**{name: 0}))
 
 
 def test_default_config_builds():

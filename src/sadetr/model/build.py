@@ -8,6 +8,16 @@ from sadetr.errors import ConfigError
 from sadetr.model.config import ModelConfig
 
 
+def _check_common(cfg: ModelConfig, *positive: str) -> None:
+    """Checks every architecture needs: heads divide d; layer/query counts (and `positive`) are >= 1."""
+    if cfg.hidden_dim % cfg.nheads:
+        raise ConfigError(f"{cfg.hidden_dim} is not divisible by nheads ({cfg.nheads})", "model.hidden_dim")
+    for name in ("num_queries", "n_dec_layers", "n_input_proj", *positive):
+        value = getattr(cfg, name)
+        if value < 1:
+            raise ConfigError(f"must be >= 1, got {value}", f"model.{name}")
+
+
 def build_sa_detr(cfg: ModelConfig) -> nn.Module:
     """SA-DETR with every component switch of `cfg` (3.2-3.4, Tables 4-8)."""
     from sadetr.model.decoder import SpanAwareRefineDecoder
@@ -23,18 +33,9 @@ def build_sa_detr(cfg: ModelConfig) -> nn.Module:
     ):
         if value not in allowed:
             raise ConfigError(f"must be one of {', '.join(allowed)}, got {value!r}", key)
-    if cfg.hidden_dim % cfg.nheads:
-        raise ConfigError(f"{cfg.hidden_dim} is not divisible by nheads ({cfg.nheads})", "model.hidden_dim")
+    _check_common(cfg, "num_align_points")
     if cfg.hidden_dim % 4:
         raise ConfigError("must be a multiple of 4 (sine embedding of c and w)", "model.hidden_dim")
-    for key, value in (
-        ("model.num_queries", cfg.num_queries),
-        ("model.n_dec_layers", cfg.n_dec_layers),
-        ("model.n_input_proj", cfg.n_input_proj),
-        ("model.num_align_points", cfg.num_align_points),
-    ):
-        if value < 1:
-            raise ConfigError(f"must be >= 1, got {value}", key)
 
     encoder = MultiModalAlignEncoder(
         video_dim=cfg.video_dim,
@@ -78,18 +79,9 @@ def build_baseline(cfg: ModelConfig) -> nn.Module:
     from sadetr.model.moment_detr import build_moment_detr
     from sadetr.model.qd_detr import build_qd_detr
 
-    if cfg.hidden_dim % cfg.nheads:
-        raise ConfigError(f"{cfg.hidden_dim} is not divisible by nheads ({cfg.nheads})", "model.hidden_dim")
+    _check_common(cfg, "max_text_len")
     if cfg.qd_activation not in ("relu", "prelu"):
         raise ConfigError(f"must be one of relu, prelu, got {cfg.qd_activation!r}", "model.qd_activation")
-    for key, value in (
-        ("model.num_queries", cfg.num_queries),
-        ("model.n_dec_layers", cfg.n_dec_layers),
-        ("model.n_input_proj", cfg.n_input_proj),
-        ("model.max_text_len", cfg.max_text_len),
-    ):
-        if value < 1:
-            raise ConfigError(f"must be >= 1, got {value}", key)
     return build_moment_detr(cfg) if cfg.name == "moment_detr" else build_qd_detr(cfg)
 
 
