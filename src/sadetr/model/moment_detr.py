@@ -7,7 +7,7 @@ saliency head on the video memory. At the QVHighlights SF+C setting (2818-d vide
 d=256, 8 heads, FFN 1024, 2+2 layers, 10 queries) it has exactly 4,823,305 trainable parameters.
 
 Also owns the building blocks shared with `sadetr.model.qd_detr` (which extends this code base, as
-QD-DETR's public code extends Moment-DETR's): `TrainablePositionalEncoding`,
+QD-DETR's public code extends Moment-DETR's): `BaselineInputs`, `TrainablePositionalEncoding`,
 `clip_position_embedding` and the post-norm `EncoderLayer`.
 """
 
@@ -44,6 +44,38 @@ def clip_position_embedding(video_mask: Tensor, dim: int) -> Tensor:
     cum = video_mask.float().cumsum(dim=1)  # (B, L): 1..L_v on valid clips
     lengths = cum[:, -1:].clamp(min=1.0)  # (B, 1)
     return sine_embedding(cum / lengths, dim)  # (B, L, dim)
+
+
+class BaselineInputs(nn.Module):
+    """Input side shared by Moment-DETR and QD-DETR: the two input MLPs, sine clip positions and the
+    learned text positions (built, and counted, even when `use_txt_pos` is off, as the public code)."""
+
+    def __init__(
+        self,
+        video_dim: int,
+        text_dim: int,
+        hidden_dim: int,
+        n_input_proj: int,
+        input_dropout: float,
+        max_text_len: int,
+        use_txt_pos: bool,
+    ) -> None:
+        super().__init__()
+        self.hidden_dim = hidden_dim
+        self.use_txt_pos = use_txt_pos
+        self.input_vid_proj = input_projection(video_dim, hidden_dim, n_input_proj, input_dropout)
+        self.input_txt_proj = input_projection(text_dim, hidden_dim, n_input_proj, input_dropout)
+        self.txt_position_embed = TrainablePositionalEncoding(max_text_len, hidden_dim, input_dropout)
+
+    def forward(
+        self, video_feat: Tensor, video_mask: Tensor, text_feat: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """-> projected video [B, Lv, d], text [B, Lt, d], their positions [B, Lv, d], [B, Lt, d]."""
+        vid = self.input_vid_proj(video_feat)  # (B, Lv, d)
+        txt = self.input_txt_proj(text_feat)  # (B, Lt, d)
+        pos_vid = clip_position_embedding(video_mask, self.hidden_dim)  # (B, Lv, d)
+        pos_txt = self.txt_position_embed(txt) if self.use_txt_pos else torch.zeros_like(txt)  # (B, Lt, d)
+        return vid, txt, pos_vid, pos_txt
 
 
 def _activation(name: str) -> nn.Module:
@@ -143,10 +175,9 @@ class MomentDETR(nn.Module):
     ) -> None:
         super().__init__()
         self.hidden_dim = hidden_dim
-        self.use_txt_pos = use_txt_pos
-        self.input_vid_proj = input_projection(video_dim, hidden_dim, n_input_proj, input_dropout)
-        self.input_txt_proj = input_projection(text_dim, hidden_dim, n_input_proj, input_dropout)
-        self.txt_position_embed = TrainablePositionalEncoding(max_text_len, hidden_dim, input_dropout)
+        self.inputs = BaselineInputs(
+            video_dim, text_dim, hidden_dim, n_input_proj, input_dropout, max_text_len, use_txt_pos
+        )
         self.encoder = nn.ModuleList(
             EncoderLayer(hidden_dim, nheads, ffn_dim, dropout) for _ in range(n_enc_layers)
         )
@@ -172,10 +203,7 @@ class MomentDETR(nn.Module):
         """video_feat [B, Lv, Dv], video_mask [B, Lv], text_feat [B, Lt, Dt], text_mask [B, Lt] -> dict."""
         video_mask = video_mask.bool()
         text_mask = text_mask.bool()
-        vid = self.input_vid_proj(video_feat)  # (B, Lv, d)
-        txt = self.input_txt_proj(text_feat)  # (B, Lt, d)
-        pos_vid = clip_position_embedding(video_mask, self.hidden_dim)  # (B, Lv, d)
-        pos_txt = self.txt_position_embed(txt) if self.use_txt_pos else torch.zeros_like(txt)  # (B, Lt, d)
+        vid, txt, pos_vid, pos_txt = self.inputs(video_feat, video_mask, text_feat)
         src = torch.cat([vid, txt], dim=1)  # (B, Lv+Lt, d)
         pos = torch.cat([pos_vid, pos_txt], dim=1)  # (B, Lv+Lt, d)
         pad = ~torch.cat([video_mask, text_mask], dim=1)  # (B, Lv+Lt)

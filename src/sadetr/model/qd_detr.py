@@ -25,14 +25,13 @@ import torch
 from torch import Tensor, nn
 
 from sadetr.model.config import ModelConfig
-from sadetr.model.layers import MLP, input_projection
+from sadetr.model.layers import MLP
 from sadetr.model.moment_detr import (
+    BaselineInputs,
     EncoderLayer,
-    TrainablePositionalEncoding,
     _activation,
     _baseline_output,
     _xavier_init,
-    clip_position_embedding,
 )
 from sadetr.model.query_init import DualPathQueryInitializer
 from sadetr.model.span_ops import gaussian_mask, inverse_sigmoid, span_sine_embedding
@@ -252,11 +251,10 @@ class QDDETR(nn.Module):
         super().__init__()
         self.hidden_dim = hidden_dim
         self.num_queries = num_queries
-        self.use_txt_pos = use_txt_pos
         self.use_negative_pass = use_negative_pass
-        self.input_vid_proj = input_projection(video_dim, hidden_dim, n_input_proj, input_dropout)
-        self.input_txt_proj = input_projection(text_dim, hidden_dim, n_input_proj, input_dropout)
-        self.txt_position_embed = TrainablePositionalEncoding(max_text_len, hidden_dim, input_dropout)
+        self.inputs = BaselineInputs(
+            video_dim, text_dim, hidden_dim, n_input_proj, input_dropout, max_text_len, use_txt_pos
+        )
         self.global_rep_token = nn.Parameter(torch.randn(hidden_dim))
         self.global_rep_pos = nn.Parameter(torch.randn(hidden_dim))
         self.t2v_encoder = nn.ModuleList(
@@ -314,10 +312,7 @@ class QDDETR(nn.Module):
         """video_feat [B, Lv, Dv], video_mask [B, Lv], text_feat [B, Lt, Dt], text_mask [B, Lt] -> dict."""
         video_mask = video_mask.bool()
         text_mask = text_mask.bool()
-        vid = self.input_vid_proj(video_feat)  # (B, Lv, d)
-        txt = self.input_txt_proj(text_feat)  # (B, Lt, d)
-        pos_vid = clip_position_embedding(video_mask, self.hidden_dim)  # (B, Lv, d)
-        pos_txt = self.txt_position_embed(txt) if self.use_txt_pos else torch.zeros_like(txt)  # (B, Lt, d)
+        vid, txt, pos_vid, pos_txt = self.inputs(video_feat, video_mask, text_feat)
         global_mem, clip_mem = self.encode(vid, pos_vid, ~video_mask, txt, pos_txt, ~text_mask)
 
         bsz = vid.shape[0]
