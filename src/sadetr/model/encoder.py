@@ -19,12 +19,8 @@ from sadetr.model.layers import FeedForward, input_projection
 from sadetr.model.span_ops import clip_centers, sine_embedding
 
 
-class CrossAttentionLayer(nn.Module):
-    """One fusion layer (3.2): cross-attention then FFN, each with residual + LayerNorm (post-norm).
-
-    The positional embedding `query_pos` is added to the queries only ("we add positional embeddings
-    to Q_v"); the keys/values are the other modality as is.
-    """
+class _PostNormAttentionLayer(nn.Module):
+    """Attention then FFN, each with residual + LayerNorm (post-norm); subclasses choose q, k, v."""
 
     def __init__(self, dim: int, nheads: int, ffn_dim: int, dropout: float) -> None:
         super().__init__()
@@ -34,35 +30,36 @@ class CrossAttentionLayer(nn.Module):
         self.ffn = FeedForward(dim, ffn_dim, dropout)
         self.dropout1 = nn.Dropout(dropout)
         self.dropout2 = nn.Dropout(dropout)
+
+    def _attend(self, x: Tensor, q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor) -> Tensor:
+        """x (residual), q: [B, Lq, d]; k, v: [B, Lk, d]; key_mask: [B, Lk] bool (True = valid)."""
+        attn, _ = self.attn(q, k, v, key_padding_mask=~key_mask, need_weights=False)
+        x = self.norm1(x + self.dropout1(attn))
+        return self.norm2(x + self.dropout2(self.ffn(x)))
+
+
+class CrossAttentionLayer(_PostNormAttentionLayer):
+    """One fusion layer (3.2): cross-attention then FFN.
+
+    The positional embedding `query_pos` is added to the queries only ("we add positional embeddings
+    to Q_v"); the keys/values are the other modality as is.
+    """
 
     def forward(
         self, x: Tensor, memory: Tensor, memory_mask: Tensor, query_pos: Tensor | None = None
     ) -> Tensor:
         """x: [B, Lq, d]; memory: [B, Lk, d]; memory_mask: [B, Lk] bool (True = valid) -> [B, Lq, d]."""
         q = x if query_pos is None else x + query_pos
-        attn, _ = self.attn(q, memory, memory, key_padding_mask=~memory_mask, need_weights=False)
-        x = self.norm1(x + self.dropout1(attn))
-        return self.norm2(x + self.dropout2(self.ffn(x)))
+        return self._attend(x, q, memory, memory, memory_mask)
 
 
-class SelfAttentionLayer(nn.Module):
+class SelfAttentionLayer(_PostNormAttentionLayer):
     """Post-norm Transformer encoder layer with the positional embedding added to queries and keys."""
-
-    def __init__(self, dim: int, nheads: int, ffn_dim: int, dropout: float) -> None:
-        super().__init__()
-        self.attn = nn.MultiheadAttention(dim, nheads, dropout=dropout, batch_first=True)
-        self.norm1 = nn.LayerNorm(dim)
-        self.norm2 = nn.LayerNorm(dim)
-        self.ffn = FeedForward(dim, ffn_dim, dropout)
-        self.dropout1 = nn.Dropout(dropout)
-        self.dropout2 = nn.Dropout(dropout)
 
     def forward(self, x: Tensor, mask: Tensor, pos: Tensor) -> Tensor:
         """x, pos: [B, L, d]; mask: [B, L] bool (True = valid) -> [B, L, d]."""
         qk = x + pos
-        attn, _ = self.attn(qk, qk, x, key_padding_mask=~mask, need_weights=False)
-        x = self.norm1(x + self.dropout1(attn))
-        return self.norm2(x + self.dropout2(self.ffn(x)))
+        return self._attend(x, qk, qk, x, mask)
 
 
 class AttentionPooling(nn.Module):
