@@ -16,6 +16,7 @@ from sadetr.model.losses import (
     ctm_local_loss,
     quality_loss,
     quality_margin_loss,
+    quality_targets,
     saliency_margin_loss,
     saliency_neg_loss,
     saliency_rank_loss,
@@ -154,6 +155,17 @@ def test_quality_loss_hand_value() -> None:
         torch.tensor([[0.7, 0.2]]), spans, [torch.zeros(0, 2)], [(torch.zeros(0).long(),) * 2], 10
     )
     assert empty.item() == pytest.approx(0.45)
+
+
+def test_quality_target_is_max_iou_over_all_gt() -> None:
+    # Eq 8: the target is the best IoU over ALL GT spans of the sample, not the matched or the mean one.
+    # Prediction [0.3, 0.7]; GT [0.3, 0.7] gives IoU 1, GT [0.0, 0.2] gives 0 (mean would be 0.5).
+    spans = torch.tensor([[[0.5, 0.4]]])
+    tgt = [torch.tensor([[0.1, 0.2], [0.5, 0.4]])]
+    assert quality_targets(spans, tgt).tolist() == [[pytest.approx(1.0)]]
+    # matched to the non-overlapping GT: the target is still the max IoU, so q = 1 costs nothing
+    matched_to_far = [(torch.tensor([0]), torch.tensor([0]))]
+    assert quality_loss(torch.tensor([[1.0]]), spans, tgt, matched_to_far, 1.0).item() == pytest.approx(0.0)
 
 
 def test_quality_target_detached() -> None:
