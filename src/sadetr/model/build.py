@@ -82,6 +82,8 @@ def build_baseline(cfg: ModelConfig) -> nn.Module:
     _check_common(cfg, "max_text_len")
     if cfg.qd_activation not in ("relu", "prelu"):
         raise ConfigError(f"must be one of relu, prelu, got {cfg.qd_activation!r}", "model.qd_activation")
+    if cfg.qd_t2v_form not in ("public", "normed"):
+        raise ConfigError(f"must be one of public, normed, got {cfg.qd_t2v_form!r}", "model.qd_t2v_form")
     return build_moment_detr(cfg) if cfg.name == "moment_detr" else build_qd_detr(cfg)
 
 

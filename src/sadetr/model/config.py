@@ -62,6 +62,7 @@ class ModelConfig:
     max_text_len: int = 32  # rows of the learned text position table (public code's max_q_l)
     use_txt_pos: bool = False  # add learned positions to the text tokens (off in the public code)
     qd_activation: str = "prelu"  # FFN activation of QD-DETR's transformer (relu | prelu)
+    qd_t2v_form: str = "public"  # QD-DETR T2V residual form: public (wjun0830/QD-DETR) | normed (earlier)
     qd_dynamic_anchor: bool = False  # Table 11: instance-related anchors from the global token
     qd_gaussian_mask: bool = False  # Table 11: Gaussian-mask-modulated cross-attention (eq 5-6)
 

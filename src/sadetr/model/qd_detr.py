@@ -9,6 +9,11 @@ a DAB-DETR decoder with learnable 2-d anchors (sine embedding -> `ref_point_head
 cross-attention, iterative anchor refinement by `bbox_embed`); class and span heads. Transformer FFNs use
 PReLU. At the QVHighlights SF+C setting it has exactly 7,585,573 trainable parameters.
 
+Exactness: with the default `t2v_form="public"` and the same weights, outputs equal the public code's
+(the parameter names are mapped by `sadetr.engine.import_ckpt`). `t2v_form="normed"` keeps the form this
+framework used before (FFN on the normalised residual), with which the README's demo-scale numbers were
+measured.
+
 Table 11 switches (SA-DETR components grafted onto QD-DETR):
 - `qd_dynamic_anchor`: instance-related anchors `S_d = sigmoid(MLP_3(m_g)).view(N_q, 2)` from the
   encoder's global token replace the learnable anchors (SA-DETR's `DualPathQueryInitializer`, direct
@@ -34,7 +39,18 @@ from sadetr.model.moment_detr import (
     _xavier_init,
 )
 from sadetr.model.query_init import DualPathQueryInitializer
-from sadetr.model.span_ops import gaussian_mask, inverse_sigmoid, span_sine_embedding
+from sadetr.model.span_ops import gaussian_mask, span_sine_embedding
+
+T2V_FORMS = ("public", "normed")
+
+
+def inverse_sigmoid(x: Tensor, eps: float = 1e-3) -> Tensor:
+    """logit(x) as the public DAB/QD-DETR code computes it: numerator and denominator clamped separately.
+
+    Differs from `span_ops.inverse_sigmoid` only for x > 1 - eps: log(x / eps) here, log((1-eps)/eps) there.
+    """
+    x = x.clamp(min=0.0, max=1.0)
+    return torch.log(x.clamp(min=eps) / (1 - x).clamp(min=eps))
 
 
 def multihead_attention(
@@ -64,10 +80,19 @@ def multihead_attention(
 
 
 class T2VEncoderLayer(nn.Module):
-    """Text-to-video layer: clips (+ positions) query the words; residual, LayerNorm, FFN, LayerNorm."""
+    """Text-to-video layer: clips (+ positions) query the words, then residual, FFN and LayerNorms.
 
-    def __init__(self, dim: int, nheads: int, ffn_dim: int, dropout: float, activation: str) -> None:
+    `form="public"` (wjun0830/QD-DETR): `x = v + attn; out = norm2(x + FFN(norm1(x)))`;
+    `form="normed"` (this framework's earlier form): `y = norm1(v + attn); out = norm2(y + FFN(y))`.
+    """
+
+    def __init__(
+        self, dim: int, nheads: int, ffn_dim: int, dropout: float, activation: str, form: str = "public"
+    ) -> None:
         super().__init__()
+        if form not in T2V_FORMS:
+            raise ValueError(f"unknown T2V form {form!r} ({' | '.join(T2V_FORMS)})")
+        self.form = form
         self.cross_attn = nn.MultiheadAttention(dim, nheads, dropout=dropout, batch_first=True)
         self.linear1 = nn.Linear(dim, ffn_dim)
         self.linear2 = nn.Linear(ffn_dim, dim)
@@ -83,8 +108,11 @@ class T2VEncoderLayer(nn.Module):
         attn = self.cross_attn(
             vid + pos_vid, txt + pos_txt, txt, key_padding_mask=txt_pad, need_weights=False
         )[0]
-        vid = self.norm1(vid + self.dropout1(attn))
-        ffn = self.linear2(self.dropout(self.activation(self.linear1(vid))))
+        vid = vid + self.dropout1(attn)  # (B, Lv, d)
+        normed = self.norm1(vid)
+        if self.form == "normed":
+            vid = normed
+        ffn = self.linear2(self.dropout(self.activation(self.linear1(normed))))
         return self.norm2(vid + self.dropout2(ffn))
 
 
@@ -247,6 +275,7 @@ class QDDETR(nn.Module):
         use_negative_pass: bool = True,
         dynamic_anchor: bool = False,
         gaussian_alpha: float | None = None,
+        t2v_form: str = "public",
     ) -> None:
         super().__init__()
         self.hidden_dim = hidden_dim
@@ -258,7 +287,8 @@ class QDDETR(nn.Module):
         self.global_rep_token = nn.Parameter(torch.randn(hidden_dim))
         self.global_rep_pos = nn.Parameter(torch.randn(hidden_dim))
         self.t2v_encoder = nn.ModuleList(
-            T2VEncoderLayer(hidden_dim, nheads, ffn_dim, dropout, activation) for _ in range(n_t2v_layers)
+            T2VEncoderLayer(hidden_dim, nheads, ffn_dim, dropout, activation, t2v_form)
+            for _ in range(n_t2v_layers)
         )
         self.encoder = nn.ModuleList(
             EncoderLayer(hidden_dim, nheads, ffn_dim, dropout, activation) for _ in range(n_enc_layers)
@@ -362,4 +392,5 @@ def build_qd_detr(cfg: ModelConfig) -> QDDETR:
         use_negative_pass=cfg.use_negative_pass,
         dynamic_anchor=cfg.qd_dynamic_anchor,
         gaussian_alpha=cfg.gaussian_alpha if cfg.qd_gaussian_mask else None,
+        t2v_form=cfg.qd_t2v_form,
     )
