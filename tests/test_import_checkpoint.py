@@ -568,3 +568,24 @@ def test_cli_refusal_is_one_line_and_exit_code_2(tmp_path: Path, capsys) -> None
     assert main(["import-checkpoint", str(tmp_path / "junk.ckpt"), "--out", str(tmp_path / "o.ckpt")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("sadetr import-checkpoint: error:") and "\n" not in err
+
+
+def test_imported_clip_only_model_predicts_on_a_raw_video(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The converted run_on_video-style model on a real video file, through the unchanged Predictor and
+    extractors (a tiny random CLIP whose image embedding and text width are CLIP ViT-B/32's 512)."""
+    from sadetr.predictor import Predictor
+    from sadetr.video.clip import load_clip
+    from sadetr.video.tiny import TINY_VOCAB, make_tiny_clip, write_test_video
+
+    src, _ = make_release(tmp_path, "qd_detr", monkeypatch, clip_only=True)
+    import_release(src, tmp_path / "qd.ckpt")
+    clip = load_clip(
+        make_tiny_clip(tmp_path / "clip", embed_dim=512, text_width=512), expected_vocab_size=TINY_VOCAB
+    )
+    video = write_test_video(tmp_path / "v.mp4", n_frames=60, fps=10)  # 6 s -> 3 clips of 2 s
+    predictor = Predictor.from_checkpoint(tmp_path / "qd.ckpt", device="cpu", clip=clip)
+    pred = predictor.predict("the dog", video)
+    assert len(pred["pred_saliency_scores"]) == 3 and pred["clip_len"] == 2.0
+    assert all(0 <= s < e <= 6.0 + 1e-6 for s, e, _ in pred["pred_relevant_windows"])

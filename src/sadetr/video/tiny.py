@@ -43,8 +43,13 @@ def full_size_merges() -> list[str]:
     return (pairs + triples)[: CLIP_VOCAB_SIZE - 514]
 
 
-def make_tiny_clip(folder: str | Path, seed: int = 0, embed_dim: int = 16, full_vocab: bool = False) -> Path:
+def make_tiny_clip(
+    folder: str | Path, seed: int = 0, embed_dim: int = 16, full_vocab: bool = False, text_width: int = 64
+) -> Path:
     """Save a random tiny CLIP (ViT, width 64, image 32, patch 16) with a CLIP-format tokenizer into `folder`.
+
+    `text_width` (a multiple of 64) is the text tower's width, i.e. the width of `last_hidden_state`
+    (512 in the real ViT-B/32, which released Moment-DETR/QD-DETR checkpoints expect).
 
     With `full_vocab` the tokenizer has CLIP's 49408 tokens (synthetic merges), so the folder loads
     with the default, real-vocabulary check (e.g. through the command line); else TINY_VOCAB tokens.
@@ -56,10 +61,10 @@ def make_tiny_clip(folder: str | Path, seed: int = 0, embed_dim: int = 16, full_
     vocab = write_bpe_files(folder, full_size_merges() if full_vocab else TINY_MERGES)
     config = CLIPConfig(
         text_config=dict(
-            hidden_size=64,  # one head of 64 dims: OpenAI's layout implies heads = width // 64
+            hidden_size=text_width,  # heads of 64 dims: OpenAI's layout implies heads = width // 64
             intermediate_size=128,
             num_hidden_layers=2,
-            num_attention_heads=1,
+            num_attention_heads=text_width // 64,
             vocab_size=vocab,
             max_position_embeddings=32,
             hidden_act="quick_gelu",
