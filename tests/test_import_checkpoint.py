@@ -535,6 +535,13 @@ def test_refuses_a_feature_set_sadetr_cannot_rebuild(tmp_path: Path) -> None:
     _expect_refusal(tmp_path / "r.ckpt", tmp_path, "['features/resnet']", "--video-sources")
 
 
+def test_refuses_a_video_audio_model(tmp_path: Path) -> None:
+    state = random_state(public_qd_detr(vdim=2818 + 2048, **SMALL))
+    opt = official_opt("qd_detr", ["f/slowfast_features", "f/clip_features"], 4866, a_feat_dir="f/pann")
+    torch.save({"model": state, "opt": opt}, tmp_path / "a.ckpt")
+    _expect_refusal(tmp_path / "a.ckpt", tmp_path, "audio features (f/pann)")
+
+
 # ------------------------------------------------------------------------------ CLI and Predictor
 
 

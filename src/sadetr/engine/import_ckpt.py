@@ -276,6 +276,9 @@ def data_config(
     from sadetr.data.config import DataConfig
 
     use_tef = "tef" in str(opt.get("ctx_mode", "video_tef"))
+    audio = opt.get("a_feat_dir") or opt.get("a_feat_dirs")
+    if audio:
+        raise CheckpointError(f"{path}: trained with audio features ({audio}); sadetr cannot rebuild them")
     if video_sources is None and opt.get("v_feat_dirs"):
         dirs = list(opt["v_feat_dirs"])
         found = [_source_of(d) for d in dirs]
