@@ -445,6 +445,191 @@ def test_qd_detr_t2v_layer_equals_its_reference(form: str, tmp_path: Path, monke
     torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-5)
 
 
+def _ln(s: dict, name: str, x: torch.Tensor) -> torch.Tensor:
+    return F.layer_norm(x, x.shape[-1:], s[f"{name}.weight"], s[f"{name}.bias"])
+
+
+def _lin(s: dict, name: str, x: torch.Tensor) -> torch.Tensor:
+    return F.linear(x, s[f"{name}.weight"], s[f"{name}.bias"])
+
+
+def _mlp_ref(s: dict, name: str, x: torch.Tensor, n: int) -> torch.Tensor:
+    for i in range(n):
+        x = _lin(s, f"{name}.layers.{i}", x)
+        x = F.relu(x) if i < n - 1 else x
+    return x
+
+
+def _torch_mha_ref(s: dict, name: str, q, k, v, key_pad) -> torch.Tensor:
+    """torch.nn.MultiheadAttention (in_proj + out_proj) on batch-first inputs."""
+    out = F.multi_head_attention_forward(
+        q.transpose(0, 1),
+        k.transpose(0, 1),
+        v.transpose(0, 1),
+        q.shape[-1],
+        HEADS,
+        s[f"{name}.in_proj_weight"],
+        s[f"{name}.in_proj_bias"],
+        None,
+        None,
+        False,
+        0.0,
+        s[f"{name}.out_proj.weight"],
+        s[f"{name}.out_proj.bias"],
+        training=False,
+        key_padding_mask=key_pad,
+        need_weights=False,
+    )[0]
+    return out.transpose(0, 1)
+
+
+def _ffn(s: dict, p: str, x: torch.Tensor, prelu: bool) -> torch.Tensor:
+    h = _lin(s, f"{p}.linear1", x)
+    h = F.prelu(h, s[f"{p}.activation.weight"]) if prelu else F.relu(h)
+    return _lin(s, f"{p}.linear2", h)
+
+
+def _encoder_layer_ref(s: dict, p: str, src, pos, pad, prelu: bool) -> torch.Tensor:
+    """DETR post-norm encoder layer: positions on queries and keys only."""
+    src = _ln(s, f"{p}.norm1", src + _torch_mha_ref(s, f"{p}.self_attn", src + pos, src + pos, src, pad))
+    return _ln(s, f"{p}.norm2", src + _ffn(s, p, src, prelu))
+
+
+def reference_moment_detr(s: dict, video, video_mask, text, text_mask, n_enc=2, n_dec=2) -> dict:
+    """Moment-DETR's forward from the public equations (jayleicn/moment_detr model.py, transformer.py)."""
+    vid = _reference_input_projection(s, "input_vid_proj", video)
+    txt = _reference_input_projection(s, "input_txt_proj", text)
+    src = torch.cat([vid, txt], 1)
+    pad = ~torch.cat([video_mask, text_mask], 1)
+    pos = torch.cat([_reference_sine_position(video_mask, vid.shape[-1]), torch.zeros_like(txt)], 1)
+    for i in range(n_enc):
+        src = _encoder_layer_ref(s, f"transformer.encoder.layers.{i}", src, pos, pad, prelu=False)
+    query_pos = s["query_embed.weight"][None].expand(vid.shape[0], -1, -1)
+    tgt = torch.zeros_like(query_pos)
+    for i in range(n_dec):
+        p = f"transformer.decoder.layers.{i}"
+        q = tgt + query_pos
+        tgt = _ln(s, f"{p}.norm1", tgt + _torch_mha_ref(s, f"{p}.self_attn", q, q, tgt, None))
+        cross = _torch_mha_ref(s, f"{p}.multihead_attn", tgt + query_pos, src + pos, src, pad)
+        tgt = _ln(s, f"{p}.norm2", tgt + cross)
+        tgt = _ln(s, f"{p}.norm3", tgt + _ffn(s, p, tgt, prelu=False))
+    hs = _ln(s, "transformer.decoder.norm", tgt)
+    return {
+        "pred_logits": _lin(s, "class_embed", hs),
+        "pred_spans": _mlp_ref(s, "span_embed", hs, 3).sigmoid(),
+        "saliency_scores": _lin(s, "saliency_proj", src[:, : vid.shape[1]]).squeeze(-1),
+    }
+
+
+def _public_inverse_sigmoid(x: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
+    x = x.clamp(min=0, max=1)
+    return torch.log(x.clamp(min=eps) / (1 - x).clamp(min=eps))
+
+
+def _gen_sineembed(ref: torch.Tensor, d: int) -> torch.Tensor:
+    """DAB-DETR's sine embedding of (center, width): d/2 features each."""
+    half = d // 2
+    dim_t = 10000 ** (2 * (torch.arange(half, dtype=torch.float32) // 2) / half)
+    parts = []
+    for k in (0, 1):
+        pos = ref[..., k, None] * 2 * math.pi / dim_t
+        parts.append(torch.stack((pos[..., 0::2].sin(), pos[..., 1::2].cos()), dim=-1).flatten(-2))
+    return torch.cat(parts, -1)
+
+
+def _heads(x: torch.Tensor) -> torch.Tensor:
+    return x.view(x.shape[0], x.shape[1], HEADS, -1)
+
+
+def _conditional_attention(q, k, v, key_pad, out_proj: tuple) -> torch.Tensor:
+    """Conditional-DETR MultiheadAttention (no in-projection): q, k [B, N, H, c]; v [B, L, d]."""
+    logits = torch.einsum("bqhc,blhc->bhql", q, k) / math.sqrt(q.shape[-1])
+    if key_pad is not None:
+        logits = logits.masked_fill(key_pad[:, None, None], float("-inf"))
+    out = logits.softmax(-1) @ _heads(v).transpose(1, 2)  # (B, H, Nq, d/H)
+    return F.linear(out.transpose(1, 2).flatten(2), *out_proj)
+
+
+def reference_qd_detr(s: dict, video, video_mask, text, text_mask, n_enc=2, n_dec=2) -> dict:
+    """QD-DETR's forward from the public equations (wjun0830/QD-DETR model.py, transformer.py)."""
+    vid = _reference_input_projection(s, "input_vid_proj", video)
+    txt = _reference_input_projection(s, "input_txt_proj", text)
+    d, bsz = vid.shape[-1], vid.shape[0]
+    pos_vid = _reference_sine_position(video_mask, d)
+    for i in range(n_enc):  # T2V: x = v + attn; out = norm2(x + FFN(norm1(x)))
+        p = f"transformer.t2v_encoder.layers.{i}"
+        x = vid + _torch_mha_ref(s, f"{p}.self_attn", vid + pos_vid, txt, txt, ~text_mask)
+        vid = _ln(s, f"{p}.norm2", x + _ffn(s, p, _ln(s, f"{p}.norm1", x), prelu=True))
+    src = torch.cat([s["global_rep_token"].expand(bsz, 1, d), vid], 1)
+    pos = torch.cat([s["global_rep_pos"].expand(bsz, 1, d), pos_vid], 1)
+    pad = torch.cat([torch.zeros(bsz, 1, dtype=torch.bool), ~video_mask], 1)
+    for i in range(n_enc):
+        src = _encoder_layer_ref(s, f"transformer.encoder.layers.{i}", src, pos, pad, prelu=True)
+    mem_g, mem = src[:, 0], src[:, 1:]
+    saliency = (_lin(s, "saliency_proj1", mem) * _lin(s, "saliency_proj2", mem_g)[:, None]).sum(
+        -1
+    ) / math.sqrt(d)
+
+    dec = "transformer.decoder"
+    ref = s["query_embed.weight"].sigmoid()[None].expand(bsz, -1, -1)
+    tgt = torch.zeros(bsz, ref.shape[1], d)
+    for i in range(n_dec):
+        p = f"{dec}.layers.{i}"
+        sine = _gen_sineembed(ref, d)
+        query_pos = _mlp_ref(s, f"{dec}.ref_point_head", sine, 2)
+        if i > 0:
+            sine = sine * _mlp_ref(s, f"{dec}.query_scale", tgt, 2)
+        sine = (
+            sine * (_mlp_ref(s, f"{dec}.ref_anchor_head", tgt, 2).sigmoid()[..., 0] / ref[..., 1])[..., None]
+        )
+        q = _lin(s, f"{p}.sa_qcontent_proj", tgt) + _lin(s, f"{p}.sa_qpos_proj", query_pos)
+        k = _lin(s, f"{p}.sa_kcontent_proj", tgt) + _lin(s, f"{p}.sa_kpos_proj", query_pos)
+        sa_out = (s[f"{p}.self_attn.out_proj.weight"], s[f"{p}.self_attn.out_proj.bias"])
+        sa = _conditional_attention(_heads(q), _heads(k), _lin(s, f"{p}.sa_v_proj", tgt), None, sa_out)
+        tgt = _ln(s, f"{p}.norm1", tgt + sa)
+        q = _lin(s, f"{p}.ca_qcontent_proj", tgt)
+        k = _lin(s, f"{p}.ca_kcontent_proj", mem)
+        k_pos = _lin(s, f"{p}.ca_kpos_proj", pos_vid)
+        if i == 0:
+            q, k = q + _lin(s, f"{p}.ca_qpos_proj", query_pos), k + k_pos
+        q = torch.cat([_heads(q), _heads(_lin(s, f"{p}.ca_qpos_sine_proj", sine))], -1)
+        k = torch.cat([_heads(k), _heads(k_pos)], -1)
+        ca_out = (s[f"{p}.cross_attn.out_proj.weight"], s[f"{p}.cross_attn.out_proj.bias"])
+        ca = _conditional_attention(q, k, _lin(s, f"{p}.ca_v_proj", mem), ~video_mask, ca_out)
+        tgt = _ln(s, f"{p}.norm2", tgt + ca)
+        tgt = _ln(s, f"{p}.norm3", tgt + _ffn(s, p, tgt, prelu=True))
+        new_ref = (_mlp_ref(s, f"{dec}.bbox_embed", tgt, 3) + _public_inverse_sigmoid(ref)).sigmoid()
+        if i < n_dec - 1:
+            ref = new_ref  # the last layer's spans are refined from that layer's input anchor
+    hs = _ln(s, f"{dec}.norm", tgt)
+    return {
+        "pred_logits": _lin(s, "class_embed", hs),
+        "pred_spans": (_mlp_ref(s, "span_embed", hs, 3) + _public_inverse_sigmoid(ref)).sigmoid(),
+        "saliency_scores": saliency,
+    }
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_converted_model_equals_the_public_forward(fmt: str, tmp_path: Path, monkeypatch) -> None:
+    """Spans, foreground logits and saliency of the converted model equal a forward written in this
+    test from the public equations with the public tensors (padded batch: padded clips and words)."""
+    src, state = make_release(tmp_path, fmt, monkeypatch)
+    import_release(src, tmp_path / "out.ckpt")
+    model, _, _ = load_trained_model(tmp_path / "out.ckpt")
+    video, video_mask, text, text_mask = _batch(2818)
+    reference = {"moment_detr": reference_moment_detr, "qd_detr": reference_qd_detr}[
+        fmt.removeprefix("lighthouse_")
+    ]
+    with torch.no_grad():
+        ours = model(video, video_mask, text, text_mask)
+        ref = reference(state, video, video_mask, text, text_mask)
+    torch.testing.assert_close(ours["pred_logits"], ref["pred_logits"], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(ours["pred_spans"], ref["pred_spans"], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(
+        ours["saliency_scores"][video_mask], ref["saliency_scores"][video_mask], atol=1e-4, rtol=1e-4
+    )
+
+
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_converted_model_forward_is_finite_and_deterministic(
     fmt: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
