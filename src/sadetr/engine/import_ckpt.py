@@ -130,6 +130,7 @@ class KeyMap:
         return ours if ours is not None and self.to_public(ours) == public else None
 
     def to_public(self, ours: str) -> str | None:
+        """The public name of a sadetr parameter (None when no rule covers it)."""
         return self._apply(self.inverse_rules, ours)
 
 
