@@ -45,11 +45,12 @@ def load_weights(path: str | os.PathLike[str], what: str, map_location: Any = "c
             return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         refused = refused_global(err)
-        if refused is None:
+        if refused is None:  # garbage, or pickle opcodes the weights-only reader does not take
             match = re.search(r"Unsupported operand \d+|Unsupported class [\w.]+", str(err))
-            refused = match[0] if match else "pickle content other than tensors and plain values"
+            why = match[0].lower() if match else "not a torch weights file"
+            raise CheckpointError(f"{path}: unreadable {what} ({why})") from None
         raise CheckpointError(
-            f"{path}: refused to load this {what}: it contains {refused}, which is not a tensor or a "
+            f"{path}: refused to load this {what}: it refers to {refused}, which is neither a tensor nor a "
             "plain value; weight files are only read as weights, since anything else could run code"
         ) from None
     except FileNotFoundError:

@@ -298,9 +298,11 @@ def _from_pretrained(model_class, path: Path) -> nn.Module:
         return model_class.from_pretrained(str(path), local_files_only=True)
     except pickle.UnpicklingError as err:
         refused = refused_global(err) or "pickle content other than tensors and plain values"
+        weights = path / "pytorch_model.bin" if (path / "pytorch_model.bin").is_file() else path
         raise CheckpointError(
-            f"{path}: refused to load the CLIP weights: they contain {refused}, which is not a tensor or a "
-            "plain value; weight files are only read as weights, since anything else could run code"
+            f"{weights}: refused to load these CLIP weights: they refer to {refused}, which is neither a "
+            "tensor nor a plain value; weight files are only read as weights, since anything else could "
+            "run code"
         ) from None
     except Exception as err:  # truncated safetensors, bad config.json, ...: many exception types
         first = (str(err).strip().splitlines() or [""])[0][:200]
