@@ -60,7 +60,9 @@ def remove_stale_temps(path: str | os.PathLike[str]) -> list[Path]:
 
 
 def _fsync(path: str | os.PathLike[str], directory: bool = False) -> None:
-    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
+    if directory and os.name == "nt":  # Windows cannot open a folder to sync it
+        return
+    fd = os.open(path, os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0))
     try:
         os.fsync(fd)
     finally:
