@@ -200,7 +200,8 @@ def test_output_paths_are_proven_inside_the_root(tmp_path: Path) -> None:
     root.mkdir()
     assert safe_child(root, "qid7.npz", field="qid") == root / "qid7.npz"
     (root / "link").symlink_to(tmp_path)  # a symlink inside the root that points out of it
-    for name in ("../x.npz", "/etc/x.npz", "a/../../x.npz", "link/x.npz", "a\x00b"):
+    (root / "loop.npz").symlink_to(root / "loop.npz")
+    for name in ("../x.npz", "/etc/x.npz", "a/../../x.npz", "link/x.npz", "a\x00b", "loop.npz"):
         with pytest.raises(DataError, match="leads outside"):
             safe_child(root, name, field="vid")
 

@@ -50,9 +50,12 @@ def safe_child(
     if any(part == ".." for part in re.split(r"[/\\]", name)):
         raise refuse("a '..' component")
     child = root / PurePosixPath(name)
-    real_root = root.resolve()
-    if not child.resolve().is_relative_to(real_root):
-        raise refuse(f"a symlink to {child.resolve()}")
+    try:
+        real_root, real_child = root.resolve(), child.resolve()
+    except (OSError, RuntimeError):  # a symlink loop
+        raise refuse("a symlink loop") from None
+    if not real_child.is_relative_to(real_root):
+        raise refuse(f"a symlink to {real_child}")
     return child
 
 
