@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 from rich.console import Console
 
@@ -40,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.clip and not args.slowfast:
         raise ConfigError("give --clip and/or --slowfast", "extract")
-    if not args.clip_length > 0 or args.clip_length == float("inf"):  # NaN fails `> 0`
+    if not (math.isfinite(args.clip_length) and args.clip_length > 0):
         raise ConfigError(f"must be a finite number > 0, got {args.clip_length}", "--clip-length")
     if args.batch_clips < 1:
         raise ConfigError(f"must be >= 1, got {args.batch_clips}", "--batch-clips")
