@@ -317,7 +317,8 @@ def _read_openai_state(path: Path) -> dict[str, torch.Tensor]:
     """State dict of OpenAI's TorchScript archive, or of a plain `torch.save`d state dict.
 
     `torch.jit.load` runs no Python code from the file (its unpickler rebuilds TorchScript types
-    only); anything that is not a TorchScript archive is read with `weights_only=True`."""
+    only, though the archive's TorchScript runs); anything that is not a TorchScript archive is read
+    with `weights_only=True`."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit is deprecated, still reads it
