@@ -233,12 +233,12 @@ def test_slowfast_checkpoint_round_trip_and_key_mismatch(tmp_path, slowfast):
         if k != "blocks.2.multipathway_blocks.0.res_blocks.0.branch2.conv_b.weight"
     }
     torch.save(missing, tmp_path / "missing.pyth")
-    with pytest.raises(CheckpointError, match=r"missing keys \['blocks\.2\.multipathway_blocks\.0"):
+    with pytest.raises(CheckpointError, match=r"1 missing \(blocks\.2\.multipathway_blocks\.0"):
         load_slowfast(tmp_path / "missing.pyth", cfg)
     torch.save({**state, "blocks.7.extra.weight": torch.zeros(1)}, tmp_path / "extra.pyth")
-    with pytest.raises(CheckpointError, match=r"unexpected keys \['blocks\.7\.extra\.weight'\]"):
+    with pytest.raises(CheckpointError, match=r"1 unexpected \(blocks\.7\.extra\.weight\)"):
         load_slowfast(tmp_path / "extra.pyth", cfg)
-    with pytest.raises(CheckpointError, match="missing keys"):  # a tiny checkpoint is not an R50
+    with pytest.raises(CheckpointError, match=r"\d+ missing .*with another shape"):  # tiny is not an R50
         load_slowfast(tmp_path / "sf.pyth", SlowFastConfig())
 
 

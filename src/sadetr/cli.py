@@ -13,7 +13,7 @@ import pkgutil
 import sys
 
 from sadetr import __version__, commands
-from sadetr.errors import SadetrError
+from sadetr.errors import SadetrError, user_io_error_line
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,6 +49,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"sadetr {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as err:  # safety net: OS / decoding / JSON / YAML errors a read site missed
+        line = user_io_error_line(err)
+        if line is None:
+            raise  # a genuine bug: keep its traceback
+        print(f"sadetr {args.command}: error: {line}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -10,7 +10,9 @@ key. Built-in configs live in `sadetr/configs/` and can be named without the `.y
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -80,9 +82,13 @@ def load_layers(path: str | os.PathLike[str], _stack: tuple[Path, ...] = ()) -> 
     if file in _stack:
         raise ConfigError(f"circular _base_ chain: {' -> '.join(map(str, (*_stack, file)))}", key="_base_")
     try:
-        data = yaml.safe_load(file.read_text()) or {}
+        data = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as err:
-        raise ConfigError(f"{file}: invalid YAML: {err}") from None
+        raise ConfigError(f"{file}: invalid YAML: {' '.join(str(err).split())}") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{file}: not a UTF-8 text file ({err.reason} at byte {err.start})") from None
+    except OSError as err:
+        raise ConfigError(f"{file}: cannot read ({err.strerror or err})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{file}: top level must be a mapping, got {type(data).__name__}")
     bases = data.pop("_base_", [])
@@ -169,14 +175,17 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"expected an integer, got {value!r}", key=key)
         return value
     if tp is float:
+        number = None
         if isinstance(value, str):  # PyYAML reads "1e-4" (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            with contextlib.suppress(ValueError):
+                number = float(value)
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            number = float(value)
+        if number is None:
             raise ConfigError(f"expected a number, got {value!r}", key=key)
-        return float(value)
+        if not math.isfinite(number):  # NaN passes every `<= 0` check downstream
+            raise ConfigError(f"must be a finite number, got {value!r}", key=key)
+        return number
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(f"expected a string, got {value!r}", key=key)
@@ -206,7 +215,11 @@ def build_dataclass(cls: type, values: Any, prefix: str = "") -> Any:
 
 def config_from_dict(tree: Mapping[str, Any]) -> Config:
     """Typed `Config` from a plain (merged) mapping; missing fields take their defaults."""
-    return build_dataclass(Config, tree)
+    from sadetr.devices import check_device
+
+    cfg = build_dataclass(Config, tree)
+    check_device(cfg.train.device, "train.device")
+    return cfg
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:

@@ -68,3 +68,55 @@ class SubmissionError(SadetrError):
         shown = ", ".join(map(str, self.qids[:20]))
         more = f" (+{len(self.qids) - 20} more)" if len(self.qids) > 20 else ""
         super().__init__(f"{message}: qids {shown}{more}" if self.qids else message)
+
+
+class OutputError(SadetrError):
+    """An output could not be written (full disk, no permission); the previous file is left intact."""
+
+
+def state_mismatch(
+    expected: dict[str, tuple[int, ...]], got: dict[str, tuple[int, ...]], show: int = 3
+) -> str:
+    """Short summary of how two state dicts (key -> shape) differ; "" when they match.
+
+    >>> state_mismatch({"a": (2,), "b": (3,)}, {"a": (4,), "c": (1,)})
+    '1 missing (b), 1 unexpected (c), 1 with another shape (a: [4] vs [2])'
+    """
+
+    def listed(items: list[str]) -> str:
+        return ", ".join(items[:show]) + (f", ... (+{len(items) - show})" if len(items) > show else "")
+
+    missing = sorted(set(expected) - set(got))
+    unexpected = sorted(set(got) - set(expected))
+    shapes = [
+        f"{k}: {list(got[k])} vs {list(expected[k])}"
+        for k in sorted(set(got) & set(expected))
+        if tuple(got[k]) != tuple(expected[k])
+    ]
+    parts = [
+        f"{len(items)} {label} ({listed(items)})"
+        for label, items in (("missing", missing), ("unexpected", unexpected), ("with another shape", shapes))
+        if items
+    ]
+    return ", ".join(parts)
+
+
+def user_io_error_line(err: BaseException) -> str | None:
+    """One line for an OS, decoding or JSON/YAML error that escaped a read site; None for anything else.
+
+    The CLI's safety net: read sites should already turn these into a `SadetrError` naming the file.
+    """
+    import json
+
+    name = type(err).__name__
+    if isinstance(err, OSError):
+        where = f"{err.filename}: " if err.filename else ""
+        return f"{where}{err.strerror or err}"
+    if isinstance(err, UnicodeDecodeError):
+        return f"not a UTF-8 text file ({err.reason} at byte {err.start})"
+    if isinstance(err, json.JSONDecodeError):
+        return f"invalid JSON ({err.msg} at line {err.lineno}, column {err.colno})"
+    if type(err).__module__.split(".")[0] == "yaml" and isinstance(err, Exception):
+        first = (str(err).strip().splitlines() or [name])[0]
+        return f"invalid YAML ({first})"
+    return None

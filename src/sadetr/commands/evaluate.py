@@ -7,6 +7,7 @@ import sys
 import time
 
 from sadetr.eval import evaluate, format_table, load_jsonl, write_json_atomic
+from sadetr.paths import ensure_out_file
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -30,6 +31,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.out:
+        ensure_out_file(args.out)
     submission = load_jsonl(args.submission)
     ground_truth = load_jsonl(args.gt)
     start = time.perf_counter()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 from rich.console import Console
 
@@ -12,8 +13,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "extract",
         help="extract CLIP and SlowFast clip features from videos",
         description="Writes <out>/clip_features/{vid}.npz and <out>/slowfast_features/{vid}.npz (key "
-        "'features', [L, D]), one row per --clip-length seconds. Resumable; unreadable videos go to "
-        "<out>/extract_failures.tsv. Never downloads weights.",
+        "'features', [L, D]), one row per --clip-length seconds. Resumable; unreadable videos (and broken "
+        "symlinks, folders named *.mp4) go to <out>/extract_failures.tsv. A video's name is its file stem: "
+        "two inputs with the same stem are an error. Never downloads weights.",
     )
     p.add_argument(
         "--videos",
@@ -32,14 +34,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from sadetr.errors import ConfigError
+    from sadetr.paths import ensure_out_dir
     from sadetr.video.clip import load_clip
     from sadetr.video.extract import VideoExtractor, extract_videos, list_videos, resolve_device
     from sadetr.video.slowfast import load_slowfast
 
     if not args.clip and not args.slowfast:
         raise ConfigError("give --clip and/or --slowfast", "extract")
-    if args.clip_length <= 0:
-        raise ConfigError(f"must be > 0, got {args.clip_length}", "--clip-length")
+    if not (math.isfinite(args.clip_length) and args.clip_length > 0):
+        raise ConfigError(f"must be a finite number > 0, got {args.clip_length}", "--clip-length")
+    if args.batch_clips < 1:
+        raise ConfigError(f"must be >= 1, got {args.batch_clips}", "--batch-clips")
+    ensure_out_dir(args.out)
     device = resolve_device(args.device)
     videos = list_videos(args.videos)
     extractor = VideoExtractor(

@@ -12,7 +12,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "extract-text",
         help="extract CLIP text features of queries",
         description="Writes <out>/clip_text_features/qid{qid}.npz with 'last_hidden_state' [L_t, 512] "
-        "and 'pooler_output' [512] for every line ({qid, query, ...}) of a JSON-lines file.",
+        "and 'pooler_output' [512] for every line ({qid, query, ...}) of a JSON-lines file. A qid is "
+        "an integer or a string of letters, digits, '_', '.', '-'; a qid given twice is an error.",
     )
     p.add_argument("--queries", required=True, help="JSON-lines file with qid and query per line")
     p.add_argument("--clip", required=True, help="CLIP: local transformers folder or OpenAI ViT-B-32.pt")
@@ -24,9 +25,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from sadetr.errors import ConfigError
+    from sadetr.paths import ensure_out_dir
     from sadetr.video.clip import load_clip
     from sadetr.video.extract import extract_texts, read_queries, resolve_device
 
+    if args.batch_size < 1:
+        raise ConfigError(f"must be >= 1, got {args.batch_size}", "--batch-size")
+    ensure_out_dir(args.out)
     queries = read_queries(args.queries)
     device = resolve_device(args.device)
     clip = load_clip(args.clip, device=device)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from sadetr.errors import CheckpointError, ConfigError
+from sadetr.paths import ensure_out_file
 
 _VIDEO_MODULE = "sadetr.commands._predict_video"
 
@@ -77,6 +78,10 @@ def build_split(cfg: Any, data: str | None, split: str | None) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.out is not None:
+        ensure_out_file(args.out)
+    if args.batch_size < 1:
+        raise ConfigError(f"must be >= 1, got {args.batch_size}", key="--batch-size")
     if getattr(args, "video", None):
         video = _video_module()
         assert video is not None  # --video exists only when the module does
@@ -88,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     from sadetr.engine.inference import predict_dataset, score
     from sadetr.engine.io import write_jsonl
 
-    device = resolve_device(args.device)
+    device = resolve_device(args.device, key="--device")
     model, cfg, _ = load_model(args.checkpoint, device)
     dataset = build_split(cfg, args.data, args.split)
     from sadetr.data.dataset import collate

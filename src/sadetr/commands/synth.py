@@ -8,6 +8,7 @@ import time
 
 from sadetr.data.synth import PRESETS, generate_synthetic
 from sadetr.errors import ConfigError
+from sadetr.paths import ensure_out_dir
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,7 @@ def run(args: argparse.Namespace) -> int:
     for key, value in (("--n-train", args.n_train), ("--n-val", args.n_val)):
         if value < 1:
             raise ConfigError(f"must be >= 1, got {value}", key=key)
+    ensure_out_dir(args.out)
     start = time.perf_counter()
     paths = generate_synthetic(args.out, args.preset, args.n_train, args.n_val, args.seed)
     log.info(

@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 from sadetr.errors import ConfigError
+from sadetr.paths import ensure_out_dir
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, required: bool = True) -> None:
@@ -70,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
     run_dir = Path(args.resume) if isinstance(args.resume, str) else args.out
     if run_dir is None:
         raise ConfigError("--out RUN_DIR is required", key="--out")
+    ensure_out_dir(run_dir, "--resume" if isinstance(args.resume, str) else "--out")
     if args.resume and not run_dir.is_dir():
         raise ConfigError(f"no run directory {run_dir} to resume", key="--resume")
     cfg = _compose(args, run_dir)

@@ -133,9 +133,11 @@ class MomentDataset(Dataset):
         kept, missing = [], 0
         vid_ok: dict[str, Path | None] = {}
         for ann in anns:
+            origin = (self.path, ann.line)  # a path escaping feat_root is an error naming file and line
             if ann.vid not in vid_ok:
-                vid_ok[ann.vid] = next((p for p in self.store.video_paths(ann.vid) if not p.is_file()), None)
-            text_path = self.store.text_path(ann.qid)
+                paths = self.store.video_paths(ann.vid, origin)
+                vid_ok[ann.vid] = next((p for p in paths if not p.is_file()), None)
+            text_path = self.store.text_path(ann.qid, origin)
             bad = vid_ok[ann.vid] or (None if text_path.is_file() else text_path)
             if bad is None:
                 kept.append(ann)

@@ -6,7 +6,8 @@
 Video sources are L2-normalised per clip and per source, truncated to the shortest source and
 concatenated along D; `fit_length` then truncates or resamples to `max_v_l` and `add_tef` appends
 the temporal endpoint feature. Any unreadable, missing, wrongly shaped or non-finite file is a
-`FeatureError` naming the file.
+`FeatureError` naming the file. A `vid` or `qid` whose path would lead outside its source folder
+(`../x`, an absolute path, a symlink pointing out) is refused before anything is read.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from sadetr.errors import FeatureError
+from sadetr.paths import safe_child
 
 VIDEO_KEY = "features"
 TEXT_KEY = "last_hidden_state"
@@ -111,11 +113,19 @@ class FeatureStore:
         offsets = np.cumsum([0, *self.video_dims])
         self.source_slices = [slice(int(a), int(b)) for a, b in itertools.pairwise(offsets)]
 
-    def video_paths(self, vid: str) -> list[Path]:
-        return [self.root / src / f"{vid}.npz" for src in self.video_sources]
+    def video_paths(self, vid: str, origin: tuple[Path, int] | None = None) -> list[Path]:
+        """`<root>/<source>/{vid}.npz` per source; a `vid` leading outside its source folder is a
+        `DataError` naming `origin` (annotation file, line) and the field."""
+        path, line = origin or (None, None)
+        return [
+            safe_child(self.root / src, f"{vid}.npz", field="vid", path=path, line=line)
+            for src in self.video_sources
+        ]
 
-    def text_path(self, qid: int | str) -> Path:
-        return self.root / self.text_source / f"qid{qid}.npz"
+    def text_path(self, qid: int | str, origin: tuple[Path, int] | None = None) -> Path:
+        """`<root>/<text_source>/qid{qid}.npz`, proven to stay inside that folder (see `video_paths`)."""
+        path, line = origin or (None, None)
+        return safe_child(self.root / self.text_source, f"qid{qid}.npz", field="qid", path=path, line=line)
 
     def video(self, vid: str) -> np.ndarray:
         """[L, sum(video_dims)] float32: sources normalised, truncated to the shortest, concatenated."""

@@ -16,7 +16,8 @@ import torch
 
 from sadetr import __version__
 from sadetr.atomic import atomic_path
-from sadetr.errors import CheckpointError
+from sadetr.errors import CheckpointError, state_mismatch
+from sadetr.safe_load import load_weights
 
 REQUIRED_KEYS = ("model", "config", "features", "epoch", "step")
 
@@ -43,11 +44,12 @@ def feature_pipeline(data_cfg: Any, model_cfg: Any) -> dict[str, Any]:
 
 
 def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> None:
-    """`torch.save` to a temp file in the same directory, then `os.replace` (never a partial file)."""
+    """`torch.save` to a temp file in the same directory, fsync, then `os.replace` (never a partial file).
+
+    Temp files of this target left by a killed earlier writer are removed first."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {**state, "sadetr_version": __version__}
-    with atomic_path(path) as tmp:
+    with atomic_path(path, clean_stale=True) as tmp:
         torch.save(state, tmp)
 
 
@@ -61,11 +63,7 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
                 break
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # truncated zip, not a torch file, pickled code objects, ...
-        first = (str(err).strip().splitlines() or [""])[0][:200]
-        raise CheckpointError(f"{path}: unreadable checkpoint ({type(err).__name__}: {first})") from None
+    state = load_weights(path, "checkpoint", map_location=map_location)  # weights_only: no code runs
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: not a sadetr checkpoint (top level is {type(state).__name__})")
     missing = [k for k in REQUIRED_KEYS if k not in state]
@@ -89,8 +87,16 @@ def load_trained_model(
     except ConfigError as err:
         raise CheckpointError(f"{path}: its config does not fit this sadetr version ({err})") from None
     model = build_model(cfg.model)
+    weights = state["model"]
+    if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
+        raise CheckpointError(f"{path}: 'model' is not a state dict of tensors")
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    mismatch = state_mismatch(expected, {k: tuple(v.shape) for k, v in weights.items()})
+    if mismatch:
+        raise CheckpointError(f"{path}: weights do not fit the model of its config: {mismatch}")
     try:
-        model.load_state_dict(state["model"])
+        model.load_state_dict(weights)
     except RuntimeError as err:
-        raise CheckpointError(f"{path}: weights do not fit the model of its config ({err})") from None
+        first = (str(err).strip().splitlines() or [""])[0][:300]
+        raise CheckpointError(f"{path}: weights do not fit the model of its config ({first})") from None
     return model.eval(), cfg, state

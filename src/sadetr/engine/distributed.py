@@ -35,15 +35,11 @@ class DistInfo:
         return self.rank == 0
 
 
-def resolve_device(pref: str, local_rank: int = 0) -> torch.device:
-    """`auto` -> cuda:local_rank when CUDA is available, else cpu; anything else as given."""
-    if pref == "auto":
-        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    if pref.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device {pref!r} requested but CUDA is not available", key="train.device")
-    if pref == "cuda":
-        return torch.device(f"cuda:{local_rank}")
-    return torch.device(pref)
+def resolve_device(pref: str, local_rank: int = 0, key: str = "train.device") -> torch.device:
+    """`auto` -> cuda:local_rank when CUDA is available, else cpu; see `sadetr.devices.resolve_device`."""
+    from sadetr.devices import resolve_device as resolve
+
+    return resolve(pref, key, local_rank)
 
 
 def init_distributed(device_pref: str = "auto") -> tuple[DistInfo, torch.device]:

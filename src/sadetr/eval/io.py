@@ -15,6 +15,9 @@ def load_jsonl(path: str | Path) -> list[dict]:
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        why = f"not a UTF-8 JSON-lines file ({err.reason} at byte {err.start})"
+        raise DataError(why, path=path) from None
     except OSError as err:
         raise DataError(f"cannot read file: {err.strerror or err}", path=path) from err
     records: list[dict] = []

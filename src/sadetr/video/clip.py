@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import pickle
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ import torch
 from torch import nn
 
 from sadetr.errors import CheckpointError
+from sadetr.safe_load import load_weights, refused_global
 
 CLIP_VOCAB_SIZE = 49408
 CLIP_HF_URL = "https://huggingface.co/openai/clip-vit-base-patch32"
@@ -86,16 +88,23 @@ def load_tokenizer(folder: Path, expected_vocab_size: int = CLIP_VOCAB_SIZE):
     """CLIP tokenizer from `folder` (HF files, or OpenAI's BPE .gz converted on the fly), checked."""
     from transformers import CLIPTokenizer
 
-    if not (folder / "vocab.json").is_file() and (folder / BPE_GZ).is_file():
-        with tempfile.TemporaryDirectory() as tmp:
-            bpe_gz_to_files(folder / BPE_GZ, Path(tmp))
-            tokenizer = CLIPTokenizer(
-                vocab_file=str(Path(tmp) / "vocab.json"), merges_file=str(Path(tmp) / "merges.txt")
-            )
-    elif (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file():
-        tokenizer = CLIPTokenizer.from_pretrained(str(folder), local_files_only=True)
-    else:
-        raise CheckpointError(f"no CLIP tokenizer files in {folder}. " + MISSING_HINT)
+    try:
+        if not (folder / "vocab.json").is_file() and (folder / BPE_GZ).is_file():
+            with tempfile.TemporaryDirectory() as tmp:
+                bpe_gz_to_files(folder / BPE_GZ, Path(tmp))
+                tokenizer = CLIPTokenizer(
+                    vocab_file=str(Path(tmp) / "vocab.json"), merges_file=str(Path(tmp) / "merges.txt")
+                )
+        elif (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file():
+            tokenizer = CLIPTokenizer.from_pretrained(str(folder), local_files_only=True)
+        else:
+            raise CheckpointError(f"no CLIP tokenizer files in {folder}. " + MISSING_HINT)
+    except CheckpointError:
+        raise
+    except Exception as err:  # a corrupt vocab.json / merges.txt / .gz: many exception types
+        first = (str(err).strip().splitlines() or [""])[0][:200]
+        why = f"{type(err).__name__}: {first}"
+        raise CheckpointError(f"{folder}: unreadable CLIP tokenizer files ({why})") from None
     check_tokenizer(tokenizer, expected_vocab_size, str(folder))
     return tokenizer
 
@@ -261,10 +270,7 @@ def load_clip(
         if not (path / "config.json").is_file():
             raise CheckpointError(f"{path} has no config.json. " + MISSING_HINT)
         tokenizer = load_tokenizer(path, expected_vocab_size)
-        try:
-            model = CLIPModel.from_pretrained(str(path), local_files_only=True)
-        except (OSError, ValueError) as err:
-            raise CheckpointError(f"{path}: cannot load CLIP ({err}). " + MISSING_HINT) from err
+        model = _from_pretrained(CLIPModel, path)
     elif path.is_file():
         tokenizer = load_tokenizer(path.parent, expected_vocab_size)
         state = _read_openai_state(path)
@@ -285,18 +291,41 @@ def load_clip(
     return ClipBackbone(model.eval().to(device), tokenizer, str(path))
 
 
+def _from_pretrained(model_class, path: Path) -> nn.Module:
+    """`from_pretrained` of a local folder; transformers reads `pytorch_model.bin` with
+    `weights_only=True`, so a crafted one is refused: every failure becomes one `CheckpointError`."""
+    try:
+        return model_class.from_pretrained(str(path), local_files_only=True)
+    except pickle.UnpicklingError as err:
+        refused = refused_global(err) or "pickle content other than tensors and plain values"
+        weights = path / "pytorch_model.bin" if (path / "pytorch_model.bin").is_file() else path
+        raise CheckpointError(
+            f"{weights}: refused to load these CLIP weights: they refer to {refused}, which is neither a "
+            "tensor nor a plain value; weight files are only read as weights, since anything else could "
+            "run code"
+        ) from None
+    except Exception as err:  # truncated safetensors, bad config.json, ...: many exception types
+        first = (str(err).strip().splitlines() or [""])[0][:200]
+        if "weights_only" in first:  # torch's advice to load unsafely is never passed on
+            first = "not a plain weights file"
+        raise CheckpointError(
+            f"{path}: cannot load CLIP ({type(err).__name__}: {first}). " + MISSING_HINT
+        ) from None
+
+
 def _read_openai_state(path: Path) -> dict[str, torch.Tensor]:
-    """State dict of OpenAI's TorchScript archive, or of a plain `torch.save`d state dict."""
+    """State dict of OpenAI's TorchScript archive, or of a plain `torch.save`d state dict.
+
+    `torch.jit.load` runs no Python code from the file (its unpickler rebuilds TorchScript types
+    only, though the archive's TorchScript runs); anything that is not a TorchScript archive is read
+    with `weights_only=True`."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit is deprecated, still reads it
             return dict(torch.jit.load(str(path), map_location="cpu").state_dict())
-    except RuntimeError:
+    except Exception:  # not a TorchScript archive (or a broken one): read it as plain weights below
         pass
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types for a corrupt file
-        raise CheckpointError(f"{path}: unreadable CLIP checkpoint ({err})") from err
+    state = load_weights(path, "CLIP checkpoint")  # weights_only: a crafted file cannot run code
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: expected a CLIP state dict")
     return {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from tqdm import tqdm
 
 from sadetr.atomic import atomic_path
 from sadetr.errors import DataError
+from sadetr.paths import check_qid, safe_child
 from sadetr.video.clip import ClipBackbone
 from sadetr.video.decode import VIDEO_SUFFIXES, iter_frames_at, num_clips, probe
 from sadetr.video.preprocess import CLIP_MEAN, CLIP_STD, SLOWFAST_MEAN, SLOWFAST_STD, normalize
@@ -41,11 +43,11 @@ TEXT_SOURCE = "clip_text_features"
 FAILURE_LOG = "extract_failures.tsv"
 
 
-def resolve_device(name: str = "auto") -> torch.device:
-    """`auto` -> cuda when available, else cpu."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+def resolve_device(name: str = "auto", key: str = "--device") -> torch.device:
+    """`auto` -> cuda when available, else cpu; an unknown or absent device is a `ConfigError`."""
+    from sadetr.devices import resolve_device as resolve
+
+    return resolve(name, key)
 
 
 def write_npz_atomic(path: Path, **arrays: np.ndarray) -> None:
@@ -131,21 +133,69 @@ class VideoExtractor:
 
 
 def list_videos(spec: str | Path) -> list[Path]:
-    """Videos named by `spec`: a video file, a directory (its video files, sorted) or a text list."""
+    """Videos named by `spec`: a video file, a directory (its entries with a video suffix, sorted) or a
+    text list. Entries that are not videos (a folder named `x.mp4`, a broken symlink) are kept, so that
+    extraction logs them as failures; no video at all, or two videos with one name (the file stem is
+    the `vid`), is a `DataError`."""
     spec = Path(spec)
     if spec.is_dir():
-        return sorted(p for p in spec.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file())
+        videos = sorted(p for p in spec.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES)
+        if not videos:
+            raise DataError(f"no videos in this folder (suffixes {', '.join(VIDEO_SUFFIXES)})", path=spec)
+        return videos
     if not spec.is_file():
         raise DataError("no such video, directory or list file", path=spec)
     if spec.suffix.lower() in VIDEO_SUFFIXES:
         return [spec]
-    videos = []
-    for line in spec.read_text(encoding="utf-8").splitlines():
+    try:
+        text = spec.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        why = f"not a UTF-8 list of video paths ({err.reason} at byte {err.start})"
+        raise DataError(why, path=spec) from None
+    except OSError as err:
+        raise DataError(f"cannot read list file: {err.strerror or err}", path=spec) from None
+    videos, first_line = [], {}
+    for line_no, line in enumerate(text.splitlines(), start=1):
         line = line.strip()
         if line and not line.startswith("#"):
             p = Path(line)
-            videos.append(p if p.is_absolute() else spec.parent / p)
+            video = p if p.is_absolute() else spec.parent / p
+            if video.stem in first_line:
+                raise DataError(
+                    f"video {video} has the name {video.stem!r} of the video on line "
+                    f"{first_line[video.stem]}; features are stored by file name, so names must be unique",
+                    path=spec,
+                    line=line_no,
+                )
+            first_line[video.stem] = line_no
+            videos.append(video)
+    if not videos:
+        raise DataError("no video paths in list file", path=spec)
     return videos
+
+
+def check_unique_names(videos: list[Path]) -> None:
+    """Two inputs with the same file stem would share one feature file: a `DataError` naming both."""
+    seen: dict[str, Path] = {}
+    for video in videos:
+        if video.stem in seen:
+            raise DataError(
+                f"{seen[video.stem]} and {video} both map to video name {video.stem!r} (features are stored "
+                "by file name); rename one, or extract them into different --out folders",
+                path=video,
+            )
+        seen[video.stem] = video
+
+
+def _not_a_video(path: Path) -> str | None:
+    """Why `path` cannot be decoded before trying: a broken symlink, a folder, a missing file."""
+    if path.is_symlink() and not path.exists():
+        return f"broken symlink (to {os.readlink(path)})"
+    if path.is_dir():
+        return "a folder, not a video file"
+    if not path.exists():
+        return "video file not found"
+    return None
 
 
 @dataclass
@@ -166,16 +216,23 @@ def extract_videos(
 ) -> BatchSummary:
     """Features of every video into `out_root/<source>/{vid}.npz`; resumable; failures logged."""
     out_root = Path(out_root)
+    check_unique_names(videos)
     summary = BatchSummary()
     start = time.perf_counter()
     failure_log = out_root / FAILURE_LOG
     for video in tqdm(videos, desc="extract", unit="video", disable=not progress):
         vid = video.stem
-        targets = {s: out_root / s / f"{vid}.npz" for s in extractor.sources}
+        targets = {
+            s: safe_child(out_root / s, f"{vid}.npz", field="video name", path=video)
+            for s in extractor.sources
+        }
         if not overwrite and all(p.is_file() for p in targets.values()):
             summary.skipped += 1
             continue
         try:
+            why = _not_a_video(video)
+            if why is not None:
+                raise DataError(why, path=video)
             feats = extractor.features(video)
         except DataError as err:
             summary.failed += 1
@@ -192,30 +249,47 @@ def extract_videos(
     return summary
 
 
-def read_queries(path: str | Path) -> list[tuple[int | str, str]]:
-    """(qid, query) of every line of a JSON-lines file; a bad line is a `DataError` naming it."""
-    out = []
-    with Path(path).open(encoding="utf-8") as fh:
-        for line_no, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(f"invalid JSON ({err.msg})", path=path, line=line_no) from None
-            if not isinstance(rec, dict):
-                raise DataError("expected a JSON object", path=path, line=line_no)
-            for key in ("qid", "query"):
-                if key not in rec:
-                    raise DataError("missing field", path=path, line=line_no, field=key)
-            if not isinstance(rec["query"], str) or not rec["query"].strip():
-                raise DataError("must be a non-empty string", path=path, line=line_no, field="query")
-            out.append((rec["qid"], rec["query"]))
+def read_queries(path: str | Path) -> list[tuple[str, str]]:
+    """(qid, query) of every line of a JSON-lines file; a bad line is a `DataError` naming it.
+
+    A qid becomes part of a file name, so it must be an int or a safe string (`paths.check_qid`);
+    a qid given twice is an error naming both lines.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        why = f"not a UTF-8 JSON-lines file ({err.reason} at byte {err.start})"
+        raise DataError(why, path=path) from None
+    except OSError as err:
+        raise DataError(f"cannot read queries: {err.strerror or err}", path=path) from None
+    out, first_line = [], {}
+    for line_no, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(f"invalid JSON ({err.msg})", path=path, line=line_no) from None
+        if not isinstance(rec, dict):
+            raise DataError("expected a JSON object", path=path, line=line_no)
+        for key in ("qid", "query"):
+            if key not in rec:
+                raise DataError("missing field", path=path, line=line_no, field=key)
+        qid = check_qid(rec["qid"], path=path, line=line_no)
+        if qid in first_line:
+            raise DataError(
+                f"duplicate qid {rec['qid']!r} (first on line {first_line[qid]})", path, line_no, "qid"
+            )
+        first_line[qid] = line_no
+        if not isinstance(rec["query"], str) or not rec["query"].strip():
+            raise DataError("must be a non-empty string", path=path, line=line_no, field="query")
+        out.append((qid, rec["query"]))
     return out
 
 
 def extract_texts(
-    queries: list[tuple[int | str, str]],
+    queries: list[tuple[str, str]],
     out_root: str | Path,
     clip: ClipBackbone,
     batch_size: int = 64,
@@ -226,12 +300,14 @@ def extract_texts(
     folder = Path(out_root) / TEXT_SOURCE
     summary = BatchSummary()
     start = time.perf_counter()
-    todo = [(q, t) for q, t in queries if overwrite or not (folder / f"qid{q}.npz").is_file()]
+    # every target is proven to stay inside out_root before anything is computed or written
+    targets = {q: safe_child(folder, f"qid{check_qid(q)}.npz", field="qid") for q, _ in queries}
+    todo = [(q, t) for q, t in queries if overwrite or not targets[q].is_file()]
     summary.skipped = len(queries) - len(todo)
     for i in tqdm(range(0, len(todo), batch_size), desc="extract-text", unit="batch", disable=not progress):
         chunk = todo[i : i + batch_size]
         for (qid, _), feats in zip(chunk, clip.encode_texts([t for _, t in chunk])):
-            write_npz_atomic(folder / f"qid{qid}.npz", **feats)
+            write_npz_atomic(targets[qid], **feats)
             summary.done += 1
     summary.seconds = time.perf_counter() - start
     return summary

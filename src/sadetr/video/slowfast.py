@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from sadetr.errors import CheckpointError
+from sadetr.errors import CheckpointError, state_mismatch
+from sadetr.safe_load import load_weights
 
 SLOWFAST_URL = "https://dl.fbaipublicfiles.com/pytorchvideo/model_zoo/kinetics/SLOWFAST_8x8_R50.pyth"
 
@@ -212,28 +213,20 @@ def load_slowfast(path: str | Path, cfg: SlowFastConfig | None = None) -> SlowFa
             f"SlowFast weights not found at {path}: sadetr never downloads; get the pytorchvideo "
             f"Kinetics-400 SlowFast R50 8x8 checkpoint SLOWFAST_8x8_R50.pyth from {SLOWFAST_URL}"
         )
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # torch raises many types for a corrupt file
-        raise CheckpointError(f"{path}: unreadable SlowFast checkpoint ({err})") from err
+    state = load_weights(path, "SlowFast checkpoint")  # weights_only: a crafted file cannot run code
     if isinstance(state, dict) and "model_state" in state:
         state = state["model_state"]
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{path}: expected a state dict (or a dict with 'model_state')")
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path}: expected a state dict of tensors (or a dict with 'model_state')")
     model = SlowFast(cfg)
-    expected = set(model.state_dict())
+    expected = model.state_dict()
     # BatchNorm step counters carry no weights; older conversions of the checkpoint omit them
-    counters = {k for k in expected - set(state) if k.endswith("num_batches_tracked")}
+    counters = {k for k in set(expected) - set(state) if k.endswith("num_batches_tracked")}
     state = {**state, **{k: torch.tensor(0) for k in counters}}
-    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{path}: not a slowfast_r50 checkpoint of this shape: missing keys {missing[:5]}"
-            f"{' ...' if len(missing) > 5 else ''} ({len(missing)}), unexpected keys {unexpected[:5]}"
-            f"{' ...' if len(unexpected) > 5 else ''} ({len(unexpected)})"
-        )
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        raise CheckpointError(f"{path}: SlowFast weights do not fit: {err}") from err
+    mismatch = state_mismatch(
+        {k: tuple(v.shape) for k, v in expected.items()}, {k: tuple(v.shape) for k, v in state.items()}
+    )
+    if mismatch:
+        raise CheckpointError(f"{path}: not a slowfast_r50 checkpoint of this shape: {mismatch}")
+    model.load_state_dict(state, strict=True)
     return model.eval()

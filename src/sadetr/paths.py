@@ -1,0 +1,100 @@
+"""Paths built from user-controlled names, and output locations checked before any work starts.
+
+A name read from a file (a `vid`, a `qid`, a video's stem) becomes a path only through `safe_child`,
+which proves that the result stays inside its root: no absolute names, no `..` components, and,
+after resolving symlinks, still below the (resolved) root. A root may itself be a symlink (a feature
+folder on another disk); what lies inside it may not point out of it.
+`ensure_out_dir` / `ensure_out_file` refuse an `--out` of the wrong kind with one line before a run
+starts, instead of a traceback (or lost work) when the first file is written.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path, PurePosixPath
+
+from sadetr.errors import ConfigError, DataError
+
+SAFE_QID = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+def safe_child(
+    root: str | os.PathLike[str],
+    name: str,
+    *,
+    field: str,
+    path: str | os.PathLike[str] | None = None,
+    line: int | None = None,
+) -> Path:
+    """`root / name`, refused with a `DataError` naming `path:line: field` when it would leave `root`.
+
+    >>> str(safe_child("/data/feats", "vid_1.npz", field="vid"))
+    '/data/feats/vid_1.npz'
+    >>> safe_child("/data/feats", "../../etc/x.npz", field="vid", path="a.jsonl", line=3)
+    Traceback (most recent call last):
+    ...
+    sadetr.errors.DataError: a.jsonl:3: vid: '../../etc/x.npz' leads outside /data/feats (a '..' component)
+    """
+    root = Path(root)
+
+    def refuse(why: str) -> DataError:
+        return DataError(f"{name!r} leads outside {root} ({why})", path=path, line=line, field=field)
+
+    if not isinstance(name, str) or not name:
+        raise DataError(f"expected a non-empty name, got {name!r}", path=path, line=line, field=field)
+    if "\x00" in name:
+        raise refuse("a NUL byte")
+    if os.path.isabs(name) or name.startswith(("/", "\\")):
+        raise refuse("an absolute path")
+    if any(part == ".." for part in re.split(r"[/\\]", name)):
+        raise refuse("a '..' component")
+    child = root / PurePosixPath(name)
+    try:
+        real_root, real_child = root.resolve(), child.resolve()
+    except (OSError, RuntimeError):  # a symlink loop
+        raise refuse("a symlink loop") from None
+    if not real_child.is_relative_to(real_root):
+        raise refuse(f"a symlink to {real_child}")
+    return child
+
+
+def check_qid(value: object, *, path: str | os.PathLike[str] | None = None, line: int | None = None) -> str:
+    """A qid as it appears in a file name: an int, or a string of letters, digits, `_`, `.`, `-`.
+
+    >>> check_qid(17), check_qid("q-17.b")
+    ('17', 'q-17.b')
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, str) and SAFE_QID.fullmatch(value):
+        return value
+    kind = "a boolean" if isinstance(value, bool) else type(value).__name__
+    raise DataError(
+        f"must be an integer or a string of letters, digits, '_', '.', '-', got {value!r} ({kind})",
+        path=path,
+        line=line,
+        field="qid",
+    )
+
+
+def ensure_out_dir(path: str | os.PathLike[str], key: str = "--out") -> Path:
+    """`path` as an output folder (made later, by the writers): an existing file, or a file where one of
+    its parent folders should be, is refused."""
+    path = Path(path)
+    for parent in (path, *path.parents):
+        if parent.exists() and not parent.is_dir():
+            where = "is" if parent == path else f"is under {parent}, which is"
+            raise ConfigError(f"{path} {where} an existing file, not a folder", key=key)
+    return path
+
+
+def ensure_out_file(path: str | os.PathLike[str], key: str = "--out") -> Path:
+    """`path` as an output file: an existing folder (or a file where its folder should be) is refused."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path} is an existing folder; give a file name", key=key)
+    for parent in path.parents:
+        if parent.exists() and not parent.is_dir():
+            raise ConfigError(f"{path} is under {parent}, which is a file, not a folder", key=key)
+    return path
