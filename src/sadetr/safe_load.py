@@ -36,11 +36,15 @@ def refused_global(err: BaseException) -> str | None:
     return match[1] if match else None
 
 
-def load_weights(path: str | os.PathLike[str], what: str, map_location: Any = "cpu") -> Any:
-    """`torch.load(path, weights_only=True)` (plus numpy scalars); every failure is a one-line
-    `CheckpointError` naming `path` and, for a refused object, its type."""
+def load_weights(
+    path: str | os.PathLike[str], what: str, map_location: Any = "cpu", extra_globals: list[Any] | None = None
+) -> Any:
+    """`torch.load(path, weights_only=True)` (plus numpy scalars and the caller's `extra_globals`, plain-value
+    containers only); every failure is a one-line `CheckpointError` naming `path` and, for a refused
+    object, its type."""
+    allowed = _numpy_plain_types() + list(extra_globals or [])
     try:
-        with torch.serialization.safe_globals(_numpy_plain_types()), warnings.catch_warnings():
+        with torch.serialization.safe_globals(allowed), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
             return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:

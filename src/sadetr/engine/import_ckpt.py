@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from sadetr.errors import CheckpointError
+from sadetr.safe_load import load_weights
 
 SOURCE_DIMS = {"slowfast_features": 2304, "clip_features": 512}
 CLIP_TEXT_DIM = 512
@@ -166,12 +167,9 @@ def read_release(path: str | os.PathLike[str]) -> Release:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
-    try:
-        with torch.serialization.safe_globals([argparse.Namespace, (OrderedDict, "easydict.EasyDict")]):
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # not a torch file, truncated, or a global outside the allow-list
-        reason = f"{type(err).__name__}: {_first_line(err)}"
-        raise CheckpointError(f"{path}: refused or unreadable ({reason})") from None
+    obj = load_weights(
+        path, "released checkpoint", extra_globals=[argparse.Namespace, (OrderedDict, "easydict.EasyDict")]
+    )
     if isinstance(obj, Mapping) and "model" in obj:
         state, opt, epoch = obj["model"], obj.get("opt"), obj.get("epoch")
     elif isinstance(obj, Mapping) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
