@@ -82,3 +82,8 @@ class SubmissionError(SadetrError):
         shown = format_qids(self.qids)
         more = f" (+{len(self.qids) - 20} more)" if len(self.qids) > 20 else ""
         super().__init__(f"{message}: qids {shown}{more}" if self.qids else message)
+
+
+class DivergedError(SadetrError):
+    """A training whose outputs, losses, gradients or weights became NaN/inf (e.g. a learning rate far
+    too high); names the step, the non-finite terms and the last checkpoint written before it."""

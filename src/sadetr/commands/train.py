@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
             return 0
         from sadetr.engine.trainer import train
 
-        result = train(cfg, run_dir, resume=bool(args.resume))
+        result = train(cfg, run_dir, resume=bool(args.resume), overwrite=args.overwrite)
         if info.is_main:
             _print_result(run_dir, result)
         return 0
@@ -121,7 +121,8 @@ def _guard_run_dir(run_dir: Path, args: argparse.Namespace, info: Any) -> Any:
             lock = RunDirLock(run_dir).acquire()
             if not args.resume:
                 check_fresh(run_dir, overwrite=args.overwrite)
-                if args.overwrite and (removed := clear_run(run_dir)):
+                # a single run clears once its config is validated (Trainer); --seeds clears here
+                if args.overwrite and args.seeds and (removed := clear_run(run_dir)):
                     log.warning("--overwrite: removed %s of the run in %s", ", ".join(removed), run_dir)
         except ConfigError as err:
             if lock is not None:

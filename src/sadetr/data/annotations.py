@@ -59,8 +59,9 @@ def _is_int(x: object) -> bool:
 class _LineParser:
     """Validates one record; `fail` raises a DataError pointing at the line and field."""
 
-    def __init__(self, path: Path, line: int, tolerance: float) -> None:
+    def __init__(self, path: Path, line: int, tolerance: float, require_windows: str | None = None) -> None:
         self.path, self.line, self.tolerance = path, line, tolerance
+        self.require_windows = require_windows
         self.clipped = 0  # windows clipped to [0, duration] on this line
 
     def fail(self, message: str, fld: str | None = None) -> DataError:
@@ -89,6 +90,9 @@ class _LineParser:
         if not _is_number(duration) or duration <= 0:
             raise self.fail(f"must be a positive finite number, got {duration!r}", "duration")
         windows = self._windows(rec.get("relevant_windows"), float(duration))
+        if self.require_windows and not windows:
+            state = "empty" if isinstance(rec.get("relevant_windows"), list) else "missing"
+            raise self.fail(f"{state}, but {self.require_windows}", "relevant_windows")
         clip_ids, scores = self._saliency(rec)
         return Annotation(
             qid=qid,
@@ -164,12 +168,19 @@ class _LineParser:
 
 
 def read_annotations(
-    path: str | Path, tolerance: float = DEFAULT_TOLERANCE, skip_bad: bool = False
+    path: str | Path,
+    tolerance: float = DEFAULT_TOLERANCE,
+    skip_bad: bool = False,
+    require_windows: str | None = None,
+    skipped: list[DataError] | None = None,
 ) -> list[Annotation]:
     """Read and validate a JSON-lines annotation file; blank lines are ignored.
 
     With `skip_bad`, a bad line is logged as a warning and left out (the count is logged at the end);
     otherwise it raises `DataError`. Duplicate qids and an empty file are always errors.
+    `require_windows` (the reason, shown in the message) makes a record without any window
+    (`relevant_windows` missing, null or `[]`) a bad line. Skipped lines' errors are appended to
+    `skipped` when given.
     """
     path = Path(path)
     try:
@@ -180,18 +191,20 @@ def read_annotations(
         raise DataError(f"cannot read annotation file: {err}", path=path) from None
     out: list[Annotation] = []
     seen: dict[int | str, int] = {}
-    skipped = clipped = 0
+    n_skipped = clipped = 0
     for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
-        parser = _LineParser(path, lineno, tolerance)
+        parser = _LineParser(path, lineno, tolerance, require_windows)
         try:
             ann = parser.parse(line)
         except DataError as err:
             if not skip_bad:
                 raise
             log.warning("skipping bad annotation: %s", err)
-            skipped += 1
+            n_skipped += 1
+            if skipped is not None:
+                skipped.append(err)
             continue
         if ann.qid in seen:
             raise DataError(f"duplicate qid {ann.qid!r} (first on line {seen[ann.qid]})", path, lineno, "qid")
@@ -200,8 +213,8 @@ def read_annotations(
         out.append(ann)
     if clipped:
         log.info("%s: clipped %d window(s) to [0, duration] (within %g s)", path, clipped, tolerance)
-    if skipped:
-        log.warning("%s: skipped %d bad annotation line(s)", path, skipped)
+    if n_skipped:
+        log.warning("%s: skipped %d bad annotation line(s)", path, n_skipped)
     if not out:
         raise DataError("no annotations in file", path=path)
     return out
