@@ -48,8 +48,17 @@ class Annotation:
         return copy.deepcopy(self.raw)
 
 
+MAX_INT = 2**31 - 1  # clip ids and saliency scores beyond this are not data (and overflow int64 sums)
+
+
 def _is_number(x: object) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+    """A JSON number that fits a finite float (an int like 10**400 does not)."""
+    if not isinstance(x, (int, float)) or isinstance(x, bool):
+        return False
+    try:
+        return math.isfinite(x)
+    except OverflowError:
+        return False
 
 
 def _is_int(x: object) -> bool:
@@ -72,6 +81,8 @@ class _LineParser:
             rec = json.loads(text)
         except json.JSONDecodeError as err:
             raise self.fail(f"invalid JSON ({err.msg} at column {err.colno})") from None
+        except RecursionError:
+            raise self.fail("invalid JSON (nested too deeply)") from None
         if not isinstance(rec, dict):
             raise self.fail(f"expected a JSON object, got {type(rec).__name__}")
         for key in ("qid", "query", "vid", "duration"):
@@ -145,8 +156,8 @@ class _LineParser:
             missing = "saliency_scores" if has_ids else "relevant_clip_ids"
             raise self.fail("missing key (relevant_clip_ids and saliency_scores come together)", missing)
         ids, scores = rec["relevant_clip_ids"], rec["saliency_scores"]
-        if not isinstance(ids, list) or not all(_is_int(i) and i >= 0 for i in ids):
-            raise self.fail("must be a list of non-negative ints", "relevant_clip_ids")
+        if not isinstance(ids, list) or not all(_is_int(i) and 0 <= i <= MAX_INT for i in ids):
+            raise self.fail(f"must be a list of non-negative ints (<= {MAX_INT})", "relevant_clip_ids")
         if len(set(ids)) != len(ids):
             raise self.fail("contains duplicate clip ids", "relevant_clip_ids")
         if not isinstance(scores, list):
@@ -158,8 +169,10 @@ class _LineParser:
         width = None
         for i, row in enumerate(scores):
             fld = f"saliency_scores[{i}]"
-            if not isinstance(row, list) or not row or not all(_is_int(s) and s >= 0 for s in row):
-                raise self.fail(f"must be a non-empty list of non-negative ints, got {row!r}", fld)
+            if not isinstance(row, list) or not row or not all(_is_int(s) and 0 <= s <= MAX_INT for s in row):
+                raise self.fail(
+                    f"must be a non-empty list of non-negative ints (<= {MAX_INT}), got {row!r}", fld
+                )
             if width is None:
                 width = len(row)
             elif len(row) != width:

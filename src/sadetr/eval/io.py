@@ -17,6 +17,8 @@ def load_jsonl(path: str | Path) -> list[dict]:
         text = path.read_text(encoding="utf-8")
     except OSError as err:
         raise DataError(f"cannot read file: {err.strerror or err}", path=path) from err
+    except UnicodeDecodeError as err:
+        raise DataError(f"not UTF-8 text (byte {err.start})", path=path) from None
     records: list[dict] = []
     for line_no, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
@@ -26,6 +28,8 @@ def load_jsonl(path: str | Path) -> list[dict]:
         except json.JSONDecodeError as err:
             message = f"invalid JSON ({err.msg} at column {err.colno})"
             raise DataError(message, path=path, line=line_no) from err
+        except RecursionError:
+            raise DataError("invalid JSON (nested too deeply)", path=path, line=line_no) from None
         if not isinstance(record, dict):
             raise DataError(f"expected a JSON object, got {type(record).__name__}", path=path, line=line_no)
         records.append(record)

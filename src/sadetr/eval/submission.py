@@ -86,12 +86,26 @@ def num_saliency_clips(duration: float, clip_length: float = QVH_CLIP_LENGTH) ->
     return int(duration / clip_length)
 
 
+MAX_DURATION = 1e7  # seconds (115 days): beyond it a "duration" is not one, and its clip array won't fit
+
+
+def _duration(value: object) -> float | None:
+    """`value` as a duration in seconds when it is a number in (0, MAX_DURATION], else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        seconds = float(value)
+    except OverflowError:  # an int like 10**400
+        return None
+    return seconds if 0 < seconds <= MAX_DURATION else None
+
+
 def _gt_saliency(rec: dict, clip_length: float) -> np.ndarray:
     """Per-annotator scores over the whole video, [num_clips, 3], zero outside `relevant_clip_ids`."""
     where = f"qid {rec['qid']}"
-    duration = rec.get("duration")
-    if isinstance(duration, bool) or not isinstance(duration, (int, float)) or not duration > 0:
-        raise DataError("expected a positive number", field=f"{where}: duration")
+    duration = _duration(rec.get("duration"))
+    if duration is None:
+        raise DataError(f"expected a number of seconds in (0, {MAX_DURATION:g}]", field=f"{where}: duration")
     num_clips = num_saliency_clips(duration, clip_length)
     scores = _as_float_array(rec.get("saliency_scores"), 2)
     ids = _as_float_array(rec.get("relevant_clip_ids"), 1)
@@ -190,8 +204,8 @@ def align(
             elif not np.isfinite(arr).all():
                 flag("NaN/inf in pred_saliency_scores", q)
             elif do_hd:
-                duration = g.get("duration")
-                if isinstance(duration, (int, float)) and duration > 0:
+                duration = _duration(g.get("duration"))
+                if duration is not None:
                     n = num_saliency_clips(duration, clip_length)
                     if abs(len(arr) - n) > SALIENCY_LENGTH_TOLERANCE:
                         flag(
