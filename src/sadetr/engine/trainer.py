@@ -72,7 +72,7 @@ def selection_metric_names(ground_truth: list[dict[str, Any]]) -> list[str]:
     submission = [
         {
             "qid": g["qid"],
-            "pred_relevant_windows": [[*w, 1.0] for w in g["relevant_windows"]],
+            "pred_relevant_windows": [[*w, 1.0] for w in g.get("relevant_windows") or []],
             "pred_saliency_scores": [0.0] * max(1, num_saliency_clips(g["duration"])),
         }
         for g in ground_truth
