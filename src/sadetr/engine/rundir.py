@@ -105,12 +105,16 @@ class RunDirLock:
 
         if self.run_dir.exists() and not self.run_dir.is_dir():
             raise ConfigError(f"{self.run_dir} exists and is not a directory", key="--out")
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
             self._lock.acquire()
         except Timeout:
             raise ConfigError(
                 f"{self.run_dir} is in use by another training (lock file {self.path})", key="--out"
+            ) from None
+        except OSError as err:  # read-only or full file system, a file in the way of a parent, ...
+            raise ConfigError(
+                f"cannot create or lock {self.run_dir}: {err.strerror or err}", key="--out"
             ) from None
         return self
 
