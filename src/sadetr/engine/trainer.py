@@ -426,7 +426,13 @@ class Trainer:
             bf16=self.tcfg.bf16,
             dist_info=self.info,
         )
-        metrics = score(preds, self.eval_set.ground_truth()) if self.info.is_main else None
+        metrics = None
+        if self.info.is_main:
+            ground_truth = self.eval_set.ground_truth()
+            if self.cfg.data.on_bad_sample == "skip":  # samples skipped while predicting are not scored
+                predicted = {p["qid"] for p in preds}
+                ground_truth = [g for g in ground_truth if g["qid"] in predicted]
+            metrics = score(preds, ground_truth)
         metrics = broadcast_object(metrics, self.info)
         brief = metrics["brief"]
         key = self.tcfg.selection_metric
