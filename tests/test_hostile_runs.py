@@ -490,3 +490,23 @@ def test_lock_is_released_by_a_killed_holder(tmp_path: Path) -> None:
     holder.wait(timeout=30)
     with RunDirLock(tmp_path) as lock:  # the lock file is still there, but nobody holds it
         assert lock.path.exists()
+
+
+def test_a_checkpoint_with_nan_weights_is_never_written(tmp_path: Path, tiny_config) -> None:
+    """The path named as "last good checkpoint" keeps finite weights: save() refuses NaN weights."""
+    from sadetr.engine.checkpoint import first_non_finite, load_checkpoint
+    from sadetr.engine.trainer import Trainer
+    from sadetr.errors import DivergedError
+
+    trainer = Trainer(tiny_config("train.eval_every=0"), tmp_path)
+    trainer.save("last.ckpt")
+    before = (tmp_path / "last.ckpt").read_bytes()
+    name, param = next(iter(trainer.model.named_parameters()))
+    with torch.no_grad():
+        param.view(-1)[0] = float("inf")
+    with pytest.raises(
+        DivergedError, match=rf"non-finite weights: {name}; last good checkpoint: .*last\.ckpt"
+    ):
+        trainer.save("last.ckpt")
+    assert (tmp_path / "last.ckpt").read_bytes() == before
+    assert first_non_finite(load_checkpoint(tmp_path / "last.ckpt")["model"]) is None

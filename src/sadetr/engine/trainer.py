@@ -67,13 +67,14 @@ def selection_metric_names(ground_truth: list[dict[str, Any]]) -> list[str]:
     may name): those of a perfect MR + HD submission, so that length buckets without queries and
     highlight metrics of a split without saliency scores are absent, as they will be after training."""
     from sadetr.eval import evaluate
-    from sadetr.eval.submission import num_saliency_clips
+    from sadetr.eval.submission import MAX_DURATION, num_saliency_clips
 
     submission = [
         {
             "qid": g["qid"],
             "pred_relevant_windows": [[*w, 1.0] for w in g.get("relevant_windows") or []],
-            "pred_saliency_scores": [0.0] * max(1, num_saliency_clips(g["duration"])),
+            # (a duration beyond MAX_DURATION is the evaluation's DataError, not a huge list here)
+            "pred_saliency_scores": [0.0] * max(1, num_saliency_clips(min(g["duration"], MAX_DURATION))),
         }
         for g in ground_truth
     ]
@@ -224,11 +225,16 @@ class Trainer:
                 key="train.selection_metric",
             )
 
-    def _diverged(self, what: str, names: list[str]) -> DivergedError:
+    def _diverged(self, what: str, names: list[str], in_step: bool = True) -> DivergedError:
+        """`in_step`: found during the coming step (epoch/step are 0-based counters of what is done)."""
         last = f"last good checkpoint: {self.last_good}" if self.last_good else "no checkpoint written yet"
+        where = (
+            f"at epoch {self.epoch + 1}, step {self.step_in_epoch + 1} (global step {self.global_step + 1})"
+            if in_step
+            else f"after global step {self.global_step}"
+        )
         return DivergedError(
-            f"training diverged at epoch {self.epoch + 1}, step {self.step_in_epoch + 1} (global step "
-            f"{self.global_step + 1}): non-finite {what}: {', '.join(names)}; {last} "
+            f"training diverged {where}: non-finite {what}: {', '.join(names)}; {last} "
             "(a smaller train.lr or a train.grad_clip > 0 usually helps)"
         )
 
@@ -255,7 +261,7 @@ class Trainer:
 
         bad = first_non_finite(unwrap(self.model).state_dict())
         if bad is not None:  # never overwrite a good checkpoint with NaN weights
-            raise self._diverged("weights after the step", [bad])
+            raise self._diverged("weights", [bad], in_step=False)
         rng_ranks = gather_lists([get_rng_state()], self.info)
         if self.info.is_main:
             save_checkpoint(self.run_dir / name, self._state(rng_ranks))
