@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from sadetr.data import DataConfig, MomentDataset, build_dataset, collate
+from sadetr.data.dataset import SkippedSample
 from sadetr.errors import DataError, FeatureError
 
 QVH = {
@@ -132,7 +133,8 @@ def test_long_video_all_windows_cut_is_error_or_skipped(
     assert info.value.line == 1
     cfg.on_bad_sample = "skip"
     with caplog.at_level(logging.WARNING):
-        assert build_dataset(cfg, "train")[0] is None
+        skipped = build_dataset(cfg, "train")[0]
+        assert isinstance(skipped, SkippedSample) and skipped.where.endswith(":1")
     assert "skipping sample 0" in caplog.text
 
 
@@ -187,7 +189,9 @@ def test_collate_batch_contract(tmp_path: Path) -> None:
         "saliency_neg_idx",
         "vid_index",
         "meta",
+        "skipped",
     }
+    assert b["skipped"] == []
     with pytest.raises(DataError, match="every sample of this batch was skipped"):
         collate([None])
 
@@ -227,7 +231,9 @@ def test_missing_and_corrupt_features(tmp_path: Path, caplog: pytest.LogCaptureF
         ds = build_dataset(cfg, "train")
     assert "skipped 1 of 3 queries with missing feature files" in caplog.text
     assert [a.qid for a in ds.annotations] == [1, 6]
-    assert ds[1] is None  # corrupt file found when loading
+    assert [s.where.rsplit(":", 1)[1] for s in ds.skipped] == ["2"]  # qid 5's text file is missing
+    skipped = ds[1]  # corrupt file found when loading
+    assert isinstance(skipped, SkippedSample) and "not an .npz" in skipped.reason
     assert "clip/vb.npz" in caplog.text
     cfg.on_bad_sample = "error"
     np.savez(tmp_path / "txt" / "qid5.npz", last_hidden_state=np.ones((3, 4)))

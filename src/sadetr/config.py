@@ -81,14 +81,7 @@ def load_layers(path: str | os.PathLike[str], _stack: tuple[Path, ...] = ()) -> 
     file = resolve_config_path(path).resolve()
     if file in _stack:
         raise ConfigError(f"circular _base_ chain: {' -> '.join(map(str, (*_stack, file)))}", key="_base_")
-    try:
-        data = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{file}: invalid YAML: {' '.join(str(err).split())}") from None
-    except UnicodeDecodeError as err:
-        raise ConfigError(f"{file}: not a UTF-8 text file ({err.reason} at byte {err.start})") from None
-    except OSError as err:
-        raise ConfigError(f"{file}: cannot read ({err.strerror or err})") from None
+    data = _read_yaml(file)
     if not isinstance(data, dict):
         raise ConfigError(f"{file}: top level must be a mapping, got {type(data).__name__}")
     bases = data.pop("_base_", [])
@@ -102,6 +95,32 @@ def load_layers(path: str | os.PathLike[str], _stack: tuple[Path, ...] = ()) -> 
     return deep_merge(merged, data)
 
 
+def yaml_error_line(err: Exception) -> str:
+    """One line for a YAML error: the problem and where (`... (line 3, column 7)`), no source excerpt."""
+    if isinstance(err, yaml.MarkedYAMLError) and err.problem:
+        mark = err.problem_mark
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        context = f"{err.context}: " if err.context else ""
+        return f"{context}{err.problem}{where}"
+    return " ".join(str(err).split())
+
+
+def _read_yaml(file: Path) -> Any:
+    """The YAML document in `file` ({} when empty); unreadable, non-UTF-8 or invalid YAML -> ConfigError."""
+    try:
+        text = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{file}: not a UTF-8 text file ({err.reason} at byte {err.start})") from None
+    except OSError as err:
+        raise ConfigError(f"{file}: cannot read: {err.strerror or err}") from None
+    try:
+        return yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{file}: invalid YAML: {yaml_error_line(err)}") from None
+    except (ValueError, OverflowError) as err:  # a constructor's own error, e.g. the date 2020-13-45
+        raise ConfigError(f"{file}: invalid YAML value: {err}") from None
+
+
 def parse_override(text: str) -> tuple[str, Any]:
     """`"model.hidden_dim=128"` -> `("model.hidden_dim", 128)`; the value is a YAML scalar."""
     key, sep, value = text.partition("=")
@@ -110,7 +129,7 @@ def parse_override(text: str) -> tuple[str, Any]:
         raise ConfigError(f"bad override {text!r}: expected section.key=value", key=key or text)
     try:
         parsed = yaml.safe_load(value) if value.strip() else ""
-    except yaml.YAMLError:
+    except (yaml.YAMLError, ValueError, OverflowError):  # the date 2020-13-45 is a ValueError
         raise ConfigError(f"bad override value {value!r}", key=key) from None
     return key, parsed
 

@@ -60,12 +60,26 @@ class CheckpointError(SadetrError):
     """Unreadable checkpoint, or one whose model/feature set cannot be reproduced."""
 
 
+def format_qids(qids: Iterable[object], limit: int = 20) -> str:
+    """The first `limit` qids, comma-separated; strings quoted, and each with its type when int and str
+    qids are mixed (so that 24 and '24' cannot look alike).
+
+    >>> format_qids([24, "24"])
+    "24 (int), '24' (str)"
+    >>> format_qids(["a", "b"])
+    "'a', 'b'"
+    """
+    shown = list(qids)[:limit]
+    mixed = len({type(q) for q in shown}) > 1
+    return ", ".join(f"{q!r} ({type(q).__name__})" if mixed else repr(q) for q in shown)
+
+
 class SubmissionError(SadetrError):
     """Malformed prediction file; lists the offending qids."""
 
     def __init__(self, message: str, qids: Iterable[object] = ()) -> None:
         self.qids = list(qids)
-        shown = ", ".join(map(str, self.qids[:20]))
+        shown = format_qids(self.qids)
         more = f" (+{len(self.qids) - 20} more)" if len(self.qids) > 20 else ""
         super().__init__(f"{message}: qids {shown}{more}" if self.qids else message)
 
@@ -120,3 +134,8 @@ def user_io_error_line(err: BaseException) -> str | None:
         first = (str(err).strip().splitlines() or [name])[0]
         return f"invalid YAML ({first})"
     return None
+
+
+class DivergedError(SadetrError):
+    """A training whose outputs, losses, gradients or weights became NaN/inf (e.g. a learning rate far
+    too high); names the step, the non-finite terms and the last checkpoint written before it."""

@@ -17,6 +17,7 @@ Videos longer than `max_v_l` clips go through overlapping windows (`sadetr.video
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from sadetr.errors import CheckpointError, DataError
+from sadetr.errors import CheckpointError, ConfigError, DataError
 from sadetr.video.sliding import stitch_saliency, temporal_nms, window_starts
 
 EXTRACTABLE_SOURCES = ("clip_features", "slowfast_features")
@@ -60,6 +61,23 @@ def saliency_relevance(peaks: np.ndarray) -> np.ndarray:
     """
     log_sig = -np.logaddexp(0.0, -np.asarray(peaks, dtype=np.float64))  # log sigmoid
     return np.exp(log_sig - log_sig.max())
+
+
+def check_request(query: object, max_moments: int = 0, overlap: float = 0.5) -> None:
+    """The user's part of a prediction request: a non-blank query string, `max_moments` >= 0 (0 = all),
+    `overlap` in [0, 1).
+
+    >>> check_request("   ")
+    Traceback (most recent call last):
+    ...
+    sadetr.errors.DataError: query: must be a non-empty string, got '   '
+    """
+    if not isinstance(query, str) or not query.strip():
+        raise DataError(f"must be a non-empty string, got {query!r}", field="query")
+    if isinstance(max_moments, bool) or not isinstance(max_moments, int) or max_moments < 0:
+        raise ConfigError(f"must be an integer >= 0 (0 = all), got {max_moments!r}", key="max_moments")
+    if not (isinstance(overlap, (int, float)) and 0 <= overlap < 1):
+        raise ConfigError(f"must be in [0, 1), got {overlap!r}", key="overlap")
 
 
 class Predictor:
@@ -225,8 +243,13 @@ class Predictor:
         Videos longer than max_v_l clips: windows overlapping by `overlap` (fraction), merged by NMS;
         with `rescore` each moment's quality is first multiplied by `saliency_relevance` of its peak
         saliency (windows only; a video of <= max_v_l clips is ranked by quality, as in the paper).
+        `max_moments` > 0 keeps the top ones (0 = all). Refused (`DataError`/`ConfigError`): an empty or
+        whitespace-only query, a video shorter than one clip (`clip_len` s: nothing to localise in it),
+        a negative `max_moments`, an `overlap` outside [0, 1).
         """
         from sadetr.model.postprocess import to_submission
+
+        check_request(query, max_moments, overlap)
 
         if isinstance(video_or_features, (str, Path)):
             video_or_features = self.encode_video(video_or_features)
@@ -241,7 +264,17 @@ class Predictor:
                 field="video_features",
             )
         n_clips = feats.shape[0]
-        duration = float(duration) if duration else n_clips * self.clip_len
+        duration = float(duration) if duration is not None else n_clips * self.clip_len
+        where = getattr(video_or_features, "path", None)
+        if not (math.isfinite(duration) and duration > 0):
+            raise DataError(f"must be a positive number of seconds, got {duration}", where, field="duration")
+        if duration < self.clip_len:
+            raise DataError(
+                f"{duration:g} s is shorter than one clip ({self.clip_len:g} s): too short to localise "
+                "a moment in",
+                where,
+                field="duration",
+            )
         text = self.encode_query(query) if text_features is None else np.asarray(text_features, np.float32)
         if text.ndim != 2 or text.shape[1] != self.text_dim or text.shape[0] == 0:
             raise DataError(

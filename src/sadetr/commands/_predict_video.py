@@ -57,8 +57,12 @@ def run(args: argparse.Namespace) -> int:
     from sadetr.predictor import Predictor
     from sadetr.viz import write_html, write_plot
 
-    if not args.query:
+    if args.query is None:
         raise ConfigError("--query is required with --video", key="--query")
+    if not args.query.strip():
+        raise ConfigError(f"must be a non-empty text, got {args.query!r}", key="--query")
+    if args.top_k < 1:
+        raise ConfigError(f"must be >= 1, got {args.top_k}", key="--top-k")
     if not 0 <= args.overlap < 1:
         raise ConfigError(f"must be in [0, 1), got {args.overlap}", key="--overlap")
     predictor = Predictor.from_checkpoint(

@@ -102,6 +102,11 @@ def run(args: argparse.Namespace) -> int:
     write_jsonl(args.out, preds)
     print(f"wrote {len(preds)} predictions to {args.out}")
     gt = dataset.ground_truth()
+    n_skipped = len(dataset.skipped) + len(gt) - len(preds)
+    if n_skipped:  # on_bad_sample=skip: bad lines, missing files, samples that failed to load
+        print(f"skipped {n_skipped} bad sample(s) (on_bad_sample=skip; the warnings above say why)")
+        predicted = {p["qid"] for p in preds}
+        gt = [g for g in gt if g["qid"] in predicted]
     if gt and all(rec.get("relevant_windows") for rec in gt):
         from sadetr.eval import format_table
 

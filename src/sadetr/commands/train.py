@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from pathlib import Path
+from typing import Any
 
 from sadetr.errors import ConfigError
 from sadetr.paths import ensure_out_dir
+
+log = logging.getLogger(__name__)
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, required: bool = True) -> None:
@@ -47,6 +51,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="RUN_DIR",
         help="continue the run in --out (or RUN_DIR) from its last checkpoint",
     )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start a new run in an --out that already holds one (its checkpoints, logs and "
+        "predictions are removed first); without it such an --out is refused",
+    )
     p.add_argument("--seeds", help="comma-separated seeds: one sub-run per seed, then mean ± std (Table 12)")
     p.set_defaults(func=run)
 
@@ -74,9 +84,13 @@ def run(args: argparse.Namespace) -> int:
     ensure_out_dir(run_dir, "--resume" if isinstance(args.resume, str) else "--out")
     if args.resume and not run_dir.is_dir():
         raise ConfigError(f"no run directory {run_dir} to resume", key="--resume")
+    if args.resume and args.overwrite:
+        raise ConfigError("--resume continues a run, --overwrite replaces it: give one", key="--overwrite")
     cfg = _compose(args, run_dir)
     info, _ = init_distributed(cfg.train.device)
+    lock = None
     try:
+        lock = _guard_run_dir(run_dir, args, info)
         if args.seeds:
             from sadetr.engine.seeds import format_summary, parse_seeds, run_seeds
 
@@ -87,12 +101,39 @@ def run(args: argparse.Namespace) -> int:
             return 0
         from sadetr.engine.trainer import train
 
-        result = train(cfg, run_dir, resume=bool(args.resume))
+        result = train(cfg, run_dir, resume=bool(args.resume), overwrite=args.overwrite)
         if info.is_main:
             _print_result(run_dir, result)
         return 0
     finally:
+        if lock is not None:
+            lock.release()
         shutdown_distributed()
+
+
+def _guard_run_dir(run_dir: Path, args: argparse.Namespace, info: Any) -> Any:
+    """Rank 0 locks `run_dir` and, for a new run, refuses (or with --overwrite clears) an earlier run
+    there; every rank raises the same `ConfigError` if that failed. Returns rank 0's lock (else None)."""
+    from sadetr.engine.distributed import broadcast_object
+    from sadetr.engine.rundir import RunDirLock, check_fresh, clear_run
+
+    lock, problem = None, None
+    if info.is_main:
+        try:
+            lock = RunDirLock(run_dir).acquire()
+            if not args.resume:
+                check_fresh(run_dir, overwrite=args.overwrite)
+                # a single run clears once its config is validated (Trainer); --seeds clears here
+                if args.overwrite and args.seeds and (removed := clear_run(run_dir)):
+                    log.warning("--overwrite: removed %s of the run in %s", ", ".join(removed), run_dir)
+        except ConfigError as err:
+            if lock is not None:
+                lock.release()
+            lock, problem = None, str(err)
+    problem = broadcast_object(problem, info)
+    if problem is not None:
+        raise ConfigError(problem)
+    return lock
 
 
 def _print_result(run_dir: Path, result: dict) -> None:

@@ -48,8 +48,17 @@ class Annotation:
         return copy.deepcopy(self.raw)
 
 
+MAX_INT = 2**31 - 1  # clip ids and saliency scores beyond this are not data (and overflow int64 sums)
+
+
 def _is_number(x: object) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+    """A JSON number that fits a finite float (an int like 10**400 does not)."""
+    if not isinstance(x, (int, float)) or isinstance(x, bool):
+        return False
+    try:
+        return math.isfinite(x)
+    except OverflowError:
+        return False
 
 
 def _is_int(x: object) -> bool:
@@ -59,8 +68,9 @@ def _is_int(x: object) -> bool:
 class _LineParser:
     """Validates one record; `fail` raises a DataError pointing at the line and field."""
 
-    def __init__(self, path: Path, line: int, tolerance: float) -> None:
+    def __init__(self, path: Path, line: int, tolerance: float, require_windows: str | None = None) -> None:
         self.path, self.line, self.tolerance = path, line, tolerance
+        self.require_windows = require_windows
         self.clipped = 0  # windows clipped to [0, duration] on this line
 
     def fail(self, message: str, fld: str | None = None) -> DataError:
@@ -71,6 +81,8 @@ class _LineParser:
             rec = json.loads(text)
         except json.JSONDecodeError as err:
             raise self.fail(f"invalid JSON ({err.msg} at column {err.colno})") from None
+        except RecursionError:
+            raise self.fail("invalid JSON (nested too deeply)") from None
         if not isinstance(rec, dict):
             raise self.fail(f"expected a JSON object, got {type(rec).__name__}")
         for key in ("qid", "query", "vid", "duration"):
@@ -89,6 +101,9 @@ class _LineParser:
         if not _is_number(duration) or duration <= 0:
             raise self.fail(f"must be a positive finite number, got {duration!r}", "duration")
         windows = self._windows(rec.get("relevant_windows"), float(duration))
+        if self.require_windows and not windows:
+            state = "empty" if isinstance(rec.get("relevant_windows"), list) else "missing"
+            raise self.fail(f"{state}, but {self.require_windows}", "relevant_windows")
         clip_ids, scores = self._saliency(rec)
         return Annotation(
             qid=qid,
@@ -141,8 +156,8 @@ class _LineParser:
             missing = "saliency_scores" if has_ids else "relevant_clip_ids"
             raise self.fail("missing key (relevant_clip_ids and saliency_scores come together)", missing)
         ids, scores = rec["relevant_clip_ids"], rec["saliency_scores"]
-        if not isinstance(ids, list) or not all(_is_int(i) and i >= 0 for i in ids):
-            raise self.fail("must be a list of non-negative ints", "relevant_clip_ids")
+        if not isinstance(ids, list) or not all(_is_int(i) and 0 <= i <= MAX_INT for i in ids):
+            raise self.fail(f"must be a list of non-negative ints (<= {MAX_INT})", "relevant_clip_ids")
         if len(set(ids)) != len(ids):
             raise self.fail("contains duplicate clip ids", "relevant_clip_ids")
         if not isinstance(scores, list):
@@ -154,8 +169,10 @@ class _LineParser:
         width = None
         for i, row in enumerate(scores):
             fld = f"saliency_scores[{i}]"
-            if not isinstance(row, list) or not row or not all(_is_int(s) and s >= 0 for s in row):
-                raise self.fail(f"must be a non-empty list of non-negative ints, got {row!r}", fld)
+            if not isinstance(row, list) or not row or not all(_is_int(s) and 0 <= s <= MAX_INT for s in row):
+                raise self.fail(
+                    f"must be a non-empty list of non-negative ints (<= {MAX_INT}), got {row!r}", fld
+                )
             if width is None:
                 width = len(row)
             elif len(row) != width:
@@ -164,12 +181,19 @@ class _LineParser:
 
 
 def read_annotations(
-    path: str | Path, tolerance: float = DEFAULT_TOLERANCE, skip_bad: bool = False
+    path: str | Path,
+    tolerance: float = DEFAULT_TOLERANCE,
+    skip_bad: bool = False,
+    require_windows: str | None = None,
+    skipped: list[DataError] | None = None,
 ) -> list[Annotation]:
     """Read and validate a JSON-lines annotation file; blank lines are ignored.
 
     With `skip_bad`, a bad line is logged as a warning and left out (the count is logged at the end);
     otherwise it raises `DataError`. Duplicate qids and an empty file are always errors.
+    `require_windows` (the reason, shown in the message) makes a record without any window
+    (`relevant_windows` missing, null or `[]`) a bad line. Skipped lines' errors are appended to
+    `skipped` when given.
     """
     path = Path(path)
     try:
@@ -180,18 +204,20 @@ def read_annotations(
         raise DataError(f"cannot read annotation file: {err}", path=path) from None
     out: list[Annotation] = []
     seen: dict[int | str, int] = {}
-    skipped = clipped = 0
+    n_skipped = clipped = 0
     for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
-        parser = _LineParser(path, lineno, tolerance)
+        parser = _LineParser(path, lineno, tolerance, require_windows)
         try:
             ann = parser.parse(line)
         except DataError as err:
             if not skip_bad:
                 raise
             log.warning("skipping bad annotation: %s", err)
-            skipped += 1
+            n_skipped += 1
+            if skipped is not None:
+                skipped.append(err)
             continue
         if ann.qid in seen:
             raise DataError(f"duplicate qid {ann.qid!r} (first on line {seen[ann.qid]})", path, lineno, "qid")
@@ -200,8 +226,8 @@ def read_annotations(
         out.append(ann)
     if clipped:
         log.info("%s: clipped %d window(s) to [0, duration] (within %g s)", path, clipped, tolerance)
-    if skipped:
-        log.warning("%s: skipped %d bad annotation line(s)", path, skipped)
+    if n_skipped:
+        log.warning("%s: skipped %d bad annotation line(s)", path, n_skipped)
     if not out:
         raise DataError("no annotations in file", path=path)
     return out

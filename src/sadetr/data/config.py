@@ -32,6 +32,9 @@ class DataConfig:
     normalize_text: bool = True  # L2-normalise every token
     on_bad_sample: str = "error"  # error | skip (warn per sample, count at the end)
     window_tolerance: float = 1.0  # seconds a window may stick out of [0, duration] (then clipped)
+    # a training record without GT windows (`relevant_windows` missing or []) is an error, unless this
+    # opts in to training it as a "no moment" query (empty span targets, no saliency pairs)
+    allow_empty_windows: bool = False
     cache_features: bool = False  # keep loaded features in memory (per process)
 
     @property

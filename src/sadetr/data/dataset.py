@@ -12,6 +12,7 @@ two random clips inside the GT windows and two outside. The randomness comes fro
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -85,11 +86,60 @@ def sample_saliency_pairs(
     return pos, (two(neg_pool) if len(neg_pool) else list(pos))
 
 
+@dataclass(frozen=True)
+class SkippedSample:
+    """What `MomentDataset.__getitem__` returns for a bad sample under `on_bad_sample: skip`.
+
+    `collate` drops it and lists `(where, reason)` in the batch's `skipped` entry, so that the main
+    process can count the skips of DataLoader workers too (`SkipLog`).
+    """
+
+    where: str  # "<annotation file>:<line>", one per query
+    reason: str
+
+
+class SkipLog:
+    """Distinct samples skipped under `on_bad_sample: skip` -> one summary line for the end of a run.
+
+    >>> skips = SkipLog()
+    >>> skips.add("a.jsonl:3", "feature file not found")
+    >>> skips.add("a.jsonl:3", "feature file not found")  # the same sample in a later epoch
+    >>> skips.summary()
+    'skipped 1 bad sample(s) (on_bad_sample=skip); first: a.jsonl:3: feature file not found'
+    """
+
+    def __init__(self) -> None:
+        self.reasons: dict[str, str] = {}  # where -> first reason, in the order seen
+
+    def add(self, where: str, reason: str) -> None:
+        self.reasons.setdefault(where, reason)
+
+    def add_dataset(self, dataset: MomentDataset) -> None:
+        """The samples `dataset` left out when it was built (bad lines, missing feature files)."""
+        for item in dataset.skipped:
+            self.add(item.where, item.reason)
+
+    def add_batch(self, batch: dict[str, Any]) -> None:
+        for where, reason in batch.get("skipped", ()):
+            self.add(where, reason)
+
+    def __len__(self) -> int:
+        return len(self.reasons)
+
+    def summary(self, first: int = 3) -> str | None:
+        """`skipped N bad sample(s) ...; first: <where>: <reason>; ...`, or None when nothing was skipped."""
+        if not self.reasons:
+            return None
+        shown = "; ".join(f"{w}: {r}" for w, r in list(self.reasons.items())[:first])
+        return f"skipped {len(self.reasons)} bad sample(s) (on_bad_sample=skip); first: {shown}"
+
+
 class MomentDataset(Dataset):
     """Queries of one split with their video/text features and targets; `__getitem__` -> sample dict.
 
     A sample that cannot be loaded raises (`on_bad_sample="error"`) or, with "skip", is logged and
-    returned as None, which `collate` drops. Missing feature files are found up front.
+    returned as a `SkippedSample`, which `collate` drops (and lists under `skipped`). Missing feature
+    files are found up front; the samples left out then are in `skipped`.
     """
 
     def __init__(
@@ -98,6 +148,7 @@ class MomentDataset(Dataset):
         split: str,
         seed: int = 0,
         path: str | Path | None = None,
+        require_windows: str | None = None,
     ) -> None:
         if cfg.on_bad_sample not in ("error", "skip"):
             raise DataError(f"unknown value {cfg.on_bad_sample!r} (error | skip)", field="on_bad_sample")
@@ -125,7 +176,18 @@ class MomentDataset(Dataset):
             normalize_text=cfg.normalize_text,
             cache=cfg.cache_features,
         )
-        anns = read_annotations(self.path, tolerance=cfg.window_tolerance, skip_bad=self.skip)
+        self.skipped: list[SkippedSample] = []  # left out while building (skip mode only)
+        bad_lines: list[DataError] = []
+        anns = read_annotations(
+            self.path,
+            tolerance=cfg.window_tolerance,
+            skip_bad=self.skip,
+            require_windows=require_windows,
+            skipped=bad_lines,
+        )
+        for err in bad_lines:
+            reason = f"{err.field}: {err.message}" if err.field else err.message
+            self.skipped.append(SkippedSample(f"{self.path}:{err.line}", reason))
         self.annotations: list[Annotation] = self._drop_missing_features(anns)
         self._log_long_videos()
 
@@ -146,6 +208,7 @@ class MomentDataset(Dataset):
             if not self.skip:
                 raise err
             log.warning("skipping sample: %s", err)
+            self.skipped.append(SkippedSample(f"{self.path}:{ann.line}", f"feature file not found: {bad}"))
             missing += 1
         if missing:
             log.warning(
@@ -182,14 +245,14 @@ class MomentDataset(Dataset):
         """The split's records as read (for `sadetr.eval.evaluate`)."""
         return [a.to_json() for a in self.annotations]
 
-    def __getitem__(self, index: int) -> dict[str, Any] | None:
+    def __getitem__(self, index: int) -> dict[str, Any] | SkippedSample:
         try:
             return self._load(index)
         except DataError as err:
             if not self.skip:
                 raise
             log.warning("skipping sample %d: %s", index, err)
-            return None
+            return SkippedSample(f"{self.path}:{self.annotations[index].line}", str(err))
 
     def _load(self, index: int) -> dict[str, Any]:
         cfg, ann = self.cfg, self.annotations[index]
@@ -267,11 +330,14 @@ def _pad(rows: list[torch.Tensor], length: int) -> torch.Tensor:
     return torch.from_numpy(out)
 
 
-def collate(samples: list[dict[str, Any] | None]) -> dict[str, Any]:
-    """Pad a list of samples into the batch dict of docs/CONTRACTS.md; None (skipped) samples are dropped."""
-    samples = [s for s in samples if s is not None]
+def collate(samples: list[dict[str, Any] | SkippedSample | None]) -> dict[str, Any]:
+    """Pad a list of samples into the batch dict of docs/CONTRACTS.md. Skipped samples (`SkippedSample`,
+    or None) are dropped; `batch["skipped"]` lists the `(where, reason)` of each `SkippedSample`."""
+    skipped = [(s.where, s.reason) for s in samples if isinstance(s, SkippedSample)]
+    samples = [s for s in samples if s is not None and not isinstance(s, SkippedSample)]
     if not samples:
-        raise DataError("every sample of this batch was skipped (on_bad_sample=skip)")
+        first = f"; first: {skipped[0][0]}: {skipped[0][1]}" if skipped else ""
+        raise DataError(f"every sample of this batch was skipped (on_bad_sample=skip){first}")
     v_len = [s["video_feat"].shape[0] for s in samples]
     t_len = [s["text_feat"].shape[0] for s in samples]
     video = _pad([s["video_feat"] for s in samples], max(v_len))  # [B, Lv, Dv], 0-padded
@@ -295,9 +361,19 @@ def collate(samples: list[dict[str, Any] | None]) -> dict[str, Any]:
         "saliency_neg_idx": torch.stack([s["saliency_neg_idx"] for s in samples]),  # [B, 2]
         "vid_index": torch.tensor([vid_ids[s["meta"]["vid"]] for s in samples], dtype=torch.long),
         "meta": [s["meta"] for s in samples],
+        "skipped": skipped,
     }
 
 
-def build_dataset(cfg: DataConfig, split: str, seed: int = 0) -> MomentDataset:
-    """The dataset of `split` ("train" | "val" | "test"); `seed` drives the per-sample pair sampling."""
-    return MomentDataset(cfg, split, seed=seed)
+TRAIN_NEEDS_WINDOWS = (
+    "a training split needs GT windows (data.allow_empty_windows: true trains such a query as 'no moment')"
+)
+EVAL_NEEDS_WINDOWS = "the evaluation split needs GT windows to score predictions"
+
+
+def build_dataset(
+    cfg: DataConfig, split: str, seed: int = 0, require_windows: str | None = None
+) -> MomentDataset:
+    """The dataset of `split` ("train" | "val" | "test"); `seed` drives the per-sample pair sampling.
+    `require_windows` (a reason) refuses records without GT windows, naming file and line."""
+    return MomentDataset(cfg, split, seed=seed, require_windows=require_windows)

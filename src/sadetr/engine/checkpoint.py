@@ -87,6 +87,9 @@ def load_trained_model(
     except ConfigError as err:
         raise CheckpointError(f"{path}: its config does not fit this sadetr version ({err})") from None
     model = build_model(cfg.model)
+    bad = first_non_finite(state["model"]) if isinstance(state["model"], dict) else None
+    if bad is not None:
+        raise CheckpointError(f"{path}: parameter {bad!r} holds NaN/inf values (the run diverged)")
     weights = state["model"]
     if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
         raise CheckpointError(f"{path}: 'model' is not a state dict of tensors")
@@ -100,3 +103,11 @@ def load_trained_model(
         first = (str(err).strip().splitlines() or [""])[0][:300]
         raise CheckpointError(f"{path}: weights do not fit the model of its config ({first})") from None
     return model.eval(), cfg, state
+
+
+def first_non_finite(state_dict: dict[str, Any]) -> str | None:
+    """Name of the first floating tensor of `state_dict` that holds NaN or inf, else None."""
+    tensors = [(k, v) for k, v in state_dict.items() if torch.is_tensor(v) and v.is_floating_point()]
+    if not tensors or bool(torch.stack([v.isfinite().all() for _, v in tensors]).all()):
+        return None
+    return next(k for k, v in tensors if not bool(v.isfinite().all()))

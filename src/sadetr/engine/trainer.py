@@ -37,7 +37,7 @@ from sadetr.engine.io import write_json, write_jsonl
 from sadetr.engine.logger import RunLogger
 from sadetr.engine.schedule import build_optimizer, build_scheduler
 from sadetr.engine.seed import get_rng_state, seed_everything, set_rng_state
-from sadetr.errors import CheckpointError, ConfigError
+from sadetr.errors import CheckpointError, ConfigError, DataError, DivergedError
 from sadetr.model.losses import mean_over_processes
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,47 @@ def validate_config(cfg: Config) -> None:
         raise ConfigError(f"must be > 0, got {cfg.train.lr}", key="train.lr")
 
 
+def selection_metric_names(ground_truth: list[dict[str, Any]]) -> list[str]:
+    """The `brief` metric names that `score` gives on this ground truth (what `train.selection_metric`
+    may name): those of a perfect MR + HD submission, so that length buckets without queries and
+    highlight metrics of a split without saliency scores are absent, as they will be after training."""
+    from sadetr.eval import evaluate
+    from sadetr.eval.submission import MAX_DURATION, num_saliency_clips
+
+    submission = [
+        {
+            "qid": g["qid"],
+            "pred_relevant_windows": [[*w, 1.0] for w in g.get("relevant_windows") or []],
+            # (a duration beyond MAX_DURATION is the evaluation's DataError, not a huge list here)
+            "pred_saliency_scores": [0.0] * max(1, num_saliency_clips(min(g["duration"], MAX_DURATION))),
+        }
+        for g in ground_truth
+    ]
+    return list(evaluate(submission, ground_truth)["brief"])
+
+
+def non_finite_entries(obj: Any, name: str = "") -> list[str]:
+    """Names (`aux_outputs[0].pred_spans`, ...) of the floating tensors in a nested output that hold NaN
+    or inf; one device sync when everything is finite (the common case)."""
+    found: list[tuple[str, torch.Tensor]] = []
+
+    def walk(o: Any, key: str) -> None:
+        if torch.is_tensor(o):
+            if o.is_floating_point():
+                found.append((key, o))
+        elif isinstance(o, dict):
+            for k, v in o.items():
+                walk(v, f"{key}.{k}" if key else str(k))
+        elif isinstance(o, (list, tuple)):
+            for i, v in enumerate(o):
+                walk(v, f"{key}[{i}]")
+
+    walk(obj, name)
+    if not found or bool(torch.stack([t.detach().isfinite().all() for _, t in found]).all()):
+        return []
+    return [k for k, t in found if not bool(t.detach().isfinite().all())]
+
+
 def unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
@@ -77,8 +118,16 @@ def total_loss(losses: dict[str, torch.Tensor], weight_dict: dict[str, float]) -
 class Trainer:
     """One training run in `run_dir` (one process of a distributed run, or the only one)."""
 
-    def __init__(self, cfg: Config, run_dir: str | Path, resume: bool = False) -> None:
-        from sadetr.data.dataset import build_dataset, collate
+    def __init__(
+        self, cfg: Config, run_dir: str | Path, resume: bool = False, overwrite: bool = False
+    ) -> None:
+        from sadetr.data.dataset import (
+            EVAL_NEEDS_WINDOWS,
+            TRAIN_NEEDS_WINDOWS,
+            SkipLog,
+            build_dataset,
+            collate,
+        )
         from sadetr.model.build import build_model
         from sadetr.model.losses import build_criterion
 
@@ -93,12 +142,20 @@ class Trainer:
             )
         seed_everything(self.tcfg.seed, self.tcfg.deterministic)
         self.collate = collate
-        self.train_set = build_dataset(cfg.data, "train", seed=self.tcfg.seed)
+        train_windows = None if cfg.data.allow_empty_windows else TRAIN_NEEDS_WINDOWS
+        self.train_set = build_dataset(cfg.data, "train", seed=self.tcfg.seed, require_windows=train_windows)
         self.eval_set = (
-            build_dataset(cfg.data, self.tcfg.eval_split, seed=self.tcfg.seed)
+            build_dataset(
+                cfg.data, self.tcfg.eval_split, seed=self.tcfg.seed, require_windows=EVAL_NEEDS_WINDOWS
+            )
             if self.tcfg.eval_every > 0
             else None
         )
+        self._preflight()
+        self.skips = SkipLog()  # samples left out under on_bad_sample=skip, reported at the end
+        for dataset in (self.train_set, self.eval_set):
+            if dataset is not None:
+                self.skips.add_dataset(dataset)
         self.sampler = ShardedBatchSampler(
             len(self.train_set), self.tcfg.batch_size, self.tcfg.seed, self.info.rank, self.info.world_size
         )
@@ -129,9 +186,15 @@ class Trainer:
         self.model = model
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
         self.best_value, self.best_metrics = -math.inf, None
+        self.last_good: Path | None = None  # the last checkpoint written (always with finite weights)
         if resume:
             self._resume()
         if self.info.is_main:
+            if overwrite and not resume:
+                from sadetr.engine.rundir import clear_run
+
+                if removed := clear_run(self.run_dir):
+                    log.warning("overwrite: removed %s of the earlier run in %s", ", ".join(removed), run_dir)
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_config(cfg, self.run_dir / "config.yaml")
         self.logger = RunLogger(
@@ -139,6 +202,40 @@ class Trainer:
             enabled=self.info.is_main,
             tensorboard=self.tcfg.tensorboard,
             resume_step=self.global_step if resume else None,
+        )
+
+    def _preflight(self) -> None:
+        """What can be checked before the first step: one sample of each split loads (feature widths,
+        clip length; with on_bad_sample=error), and `train.selection_metric` is a metric that the
+        evaluation of `eval_split` will produce."""
+        if self.cfg.data.on_bad_sample == "error":
+            for dataset in (self.train_set, self.eval_set):
+                if dataset is not None:
+                    dataset[0]
+        if self.eval_set is None:
+            return
+        try:
+            names = selection_metric_names(self.eval_set.ground_truth())
+        except DataError as err:
+            raise DataError(f"cannot be evaluated: {err}", path=self.eval_set.path) from None
+        if self.tcfg.selection_metric not in names:
+            raise ConfigError(
+                f"{self.tcfg.selection_metric!r} is not a metric of the evaluation of the "
+                f"{self.tcfg.eval_split} split (available: {', '.join(names)})",
+                key="train.selection_metric",
+            )
+
+    def _diverged(self, what: str, names: list[str], in_step: bool = True) -> DivergedError:
+        """`in_step`: found during the coming step (epoch/step are 0-based counters of what is done)."""
+        last = f"last good checkpoint: {self.last_good}" if self.last_good else "no checkpoint written yet"
+        where = (
+            f"at epoch {self.epoch + 1}, step {self.step_in_epoch + 1} (global step {self.global_step + 1})"
+            if in_step
+            else f"after global step {self.global_step}"
+        )
+        return DivergedError(
+            f"training diverged {where}: non-finite {what}: {', '.join(names)}; {last} "
+            "(a smaller train.lr or a train.grad_clip > 0 usually helps)"
         )
 
     # ---------------------------------------------------------------- checkpoints
@@ -160,9 +257,15 @@ class Trainer:
 
     def save(self, name: str) -> None:
         """Write `name` (last.ckpt / best.ckpt) on rank 0; every rank contributes its RNG state."""
+        from sadetr.engine.checkpoint import first_non_finite
+
+        bad = first_non_finite(unwrap(self.model).state_dict())
+        if bad is not None:  # never overwrite a good checkpoint with NaN weights
+            raise self._diverged("weights", [bad], in_step=False)
         rng_ranks = gather_lists([get_rng_state()], self.info)
         if self.info.is_main:
             save_checkpoint(self.run_dir / name, self._state(rng_ranks))
+        self.last_good = self.run_dir / name
         barrier(self.info)
 
     def _resume(self) -> None:
@@ -170,7 +273,12 @@ class Trainer:
         if not path.is_file():
             log.info("%s: no checkpoint yet, starting from scratch", self.run_dir)
             return
+        from sadetr.engine.checkpoint import first_non_finite
+
         state = load_checkpoint(path, map_location=self.device)
+        bad = first_non_finite(state["model"]) if isinstance(state["model"], dict) else None
+        if bad is not None:
+            raise CheckpointError(f"{path}: parameter {bad!r} holds NaN/inf values; it cannot be resumed")
         saved = config_from_dict(state["config"])
         if saved.model != self.cfg.model:
             raise CheckpointError(f"{path}: was trained with a different model config")
@@ -183,6 +291,7 @@ class Trainer:
         self.best_value = state["best"] if state.get("best") is not None else -math.inf
         ranks = state.get("rng_ranks") or [state["rng"]]
         set_rng_state(ranks[self.info.rank] if len(ranks) == self.info.world_size else state["rng"])
+        self.last_good = path
         log.info("resumed %s at epoch %d, step %d", path, self.epoch + 1, self.step_in_epoch)
 
     # ---------------------------------------------------------------- loop
@@ -197,7 +306,26 @@ class Trainer:
                 self.save("last.ckpt")
         finally:
             self.logger.close()
-        return {"run_dir": str(self.run_dir), "best": self.best_metrics, "epochs": self.epoch}
+        n_skipped = self._report_skips()
+        return {
+            "run_dir": str(self.run_dir),
+            "best": self.best_metrics,
+            "epochs": self.epoch,
+            "skipped": n_skipped,
+        }
+
+    def _report_skips(self) -> int:
+        """Log the final count of samples skipped (on_bad_sample=skip) by every rank and DataLoader
+        worker, with the first reasons; returns the count."""
+        from sadetr.data.dataset import SkipLog
+
+        merged = SkipLog()
+        for where, reason in gather_lists(list(self.skips.reasons.items()), self.info):
+            merged.add(where, reason)
+        summary = merged.summary()
+        if summary and self.info.is_main:
+            log.warning("%s", summary)
+        return len(merged)
 
     def _eval_due(self) -> bool:
         every = self.tcfg.eval_every
@@ -233,6 +361,7 @@ class Trainer:
         n_logged, t0, seen = 0, time.perf_counter(), 0
         model.train()
         for batch in loader:
+            self.skips.add_batch(batch)
             b = move_batch(batch, self.device)
             inner = unwrap(model)
             if hasattr(inner, "set_progress"):  # denoising curriculum (Table 8)
@@ -241,13 +370,15 @@ class Trainer:
                 out = model(
                     b["video_feat"], b["video_mask"], b["text_feat"], b["text_mask"], targets=b["spans"]
                 )
-            losses = self.criterion(to_float32(out), b)  # matching and losses in float32
+            out = to_float32(out)
+            bad = non_finite_entries(out)  # before the matcher and span ops see NaN spans
+            if bad:
+                raise self._diverged("model outputs", bad)
+            losses = self.criterion(out, b)  # matching and losses in float32
             loss = total_loss(losses, self.criterion.weight_dict)
             if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"non-finite loss {loss.item()} at epoch {self.epoch + 1}, "
-                    f"step {self.step_in_epoch + 1}: {self._describe(losses)}"
-                )
+                bad = [f"{k}={float(v)}" for k, v in losses.items() if not torch.isfinite(v).all()]
+                raise self._diverged("loss terms", bad or [f"loss={float(loss)}"])
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = (
@@ -255,6 +386,8 @@ class Trainer:
                 if tcfg.grad_clip > 0
                 else None
             )
+            if grad_norm is not None and not torch.isfinite(grad_norm):  # the step would make NaN weights
+                raise self._diverged("gradients", [f"grad_norm={float(grad_norm)}"])
             self.optimizer.step()
             self.scheduler.step()
             self.step_in_epoch += 1
@@ -286,10 +419,6 @@ class Trainer:
                 self.save("last.ckpt")
         bar.close()
 
-    @staticmethod
-    def _describe(losses: dict[str, torch.Tensor]) -> str:
-        return ", ".join(f"{k}={float(v):.4g}" for k, v in losses.items())
-
     def _evaluate(self) -> None:
         assert self.eval_set is not None
         t0 = time.perf_counter()
@@ -303,7 +432,13 @@ class Trainer:
             bf16=self.tcfg.bf16,
             dist_info=self.info,
         )
-        metrics = score(preds, self.eval_set.ground_truth()) if self.info.is_main else None
+        metrics = None
+        if self.info.is_main:
+            ground_truth = self.eval_set.ground_truth()
+            if self.cfg.data.on_bad_sample == "skip":  # samples skipped while predicting are not scored
+                predicted = {p["qid"] for p in preds}
+                ground_truth = [g for g in ground_truth if g["qid"] in predicted]
+            metrics = score(preds, ground_truth)
         metrics = broadcast_object(metrics, self.info)
         brief = metrics["brief"]
         key = self.tcfg.selection_metric
@@ -322,9 +457,10 @@ class Trainer:
             self.save("best.ckpt")
 
 
-def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict[str, Any]:
-    """Run (or resume) one training; see the module docstring for the run-directory layout."""
-    return Trainer(cfg, run_dir, resume=resume).fit()
+def train(cfg: Config, run_dir: str | Path, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
+    """Run (or resume) one training; see the module docstring for the run-directory layout.
+    `overwrite` removes an earlier run's files from `run_dir` once the config has been validated."""
+    return Trainer(cfg, run_dir, resume=resume, overwrite=overwrite).fit()
 
 
 def with_seed(cfg: Config, seed: int) -> Config:

@@ -29,6 +29,8 @@ def load_jsonl(path: str | Path) -> list[dict]:
         except json.JSONDecodeError as err:
             message = f"invalid JSON ({err.msg} at column {err.colno})"
             raise DataError(message, path=path, line=line_no) from err
+        except RecursionError:
+            raise DataError("invalid JSON (nested too deeply)", path=path, line=line_no) from None
         if not isinstance(record, dict):
             raise DataError(f"expected a JSON object, got {type(record).__name__}", path=path, line=line_no)
         records.append(record)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sadetr.errors import DataError, SubmissionError
+from sadetr.errors import DataError, SubmissionError, format_qids
 
 QVH_CLIP_LENGTH = 2.0  # seconds per saliency clip in QVHighlights (official `mk_gt_scores`)
 SALIENCY_LENGTH_TOLERANCE = 1  # clips; feature extractors may drop the last partial clip
@@ -65,7 +65,7 @@ def _qid_index(records: Sequence[object], what: str, error: type) -> dict[int | 
     if dups:
         if error is SubmissionError:
             raise SubmissionError(f"{what}: duplicate qids", dups)
-        raise DataError(f"{what}: duplicate qids {', '.join(map(str, dups[:20]))}", field="qid")
+        raise DataError(f"{what}: duplicate qids {format_qids(dups)}", field="qid")
     return {r["qid"]: i for i, r in enumerate(records)}  # type: ignore[index]
 
 
@@ -86,12 +86,26 @@ def num_saliency_clips(duration: float, clip_length: float = QVH_CLIP_LENGTH) ->
     return int(duration / clip_length)
 
 
+MAX_DURATION = 1e7  # seconds (115 days): beyond it a "duration" is not one, and its clip array won't fit
+
+
+def _duration(value: object) -> float | None:
+    """`value` as a duration in seconds when it is a number in (0, MAX_DURATION], else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        seconds = float(value)
+    except OverflowError:  # an int like 10**400
+        return None
+    return seconds if 0 < seconds <= MAX_DURATION else None
+
+
 def _gt_saliency(rec: dict, clip_length: float) -> np.ndarray:
     """Per-annotator scores over the whole video, [num_clips, 3], zero outside `relevant_clip_ids`."""
     where = f"qid {rec['qid']}"
-    duration = rec.get("duration")
-    if isinstance(duration, bool) or not isinstance(duration, (int, float)) or not duration > 0:
-        raise DataError("expected a positive number", field=f"{where}: duration")
+    duration = _duration(rec.get("duration"))
+    if duration is None:
+        raise DataError(f"expected a number of seconds in (0, {MAX_DURATION:g}]", field=f"{where}: duration")
     num_clips = num_saliency_clips(duration, clip_length)
     scores = _as_float_array(rec.get("saliency_scores"), 2)
     ids = _as_float_array(rec.get("relevant_clip_ids"), 1)
@@ -127,6 +141,9 @@ def align(
             parts.append(f"{len(missing)} ground-truth qids have no prediction")
         if extra:
             parts.append(f"{len(extra)} predicted qids are not in the ground truth")
+        by_text = {str(q) for q in missing}
+        if any(str(q) in by_text for q in extra):
+            parts.append("some qids differ only in type (int in one file, str in the other)")
         raise SubmissionError(
             "; ".join(parts) + " (allow_partial / --allow-partial evaluates the intersection)",
             missing + extra,
@@ -169,11 +186,12 @@ def align(
             if arr is None or (arr.size and arr.shape[1] != 3):
                 flag("pred_relevant_windows is not a list of [start, end, score]", q)
                 arr = np.zeros((0, 3))
-            elif not np.isfinite(arr).all():
+            arr = arr.reshape(-1, 3)  # an empty list is [0, 3]: no prediction, the query scores 0
+            if not np.isfinite(arr).all():
                 flag("NaN/inf in pred_relevant_windows", q)
             elif (arr[:, 0] > arr[:, 1]).any():
                 flag("window with start > end", q)
-            pred_windows.append(arr.reshape(-1, 3))
+            pred_windows.append(arr)
 
     pred_saliency: list[np.ndarray] | None = None
     if all(has_saliency):
@@ -186,8 +204,8 @@ def align(
             elif not np.isfinite(arr).all():
                 flag("NaN/inf in pred_saliency_scores", q)
             elif do_hd:
-                duration = g.get("duration")
-                if isinstance(duration, (int, float)) and duration > 0:
+                duration = _duration(g.get("duration"))
+                if duration is not None:
                     n = num_saliency_clips(duration, clip_length)
                     if abs(len(arr) - n) > SALIENCY_LENGTH_TOLERANCE:
                         flag(
@@ -199,7 +217,7 @@ def align(
 
     if problems:
         message = "invalid submission: " + "; ".join(
-            f"{p} ({len(qs)}: {', '.join(map(str, qs[:10]))}{' ...' if len(qs) > 10 else ''})"
+            f"{p} ({len(qs)}: {format_qids(qs, 10)}{' ...' if len(qs) > 10 else ''})"
             for p, qs in problems.items()
         )
         raise SubmissionError(message, [q for qs in problems.values() for q in qs])

@@ -145,6 +145,10 @@ def temporal_align(features: Tensor, spans_cxw: Tensor, video_mask: Tensor, num_
     read at fractional clip index `p * L_v - 0.5` (between neighbouring clip centres), clamped to the
     sample's valid clips [0, L_v - 1], so padding is never read.
 
+    Non-finite spans (a diverging run) are read at clip 0 instead of being cast to an out-of-range
+    index: the NaN stays in the model's `pred_spans`, where the trainer's non-finite check names it.
+    Sync-free on purpose (no `.item()` in the forward pass).
+
     features: [B, L, D]; spans_cxw: [B, Q, 2]; video_mask: [B, L] -> [B, Q, N_s, D]
     """
     bsz, _, dim = features.shape
@@ -154,6 +158,7 @@ def temporal_align(features: Tensor, spans_cxw: Tensor, video_mask: Tensor, num_
     k = torch.arange(num_points, device=features.device, dtype=features.dtype)  # (N_s,)
     points = start[..., None] + (k + 0.5) * spans_cxw[..., 1:2] / num_points  # (B, Q, N_s)
     pos = points * lengths[:, None, None] - 0.5  # fractional clip index, (B, Q, N_s)
+    pos = torch.nan_to_num(pos, nan=0.0)  # NaN would become index -2**63 below; +-inf are clamped
     pos = torch.minimum(pos.clamp(min=0), (lengths - 1)[:, None, None])  # (B, Q, N_s)
     lo = pos.floor()  # (B, Q, N_s)
     frac = (pos - lo)[..., None]  # (B, Q, N_s, 1)
