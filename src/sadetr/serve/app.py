@@ -1,0 +1,200 @@
+"""The FastAPI application: `/v1/moments`, `/v1/search`, `/healthz`, OpenAPI at `/docs`.
+
+Every user error is a 4xx with `{"detail": "<one line>"}`: 413 upload too large, 422 bad or
+unreadable input, 404 search without an index, 503 queue full, 504 timeout. An unexpected error is
+logged with its traceback on the server and answered 500 `{"detail": "internal error"}`.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from sadetr import __version__
+from sadetr.errors import DataError, SadetrError
+from sadetr.serve.schemas import Error, Health, Moments, SearchHit, SearchRequest, SearchResponse
+from sadetr.serve.service import MomentService, NoIndex, ServiceBusy, ServiceTimeout
+from sadetr.serve.uploads import UploadTooLarge, read_array, save_upload, video_suffix
+
+log = logging.getLogger(__name__)
+
+ERRORS = {
+    status: {"model": Error, "description": text}
+    for status, text in [
+        (413, "upload too large"),
+        (422, "bad or unreadable input"),
+        (503, "too many requests waiting"),
+        (504, "timed out"),
+    ]
+}
+
+
+def _status(err: SadetrError) -> int:
+    for kind, status in ((UploadTooLarge, 413), (NoIndex, 404), (ServiceBusy, 503), (ServiceTimeout, 504)):
+        if isinstance(err, kind):
+            return status
+    return 422
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _validation_message(err: RequestValidationError) -> str:
+    parts = []
+    for e in err.errors():
+        where = ".".join(str(x) for x in e.get("loc", ()) if x not in ("body", "query", "form"))
+        parts.append(f"{where}: {e.get('msg', 'invalid')}" if where else str(e.get("msg", "invalid")))
+    return _one_line("; ".join(parts) or "invalid request")
+
+
+async def _read_limited(upload: UploadFile, max_bytes: int, field: str) -> bytes:
+    data = await upload.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise UploadTooLarge(f"upload larger than the limit of {max_bytes / 2**20:.0f} MiB", field=field)
+    return data
+
+
+def create_app(service: MomentService) -> FastAPI:
+    """The service's HTTP API over `service` (its model is loaded already and shared by all requests)."""
+    limits = service.limits
+    app = FastAPI(
+        title="sadetr",
+        version=__version__,
+        description="SA-DETR video moment retrieval and highlight detection: moments of one video, "
+        'or search over an indexed corpus. Errors are `{"detail": "<one line>"}`.',
+    )
+
+    @app.exception_handler(SadetrError)
+    async def user_error(_: Request, err: SadetrError) -> JSONResponse:
+        return JSONResponse({"detail": _one_line(str(err))}, status_code=_status(err))
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(_: Request, err: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": _validation_message(err)}, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def internal(request: Request, err: Exception) -> JSONResponse:
+        log.exception("internal error on %s %s", request.method, request.url.path, exc_info=err)
+        return JSONResponse({"detail": "internal error (logged on the server)"}, status_code=500)
+
+    @app.middleware("http")
+    async def size_guard(request: Request, call_next):  # type: ignore[no-untyped-def]
+        """Refuse a body announced larger than the limit before reading it."""
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > limits.max_upload_bytes + (1 << 20):
+            return JSONResponse(
+                {"detail": f"request body larger than the limit of {limits.max_upload_mb:g} MiB"},
+                status_code=413,
+            )
+        return await call_next(request)
+
+    @app.get("/healthz", response_model=Health, summary="model, index and limits of this server")
+    async def healthz() -> Health:
+        return Health(version=__version__, **service.info())
+
+    @app.post(
+        "/v1/moments",
+        response_model=Moments,
+        responses=ERRORS,
+        summary="ranked moments and per-clip saliency of one video for one query",
+    )
+    async def moments(
+        query: Annotated[str, Form(description="the sentence to find")] = "",
+        video: Annotated[
+            UploadFile | None, File(description="a video file (needs --clip/--slowfast)")
+        ] = None,
+        features: Annotated[
+            UploadFile | None,
+            File(
+                description=".npy, or .npz with `features`: [L, feature_dim] in the order of "
+                "`video_sources` (see /healthz), clip_len seconds per row"
+            ),
+        ] = None,
+        text_features: Annotated[
+            UploadFile | None,
+            File(
+                description="optional .npy/.npz [L_t, text_dim] query token features (instead of CLIP text)"
+            ),
+        ] = None,
+        duration: Annotated[
+            float | None, Form(gt=0, description="seconds (default: rows x clip_len)")
+        ] = None,
+        max_moments: Annotated[int, Form(ge=0, le=1000, description="keep the best N (0: all)")] = 0,
+        qid: Annotated[str | None, Form(description="echoed back")] = None,
+        vid: Annotated[str | None, Form(description="echoed back")] = None,
+    ) -> Moments:
+        query = service.check_query(query)
+        if (video is None) == (features is None):
+            raise DataError("send exactly one of `video` and `features`", field="video")
+        feats = text = None
+        if text_features is not None:
+            text = read_array(
+                await _read_limited(text_features, limits.max_upload_bytes, "text_features"),
+                "text_features",
+                service.predictor.text_dim,
+                key="last_hidden_state",
+            )
+        workdir = Path(tempfile.mkdtemp(prefix="sadetr-serve-"))
+        try:
+            path = None
+            if video is not None:
+                path = await save_upload(
+                    video, workdir / f"upload{video_suffix(video.filename)}", limits.max_upload_bytes, "video"
+                )
+                service.check_video(path)
+            else:
+                assert features is not None
+                feats = read_array(
+                    await _read_limited(features, limits.max_upload_bytes, "features"),
+                    "features",
+                    service.feature_dim,
+                )
+                service.check_features(feats)
+            rec = await service.submit(
+                service.moments,
+                query,
+                video=path,
+                features=feats,
+                text_features=text,
+                duration=duration,
+                max_moments=max_moments,
+            )
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+        return Moments(qid=qid, vid=vid, **{k: rec[k] for k in Moments.model_fields if k in rec})
+
+    @app.post(
+        "/v1/search",
+        response_model=SearchResponse,
+        responses={404: {"model": Error, "description": "no index on this server"}, **ERRORS},
+        summary="moments matching a sentence across all videos of the index (`sadetr index`)",
+    )
+    async def search(body: SearchRequest) -> SearchResponse:
+        query = service.check_query(body.query)
+        if service.searcher is None:
+            raise NoIndex("no corpus index on this server (start it with --index INDEX_DIR)")
+        hits = await service.submit(service.search, query, top=body.top, k_windows=body.k_windows)
+        return SearchResponse(
+            query=query,
+            hits=[
+                SearchHit(
+                    video=h.video,
+                    start=h.start,
+                    end=h.end,
+                    score=h.score,
+                    retrieval_score=h.retrieval_score,
+                    quality=h.quality,
+                )
+                for h in hits
+            ],
+        )
+
+    return app
