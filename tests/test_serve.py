@@ -198,7 +198,10 @@ def test_openapi_documents_the_endpoints_and_schemas(client):
         spec["components"]["schemas"]
     )
     assert "413" in spec["paths"]["/v1/moments"]["post"]["responses"]
-    assert client.get("/docs").status_code == 200
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "/openapi.json" in docs.text
+    assert "cdn.jsdelivr" not in docs.text and "https://" not in docs.text  # the page works offline
+    assert client.get("/docs-assets/swagger-ui-bundle.js").status_code == 200
 
 
 # ---------------------------------------------------------------- bad requests: 4xx with one line

@@ -7,6 +7,7 @@ logged with its traceback on the server and answered 500 `{"detail": "internal e
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import shutil
 import tempfile
@@ -62,10 +63,34 @@ async def _read_limited(upload: UploadFile, max_bytes: int, field: str) -> bytes
     return data
 
 
+def _mount_docs(app: FastAPI) -> None:
+    """The OpenAPI page at /docs, from the local `swagger-ui-bundle` assets (offline) when installed."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.responses import HTMLResponse
+
+    assets: dict[str, str] = {}
+    if importlib.util.find_spec("swagger_ui_bundle") is not None:
+        from fastapi.staticfiles import StaticFiles
+        from swagger_ui_bundle import swagger_ui_path
+
+        app.mount("/docs-assets", StaticFiles(directory=swagger_ui_path), name="docs-assets")
+        assets = {
+            "swagger_js_url": "/docs-assets/swagger-ui-bundle.js",
+            "swagger_css_url": "/docs-assets/swagger-ui.css",
+            "swagger_favicon_url": "/docs-assets/favicon-32x32.png",
+        }
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="sadetr API", **assets)
+
+
 def create_app(service: MomentService) -> FastAPI:
     """The service's HTTP API over `service` (its model is loaded already and shared by all requests)."""
     limits = service.limits
     app = FastAPI(
+        docs_url=None,
+        redoc_url=None,
         title="sadetr",
         version=__version__,
         description="SA-DETR video moment retrieval and highlight detection: moments of one video, "
@@ -95,6 +120,8 @@ def create_app(service: MomentService) -> FastAPI:
                 status_code=413,
             )
         return await call_next(request)
+
+    _mount_docs(app)
 
     @app.get("/healthz", response_model=Health, summary="model, index and limits of this server")
     async def healthz() -> Health:
