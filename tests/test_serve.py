@@ -360,9 +360,8 @@ def test_cli_refuses_bad_limits_with_exit_code_2(files, capsys):
 
 @pytest.mark.corpus
 def test_search_endpoint_returns_the_searchers_ranked_hits(files, tmp_path):
-    pytest.importorskip("sadetr.corpus", reason="sadetr.corpus is merged by the lead")
-    from sadetr.corpus import CorpusSearcher
-    from sadetr.corpus.index import build_index
+    corpus = pytest.importorskip("sadetr.corpus", reason="needs sadetr.corpus (the corpus search engine)")
+    build_index = pytest.importorskip("sadetr.corpus.index").build_index
 
     from sadetr.predictor import Predictor
 
@@ -381,7 +380,7 @@ def test_search_endpoint_returns_the_searchers_ranked_hits(files, tmp_path):
             resp = c.post("/v1/search", json={"query": "the dog", "top": 3})
             assert resp.status_code == 200, resp.text
             hits = resp.json()["hits"]
-            direct = CorpusSearcher.open(index, files["checkpoint"], clip_dir=files["clip"]).search(
+            direct = corpus.CorpusSearcher.open(index, files["checkpoint"], clip_dir=files["clip"]).search(
                 "the dog", top=3
             )
             assert [(h["video"], h["start"], h["end"]) for h in hits] == [
@@ -494,6 +493,7 @@ def test_load_8_clients_no_failures_and_stable_memory(files, tmp_path):
         "rss_mib_first": round(rss[0][1], 1),
         "rss_mib_max": round(max(m for _, m in rss), 1),
         "rss_mib_last": round(rss[-1][1], 1),
+        "rss_mib_every_2s": [round(m) for t, m in rss[::4]],
         "cpu_count": os.cpu_count(),
     }
     out = Path(os.environ.get("SADETR_LOAD_REPORT", tmp_path / "load.json"))

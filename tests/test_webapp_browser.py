@@ -13,6 +13,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -47,19 +49,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def app_url(tmp_path_factory):
-    """`sadetr app` on the tiny model, in a subprocess; yields (url, files)."""
+@contextmanager
+def running_app(root: Path, args: list[str]) -> Iterator[str]:
+    """`sadetr app ARGS` in a subprocess on a free port; yields its URL once it answers."""
     import httpx
 
-    from test_serve import tiny_model_files
-
-    root = tmp_path_factory.mktemp("app")
-    files = tiny_model_files(root)  # paint.mp4: MPEG-4 part 2, not playable in Chromium
     port = _free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
-    cmd = [sys.executable, "-m", "sadetr", "app", "--checkpoint", str(files["checkpoint"])]
-    cmd += ["--clip", str(files["clip"]), "--port", str(port), "--threads", "1"]
+    cmd = [sys.executable, "-m", "sadetr", "app", *args, "--port", str(port), "--threads", "1"]
     log_path = root / "app.log"
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -75,13 +72,40 @@ def app_url(tmp_path_factory):
                 pass
             assert time.monotonic() < deadline, "app did not start: " + log_path.read_text()[-2000:]
             time.sleep(0.5)
-        yield url, files
+        yield url
     finally:
         proc.terminate()
         try:
             proc.wait(15)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def offline_recorder(page) -> list[str]:
+    """Collects every URL the page requests off this machine."""
+    outside: list[str] = []
+
+    def record(request) -> None:
+        host = urlparse(request.url).hostname
+        if request.url.startswith(("http:", "https:", "ws:", "wss:")) and host not in (
+            "127.0.0.1",
+            "localhost",
+        ):
+            outside.append(request.url)
+
+    page.on("request", record)
+    return outside
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory):
+    """`sadetr app` on the tiny model; yields (url, files)."""
+    from test_serve import tiny_model_files
+
+    root = tmp_path_factory.mktemp("app")
+    files = tiny_model_files(root)  # paint.mp4: MPEG-4 part 2, not playable in Chromium
+    with running_app(root, ["--checkpoint", str(files["checkpoint"]), "--clip", str(files["clip"])]) as url:
+        yield url, files
 
 
 def test_query_shows_moments_and_plot_and_a_click_seeks_the_player(app_url, page):
@@ -137,3 +161,45 @@ def test_query_shows_moments_and_plot_and_a_click_seeks_the_player(app_url, page
     page.locator("#sadetr-find").click()
     page.get_by_text("query: must not be empty").first.wait_for(timeout=30_000)  # an error toast, no crash
     assert outside == [], f"the app must work offline, but the page requested {outside}"
+
+
+@pytest.mark.corpus
+def test_library_tab_searches_the_index_and_plays_a_hit(tmp_path, page):
+    pytest.importorskip("sadetr.corpus", reason="needs sadetr.corpus (the corpus search engine)")
+    build_index = pytest.importorskip("sadetr.corpus.index").build_index
+    import numpy as np
+
+    from sadetr.predictor import Predictor
+    from test_serve import tiny_model_files, write_webm
+
+    files = tiny_model_files(tmp_path)
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    feat_root = tmp_path / "features"
+    (feat_root / "clip_features").mkdir(parents=True)
+    predictor = Predictor.from_checkpoint(files["checkpoint"], device="cpu", clip=files["clip"])
+    for k in range(3):
+        path = write_webm(videos / f"vid{k}.webm", seconds=6.0 + 2 * k)
+        feats = predictor.encode_video(path).feats
+        np.savez(feat_root / "clip_features" / f"vid{k}.npz", features=feats.astype(np.float32))
+    index = build_index(files["checkpoint"], feat_root, tmp_path / "index")
+    args = ["--checkpoint", str(files["checkpoint"]), "--clip", str(files["clip"])]
+    with running_app(tmp_path, [*args, "--index", str(index), "--videos", str(videos)]) as url:
+        outside = offline_recorder(page)
+        page.goto(url)
+        page.get_by_role("tab", name="Library").click()
+        page.locator("#sadetr-library-query textarea").fill("the dog")
+        page.locator("#sadetr-library-query textarea").press("Enter")
+        hits = page.locator("#sadetr-hits .sadetr-hit")
+        hits.first.wait_for(timeout=60_000)
+        assert hits.count() >= 1
+        assert hits.first.locator("img").evaluate("img => img.naturalWidth") > 0  # a thumbnail
+        video_id, start = (
+            hits.first.get_attribute("data-video"),
+            float(hits.first.get_attribute("data-start")),
+        )
+        hits.first.locator("button").click()
+        player = "document.querySelector('#sadetr-library-player video')"
+        page.wait_for_function(f"{player} && {player}.src.includes('{video_id}')", timeout=30_000)
+        page.wait_for_function(f"Math.abs({player}.currentTime - {start}) < 0.05", timeout=30_000)
+        assert outside == []

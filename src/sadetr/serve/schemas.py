@@ -58,7 +58,7 @@ class Health(BaseModel):
     accepts_video: bool = Field(description="videos can be uploaded (the backbones are loaded)")
     accepts_text: bool = Field(description="queries can be sent as text (CLIP text is loaded)")
     index: IndexInfo | None
-    limits: dict[str, float]
+    limits: dict[str, int | float]
 
 
 class Error(BaseModel):

@@ -77,7 +77,8 @@ def hits_html(hits: Sequence[Any], thumbs: Sequence[bytes] = ()) -> str:
             else ""
         )
         rows.append(
-            f'<div class="sadetr-hit" data-hit="{i}">{img}<div><b>{html.escape(str(hit.video))}</b> '
+            f'<div class="sadetr-hit" data-hit="{i}" data-video="{html.escape(str(hit.video))}" '
+            f'data-start="{hit.start:.3f}">{img}<div><b>{html.escape(str(hit.video))}</b> '
             f"{fmt_time(hit.start)}–{fmt_time(hit.end)} · score {hit.score:.3f}<br>"
             f'<button data-hit="{i}">Play</button></div></div>'
         )
