@@ -350,9 +350,14 @@ def test_the_queue_refuses_when_full_and_drops_requests_past_their_deadline(serv
         svc.close()
 
 
-def test_cli_refuses_bad_limits_with_exit_code_2(files, capsys):
+def test_cli_refuses_bad_limits_and_paths_with_exit_code_2(files, tmp_path, capsys):
     code = main(["serve", "--checkpoint", str(files["checkpoint"]), "--max-upload-mb", "0"])
     assert code == 2 and "--max-upload-mb: must be positive" in capsys.readouterr().err
+    code = main(["app", "--checkpoint", str(files["checkpoint"]), "--videos", str(tmp_path / "nowhere")])
+    assert code == 2 and "--videos: no such folder" in capsys.readouterr().err
+    code = main(["serve", "--checkpoint", str(tmp_path / "missing.ckpt")])
+    err = capsys.readouterr().err
+    assert code == 2 and "missing.ckpt" in err and "Traceback" not in err
 
 
 # ---------------------------------------------------------------- corpus search (needs sadetr.corpus)
