@@ -12,7 +12,7 @@ import logging
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
@@ -26,7 +26,7 @@ from sadetr.serve.uploads import UploadTooLarge, read_array, save_upload, video_
 
 log = logging.getLogger(__name__)
 
-ERRORS = {
+ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": Error, "description": text}
     for status, text in [
         (413, "upload too large"),
@@ -68,7 +68,7 @@ def _mount_docs(app: FastAPI) -> None:
     from fastapi.openapi.docs import get_swagger_ui_html
     from fastapi.responses import HTMLResponse
 
-    assets: dict[str, str] = {}
+    assets: dict[str, Any] = {}
     if importlib.util.find_spec("swagger_ui_bundle") is not None:
         from fastapi.staticfiles import StaticFiles
         from swagger_ui_bundle import swagger_ui_path

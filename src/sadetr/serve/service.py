@@ -15,12 +15,15 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
 from sadetr.errors import CheckpointError, DataError, SadetrError
 from sadetr.serve.limits import Limits
+
+if TYPE_CHECKING:
+    from sadetr.predictor import VideoFeatures
 
 T = TypeVar("T")
 
@@ -158,12 +161,12 @@ class MomentService:
         query: str,
         *,
         video: Path | None = None,
-        features: np.ndarray | None = None,
+        features: np.ndarray | VideoFeatures | None = None,
         text_features: np.ndarray | None = None,
         duration: float | None = None,
         max_moments: int = 0,
     ) -> dict[str, Any]:
-        """Submission-format record of one video (a file or features [L, sum D]) and one query."""
+        """Submission-format record of one video (a file, or features [L, sum D] / `VideoFeatures`)."""
         source: Any = video if video is not None else features
         if source is None:
             raise DataError("send a video or its features", field="video")

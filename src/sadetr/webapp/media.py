@@ -54,7 +54,7 @@ def browser_playable(path: str | Path, cache_dir: Path, max_height: int = 360) -
             vout.options = {"deadline": "realtime", "cpu-used": "8", "b": "1M"}
             for n, frame in enumerate(src.decode(vin)):
                 img = frame.to_ndarray(width=width, height=height, format="rgb24")
-                new = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
+                new = av.VideoFrame.from_ndarray(np.ascontiguousarray(img, dtype=np.uint8), format="rgb24")
                 new.pts, new.time_base = n, Fraction(1) / rate
                 dst.mux(vout.encode(new))
             dst.mux(vout.encode())

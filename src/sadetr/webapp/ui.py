@@ -161,7 +161,8 @@ class App:
     # ------------------------------------------------------------------ layout
 
     def blocks(self) -> gr.Blocks:
-        with gr.Blocks(title="sadetr", analytics_enabled=False) as demo:
+        # uploads in Gradio's cache are deleted an hour after upload (checked every 30 min)
+        with gr.Blocks(title="sadetr", analytics_enabled=False, delete_cache=(1800, 3600)) as demo:
             gr.Markdown("## sadetr: find moments in videos")
             with gr.Tabs():
                 with gr.Tab("One video"):
@@ -235,6 +236,7 @@ def launch(
         theme=offline_theme(),
         css=CSS,
         allowed_paths=allowed,
+        max_file_size=service.limits.max_upload_bytes,
         footer_links=[],
         show_error=True,
     )
