@@ -276,6 +276,20 @@ def test_limits_on_size_and_duration(files, tmp_path, monkeypatch):
                 413,
                 "limit",
             )
+            bomb = io.BytesIO()
+            np.savez_compressed(bomb, features=np.zeros((100_000, VIDEO_DIM), np.float32))  # 6.4 MB -> 6 kB
+            assert len(bomb.getvalue()) < 2 * 10_485  # the upload itself is small
+            one_line_error(
+                c.post("/v1/moments", data={"query": "q"}, files={"features": ("f.npz", bomb.getvalue())}),
+                413,
+                "uncompressed",
+            )
+            chunked = c.post(  # no Content-Length: counted as it streams
+                "/v1/moments",
+                content=(b"x" * 65536 for _ in range(40)),
+                headers={"content-type": "multipart/form-data; boundary=abc"},
+            )
+            one_line_error(chunked, 413, "limit")
             one_line_error(post_video(c, files["video"]), 422, "5 s long", "at most 4 s")
             three = npy_bytes(np.ones((3, VIDEO_DIM), np.float32))  # 6 s of clips
             one_line_error(

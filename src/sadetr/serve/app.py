@@ -59,8 +59,61 @@ def _validation_message(err: RequestValidationError) -> str:
 async def _read_limited(upload: UploadFile, max_bytes: int, field: str) -> bytes:
     data = await upload.read(max_bytes + 1)
     if len(data) > max_bytes:
-        raise UploadTooLarge(f"upload larger than the limit of {max_bytes / 2**20:.0f} MiB", field=field)
+        raise UploadTooLarge(f"upload larger than the limit of {max_bytes / 2**20:.3g} MiB", field=field)
     return data
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over `max_bytes` gets 413, announced (Content-Length) or streamed.
+
+    A streamed (chunked) body is counted as it arrives; past the limit the rest is not read and the
+    app's answer to the truncated body is replaced by the 413.
+    """
+
+    def __init__(self, app: Any, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    def _too_large(self) -> JSONResponse:
+        return JSONResponse(
+            {"detail": f"request body larger than the limit of {self.max_bytes / 2**20:.3g} MiB"},
+            status_code=413,
+        )
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope.get("headers") or []).get(b"content-length", b"")
+        if length.isdigit() and int(length) > self.max_bytes:
+            await self._too_large()(scope, receive, send)
+            return
+        seen, exceeded = 0, False
+
+        async def counted_receive() -> Any:
+            nonlocal seen, exceeded
+            if exceeded:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    exceeded = True
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded_send(message: Any) -> None:
+            if not exceeded:
+                await send(message)
+            elif message["type"] == "http.response.start":
+                await self._too_large()(scope, receive, send)
+
+        try:
+            await self.app(scope, counted_receive, guarded_send)
+        except Exception:
+            if not exceeded:
+                raise
+            await self._too_large()(scope, receive, send)
 
 
 def _mount_docs(app: FastAPI) -> None:
@@ -110,16 +163,7 @@ def create_app(service: MomentService) -> FastAPI:
         log.exception("internal error on %s %s", request.method, request.url.path, exc_info=err)
         return JSONResponse({"detail": "internal error (logged on the server)"}, status_code=500)
 
-    @app.middleware("http")
-    async def size_guard(request: Request, call_next):  # type: ignore[no-untyped-def]
-        """Refuse a body announced larger than the limit before reading it."""
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > limits.max_upload_bytes + (1 << 20):
-            return JSONResponse(
-                {"detail": f"request body larger than the limit of {limits.max_upload_mb:g} MiB"},
-                status_code=413,
-            )
-        return await call_next(request)
+    app.add_middleware(BodyLimit, max_bytes=limits.max_upload_bytes + (1 << 20))  # + multipart overhead
 
     _mount_docs(app)
 
@@ -168,6 +212,7 @@ def create_app(service: MomentService) -> FastAPI:
                 "text_features",
                 service.predictor.text_dim,
                 key="last_hidden_state",
+                max_bytes=limits.max_upload_bytes,
             )
         workdir = Path(tempfile.mkdtemp(prefix="sadetr-serve-"))
         try:
@@ -183,6 +228,7 @@ def create_app(service: MomentService) -> FastAPI:
                     await _read_limited(features, limits.max_upload_bytes, "features"),
                     "features",
                     service.feature_dim,
+                    max_bytes=limits.max_upload_bytes,
                 )
                 service.check_features(feats)
             rec = await service.submit(

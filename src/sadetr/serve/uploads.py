@@ -43,7 +43,7 @@ async def save_upload(upload: AsyncReadable, target: Path, max_bytes: int, field
             size += len(chunk)
             if size > max_bytes:
                 raise UploadTooLarge(
-                    f"upload larger than the limit of {max_bytes / 2**20:.0f} MiB", field=field
+                    f"upload larger than the limit of {max_bytes / 2**20:.3g} MiB", field=field
                 )
             fh.write(chunk)
     if size == 0:
@@ -51,10 +51,21 @@ async def save_upload(upload: AsyncReadable, target: Path, max_bytes: int, field
     return target
 
 
-def read_array(data: bytes, field: str, dim: int, key: str = "features") -> np.ndarray:
-    """A 2-D float array [L > 0, dim] from `.npy` bytes or a `.npz` with `key` (or one array); no pickles."""
+def read_array(data: bytes, field: str, dim: int, key: str = "features", max_bytes: int = 0) -> np.ndarray:
+    """A 2-D float array [L > 0, dim] from `.npy` bytes or a `.npz` with `key` (or one array); no pickles.
+
+    A `.npz` whose arrays are over `max_bytes` uncompressed (when > 0) is refused before inflating it.
+    """
     try:
         if data[:4] == b"PK\x03\x04":
+            with zipfile.ZipFile(io.BytesIO(data)) as archive:
+                inflated = sum(info.file_size for info in archive.infolist())
+            if max_bytes and inflated > max_bytes:
+                raise UploadTooLarge(
+                    f"the .npz holds {inflated / 2**20:.1f} MiB uncompressed, over the limit of "
+                    f"{max_bytes / 2**20:.3g} MiB",
+                    field=field,
+                )
             with np.load(io.BytesIO(data), allow_pickle=False) as npz:
                 names = list(npz.files)
                 if key not in names and len(names) != 1:
