@@ -2,7 +2,8 @@
 
 The app runs as a subprocess on a tiny model and a generated MPEG-4 test video (which Chromium cannot
 play, so the app's transcoding to WebM is exercised too). The browser uploads the video, types a
-query, sees the moments and the saliency plot, clicks a moment and reads the player's currentTime.
+query, sees the moments and the saliency plot, clicks moments and reads the player's currentTime, then
+chooses another video from the app's list.
 Without /usr/bin/chromium this test FAILS (install it: `make browser`); it never downloads a browser.
 """
 
@@ -100,11 +101,20 @@ def offline_recorder(page) -> list[str]:
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
     """`sadetr app` on the tiny model; yields (url, files)."""
-    from test_serve import tiny_model_files
+    from test_serve import tiny_model_files, write_webm
 
     root = tmp_path_factory.mktemp("app")
     files = tiny_model_files(root)  # paint.mp4: MPEG-4 part 2, not playable in Chromium
-    with running_app(root, ["--checkpoint", str(files["checkpoint"]), "--clip", str(files["clip"])]) as url:
+    files["other"] = write_webm(root / "other.webm", seconds=3.0)
+    args = [
+        "--checkpoint",
+        str(files["checkpoint"]),
+        "--clip",
+        str(files["clip"]),
+        "--video",
+        str(files["other"]),
+    ]
+    with running_app(root, args) as url:
         yield url, files
 
 
@@ -160,6 +170,12 @@ def test_query_shows_moments_and_plot_and_a_click_seeks_the_player(app_url, page
     page.locator("#sadetr-query textarea").fill("")
     page.locator("#sadetr-find").click()
     page.get_by_text("query: must not be empty").first.wait_for(timeout=30_000)  # an error toast, no crash
+
+    page.locator("#sadetr-choose input").click()  # or choose a video the app was given (--video)
+    page.get_by_role("option", name="other").click()
+    page.wait_for_function("document.querySelector('#sadetr-player video').src.endsWith('other.webm')")
+    page.wait_for_function("document.querySelector('#sadetr-player video').readyState >= 1", timeout=30_000)
+    assert video.evaluate("v => v.duration") == pytest.approx(3.0, abs=0.2)
     assert outside == [], f"the app must work offline, but the page requested {outside}"
 
 

@@ -7,6 +7,7 @@ logged with its traceback on the server and answered 500 `{"detail": "internal e
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import logging
 import shutil
@@ -207,7 +208,8 @@ def create_app(service: MomentService) -> FastAPI:
             raise DataError("send exactly one of `video` and `features`", field="video")
         feats = text = None
         if text_features is not None:
-            text = read_array(
+            text = await asyncio.to_thread(
+                read_array,
                 await _read_limited(text_features, limits.max_upload_bytes, "text_features"),
                 "text_features",
                 service.predictor.text_dim,
@@ -221,10 +223,11 @@ def create_app(service: MomentService) -> FastAPI:
                 path = await save_upload(
                     video, workdir / f"upload{video_suffix(video.filename)}", limits.max_upload_bytes, "video"
                 )
-                service.check_video(path)
+                await asyncio.to_thread(service.check_video, path)  # PyAV probe: off the event loop
             else:
                 assert features is not None
-                feats = read_array(
+                feats = await asyncio.to_thread(
+                    read_array,
                     await _read_limited(features, limits.max_upload_bytes, "features"),
                     "features",
                     service.feature_dim,

@@ -177,7 +177,12 @@ class App:
             with gr.Column(scale=1):
                 player = gr.Video(label="Video", sources=["upload"], elem_id=PLAYER_ID, format=None)
                 if self.videos:
-                    choice = gr.Dropdown(choices=list(self.videos), value=None, label="or choose a video")
+                    choice = gr.Dropdown(
+                        choices=list(self.videos),
+                        value=None,
+                        label="or choose a video",
+                        elem_id="sadetr-choose",
+                    )
                     choice.change(self.choose, inputs=choice, outputs=player)
                 query = gr.Textbox(
                     label="Sentence", placeholder="a man opens the door", elem_id="sadetr-query"
