@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "app", help="browser app: moments of a video, search of an index", description=__doc__
     )
     add_model_arguments(p)
-    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--port", type=int, default=7860, help="(default %(default)s)")
     p.add_argument("--videos", type=Path, help="a folder of videos to choose from (and to play hits from)")
     p.add_argument("--video", type=Path, action="append", default=[], help="a video to choose (repeatable)")
     p.add_argument("--top-k", type=int, default=10, help="moments / hits shown (default 10)")

@@ -27,11 +27,25 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--threads", type=int, default=0, help="torch CPU threads for the model (default: all cores)"
     )
-    p.add_argument("--max-upload-mb", type=float, default=d.max_upload_mb)
-    p.add_argument("--max-video-s", type=float, default=d.max_video_s)
-    p.add_argument("--max-query-chars", type=int, default=d.max_query_chars)
-    p.add_argument("--timeout-s", type=float, default=d.timeout_s, help="per request, queue wait included")
-    p.add_argument("--max-pending", type=int, default=d.max_pending, help="queued requests before 503")
+    p.add_argument(
+        "--max-upload-mb", type=float, default=d.max_upload_mb, help="per file (default %(default)s)"
+    )
+    p.add_argument(
+        "--max-video-s", type=float, default=d.max_video_s, help="video duration (default %(default)s)"
+    )
+    p.add_argument("--max-query-chars", type=int, default=d.max_query_chars, help="(default %(default)s)")
+    p.add_argument(
+        "--timeout-s",
+        type=float,
+        default=d.timeout_s,
+        help="per request, queue wait included (default %(default)s)",
+    )
+    p.add_argument(
+        "--max-pending",
+        type=int,
+        default=d.max_pending,
+        help="queued requests before 503 (default %(default)s)",
+    )
 
 
 def load_service(args: argparse.Namespace):  # type: ignore[no-untyped-def]
@@ -69,7 +83,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "serve", help="HTTP service: moments of a video, search of an index", description=__doc__
     )
     add_model_arguments(p)
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=int, default=8000, help="(default %(default)s)")
     p.set_defaults(func=run)
 
 
