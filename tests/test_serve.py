@@ -369,6 +369,8 @@ def test_cli_refuses_bad_limits_and_paths_with_exit_code_2(files, tmp_path, caps
     assert code == 2 and "--max-upload-mb: must be positive" in capsys.readouterr().err
     code = main(["app", "--checkpoint", str(files["checkpoint"]), "--videos", str(tmp_path / "nowhere")])
     assert code == 2 and "--videos: no such folder" in capsys.readouterr().err
+    code = main(["serve", "--checkpoint", str(files["checkpoint"]), "--index", str(tmp_path / "nowhere")])
+    assert code == 2 and "--index: no such index directory" in capsys.readouterr().err
     code = main(["serve", "--checkpoint", str(tmp_path / "missing.ckpt")])
     err = capsys.readouterr().err
     assert code == 2 and "missing.ckpt" in err and "Traceback" not in err

@@ -58,6 +58,10 @@ def load_service(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     for name in ("max_upload_mb", "max_video_s", "max_query_chars", "timeout_s", "max_pending"):
         if getattr(args, name) <= 0:
             raise ConfigError("must be positive", key="--" + name.replace("_", "-"))
+    if args.index is not None:
+        if not args.index.is_dir():
+            raise ConfigError(f"no such index directory {args.index}", key="--index")
+        require(("sadetr.corpus", "faiss"), "search")
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
     limits = Limits(
         args.max_upload_mb, args.max_video_s, args.max_query_chars, args.timeout_s, args.max_pending
