@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TORCH_VERSION := 2.13.0
 
-.PHONY: setup test demo bench lint clean
+.PHONY: setup test demo bench lint clean browser
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -19,7 +19,11 @@ $(STAMP): $(BIN)/python pyproject.toml
 
 setup: $(STAMP)
 
-test: $(STAMP)
+# Debian's Chromium for the browser test (apt-get when /usr/bin/chromium is missing; fails if it cannot).
+browser:
+	scripts/ensure_chromium.sh
+
+test: $(STAMP) browser
 	$(BIN)/ruff check src tests
 	$(BIN)/python -m pytest -n 2 --dist loadgroup -q tests
 

@@ -1,0 +1,61 @@
+"""Videos for the browser: keep what Chromium/Firefox play, transcode the rest to VP8 WebM (PyAV).
+
+No ffmpeg binary is needed (PyAV bundles the codecs). Audio is dropped on transcoding: the app
+shows moments, it is not a media player.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from fractions import Fraction
+from pathlib import Path
+
+from sadetr.atomic import atomic_path
+
+PLAYABLE = {(".mp4", "h264"), (".mp4", "av1"), (".webm", "vp8"), (".webm", "vp9"), (".webm", "av1"),
+            (".ogg", "theora")}  # fmt: skip
+
+
+def video_codec(path: Path) -> str:
+    import av
+
+    with av.open(str(path)) as container:
+        return container.streams.video[0].codec_context.name if container.streams.video else ""
+
+
+def is_playable(path: Path) -> bool:
+    try:
+        return (path.suffix.lower(), video_codec(path)) in PLAYABLE
+    except Exception:  # unreadable: the prediction reports it, the player just stays blank
+        return True
+
+
+def browser_playable(path: str | Path, cache_dir: Path, max_height: int = 360) -> Path:
+    """`path` if a browser plays it, else a VP8 WebM copy in `cache_dir` (made once per file content)."""
+    import av
+    import numpy as np
+
+    path = Path(path)
+    if is_playable(path):
+        return path
+    digest = hashlib.sha256(f"{path.resolve()}:{path.stat().st_mtime_ns}".encode()).hexdigest()[:16]
+    out = cache_dir / f"{path.stem}-{digest}.webm"
+    if out.is_file():
+        return out
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path)) as src, atomic_path(out) as tmp:
+        vin = src.streams.video[0]
+        rate = vin.average_rate or vin.guessed_rate or Fraction(25)
+        height = min(max_height, vin.codec_context.height) // 2 * 2
+        width = max(2, round(vin.codec_context.width * height / vin.codec_context.height) // 2 * 2)
+        with av.open(str(tmp), "w", format="webm") as dst:
+            vout = dst.add_stream("libvpx", rate=rate)
+            vout.width, vout.height, vout.pix_fmt = width, height, "yuv420p"
+            vout.options = {"deadline": "realtime", "cpu-used": "8", "b": "1M"}
+            for n, frame in enumerate(src.decode(vin)):
+                img = frame.to_ndarray(width=width, height=height, format="rgb24")
+                new = av.VideoFrame.from_ndarray(np.ascontiguousarray(img, dtype=np.uint8), format="rgb24")
+                new.pts, new.time_base = n, Fraction(1) / rate
+                dst.mux(vout.encode(new))
+            dst.mux(vout.encode())
+    return out

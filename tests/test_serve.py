@@ -1,0 +1,525 @@
+"""HTTP service (`sadetr serve`): schemas, limits and 4xx answers in-process; a load test on a real server.
+
+The model is a tiny untrained SA-DETR on tiny CLIP features (16-d video, 64-d text) with a tiny CLIP
+that really encodes the uploaded test videos; `tiny_model_files` is reused by the browser test.
+Tests marked `corpus` need `sadetr.corpus` (the search engine) and build a real index.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi", reason="needs the sadetr[serve] extra")
+
+from fastapi.testclient import TestClient
+
+from sadetr.cli import main
+from sadetr.serve.app import create_app
+from sadetr.serve.limits import Limits
+from sadetr.serve.service import MomentService, ServiceBusy, ServiceTimeout
+
+VIDEO_DIM = 16
+
+
+def tiny_model_files(root: Path, video_format: str = "mp4") -> dict[str, Path]:
+    """An untrained clip-only SA-DETR checkpoint, a tiny CLIP folder and a 5 s test video under `root`."""
+    import torch
+
+    from sadetr.config import compose_config, config_to_dict
+    from sadetr.engine.checkpoint import feature_pipeline, save_checkpoint
+    from sadetr.model.build import build_model
+    from sadetr.video.tiny import make_tiny_clip, write_test_video
+
+    root.mkdir(parents=True, exist_ok=True)
+    cfg = compose_config(
+        None,
+        overrides=[
+            "data.video_sources=[clip_features]",
+            f"data.video_dims=[{VIDEO_DIM}]",
+            "data.text_dim=64",
+            f"model.video_dim={VIDEO_DIM + 2}",
+            "model.text_dim=64",
+            "model.hidden_dim=32",
+            "model.nheads=4",
+            "model.ffn_dim=64",
+            "model.num_queries=4",
+        ],
+    )
+    torch.manual_seed(0)
+    model = build_model(cfg.model)
+    state = {
+        "model": model.state_dict(),
+        "config": config_to_dict(cfg),
+        "features": feature_pipeline(cfg.data, cfg.model),
+        "epoch": 0,
+        "step": 0,
+    }
+    save_checkpoint(root / "m.ckpt", state)
+    clip = make_tiny_clip(root / "clip", full_vocab=True)
+    if video_format == "webm":
+        video = write_webm(root / "paint.webm", seconds=5.0)
+    else:
+        video = write_test_video(root / "paint.mp4", n_frames=50, fps=10)  # 5 s -> 3 clips of 2 s
+    return {"checkpoint": root / "m.ckpt", "clip": clip, "video": video}
+
+
+def write_webm(path: Path, seconds: float, fps: int = 10, size: tuple[int, int] = (64, 48)) -> Path:
+    """A VP8 WebM (playable in Chromium) whose frames fade from dark to light."""
+    from fractions import Fraction
+
+    import av
+
+    w, h = size
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libvpx", rate=Fraction(fps))
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        n = round(seconds * fps)
+        for k in range(n):
+            frame = av.VideoFrame.from_ndarray(
+                np.full((h, w, 3), 20 + 200 * k // n, np.uint8), format="rgb24"
+            )
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    return path
+
+
+def npy_bytes(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, arr)
+    return buf.getvalue()
+
+
+def npz_bytes(**arrays: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, Path]:
+    return tiny_model_files(tmp_path_factory.mktemp("serve"))
+
+
+@pytest.fixture(scope="module")
+def service(files) -> MomentService:
+    svc = MomentService.load(files["checkpoint"], clip=files["clip"], limits=Limits(max_video_s=60))
+    yield svc
+    svc.close()
+
+
+@pytest.fixture()
+def client(service, tmp_path, monkeypatch) -> TestClient:
+    """A client whose server writes its temp files under `tmp_path/tmp` (checked empty afterwards)."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    with TestClient(create_app(service), raise_server_exceptions=False) as c:
+        yield c
+    assert list(tmp.iterdir()) == [], "uploads must be deleted after use"
+
+
+def post_video(client: TestClient, video: Path, query: str = "the dog", **data) -> object:
+    with open(video, "rb") as fh:
+        return client.post(
+            "/v1/moments", data={"query": query, **data}, files={"video": (video.name, fh, "video/mp4")}
+        )
+
+
+def one_line_error(resp, status: int, *fragments: str) -> str:
+    assert resp.status_code == status, resp.text
+    detail = resp.json()["detail"]
+    assert isinstance(detail, str) and "\n" not in detail and "Traceback" not in detail
+    for f in fragments:
+        assert f in detail, detail
+    return detail
+
+
+# ---------------------------------------------------------------- answers
+
+
+def test_healthz_describes_model_and_limits(client):
+    body = client.get("/healthz").json()
+    assert body["status"] == "ok" and body["checkpoint"] == "m.ckpt"
+    assert body["video_sources"] == ["clip_features"] and body["feature_dim"] == VIDEO_DIM
+    assert body["accepts_video"] and body["accepts_text"] and body["index"] is None
+    assert body["limits"]["max_video_s"] == 60
+
+
+def test_moments_of_an_uploaded_video_equal_the_predictor(client, service, files):
+    resp = post_video(client, files["video"], qid="7", vid="paint")
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    direct = service.predictor.predict("the dog", files["video"])
+    assert body["qid"] == "7" and body["vid"] == "paint" and body["query"] == "the dog"
+    assert body["pred_relevant_windows"] == direct["pred_relevant_windows"]
+    assert body["pred_saliency_scores"] == direct["pred_saliency_scores"]
+    assert len(body["pred_saliency_scores"]) == 3 and body["duration"] == pytest.approx(5.0, abs=0.11)
+    scores = [w[2] for w in body["pred_relevant_windows"]]
+    assert scores == sorted(scores, reverse=True)
+    assert all(0 <= s <= e <= body["duration"] + 1e-6 for s, e, _ in body["pred_relevant_windows"])
+
+
+@pytest.mark.parametrize("kind", ["npy", "npz"])
+def test_moments_of_uploaded_features_equal_the_predictor(client, service, kind):
+    feats = np.random.default_rng(0).normal(size=(30, VIDEO_DIM)).astype(np.float32)
+    data = npy_bytes(feats) if kind == "npy" else npz_bytes(features=feats)
+    text = np.random.default_rng(1).normal(size=(6, 64)).astype(np.float32)
+    resp = client.post(
+        "/v1/moments",
+        data={"query": "a cat runs", "max_moments": "2"},
+        files={"features": (f"f.{kind}", data), "text_features": ("t.npy", npy_bytes(text))},
+    )
+    assert resp.status_code == 200, resp.text
+    direct = service.predictor.predict("a cat runs", feats, text_features=text, max_moments=2)
+    assert resp.json()["pred_relevant_windows"] == direct["pred_relevant_windows"]
+    assert len(resp.json()["pred_relevant_windows"]) == 2
+    assert resp.json()["duration"] == pytest.approx(60.0)  # 30 clips x 2 s
+
+
+def test_openapi_documents_the_endpoints_and_schemas(client):
+    spec = client.get("/openapi.json").json()
+    assert {"/v1/moments", "/v1/search", "/healthz"} <= set(spec["paths"])
+    assert {"Moments", "SearchRequest", "SearchResponse", "Health", "Error"} <= set(
+        spec["components"]["schemas"]
+    )
+    assert "413" in spec["paths"]["/v1/moments"]["post"]["responses"]
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "/openapi.json" in docs.text
+    assert "cdn.jsdelivr" not in docs.text and "https://" not in docs.text  # the page works offline
+    assert client.get("/docs-assets/swagger-ui-bundle.js").status_code == 200
+
+
+# ---------------------------------------------------------------- bad requests: 4xx with one line
+
+
+def _bad_features() -> dict[str, tuple[bytes, str]]:
+    ok = np.ones((5, VIDEO_DIM), np.float32)
+    nan = ok.copy()
+    nan[2, 3] = np.nan
+    return {
+        "wrong dim": (npy_bytes(np.ones((5, 7), np.float32)), r"expected shape [L > 0, 16], got [5, 7]"),
+        "1-D": (npy_bytes(np.ones(16, np.float32)), "got [16]"),
+        "NaN": (npy_bytes(nan), "NaN"),
+        "pickle": (npy_bytes(np.array([{"a": 1}], dtype=object)), "not a readable"),
+        "garbage": (b"this is not numpy", "not a readable"),
+        "npz wrong key": (npz_bytes(a=ok, b=ok), "expected 'features'"),
+        "strings": (npy_bytes(np.array([["a"] * 16])), "numeric"),
+    }
+
+
+@pytest.mark.parametrize("case", list(_bad_features()))
+def test_bad_feature_files_get_422_naming_the_problem(client, case):
+    data, fragment = _bad_features()[case]
+    resp = client.post("/v1/moments", data={"query": "q"}, files={"features": ("f.npy", data)})
+    one_line_error(resp, 422, "features", fragment)
+
+
+def test_bad_queries_and_inputs_get_4xx(client, files):
+    ok = npy_bytes(np.ones((5, VIDEO_DIM), np.float32))
+    one_line_error(client.post("/v1/moments", files={"features": ("f.npy", ok)}), 422, "query")
+    one_line_error(
+        client.post("/v1/moments", data={"query": "x" * 501}, files={"features": ("f.npy", ok)}),
+        422,
+        "query",
+        "at most 500",
+    )
+    one_line_error(client.post("/v1/moments", data={"query": "q"}), 422, "exactly one of")
+    with open(files["video"], "rb") as fh:
+        both = client.post(
+            "/v1/moments", data={"query": "q"}, files={"video": ("v.mp4", fh), "features": ("f.npy", ok)}
+        )
+    one_line_error(both, 422, "exactly one of")
+    garbage = client.post(
+        "/v1/moments", data={"query": "q"}, files={"video": ("../../etc/passwd", b"not a video" * 100)}
+    )
+    one_line_error(garbage, 422, "video", "not a readable video")
+    one_line_error(
+        client.post("/v1/moments", data={"query": "q", "duration": "-3"}, files={"features": ("f.npy", ok)}),
+        422,
+        "duration",
+    )
+    one_line_error(client.post("/v1/search", json={"query": "q", "top": 0}), 422, "top")
+    one_line_error(
+        client.post("/v1/search", content=b"{not json", headers={"content-type": "application/json"}), 422
+    )
+    one_line_error(client.post("/v1/search", json={"query": "q"}), 404, "--index")
+
+
+def test_limits_on_size_and_duration(files, tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    svc = MomentService.load(
+        files["checkpoint"], clip=files["clip"], limits=Limits(max_upload_mb=0.01, max_video_s=4)
+    )
+    try:
+        with TestClient(create_app(svc), raise_server_exceptions=False) as c:
+            big = npy_bytes(np.ones((200, VIDEO_DIM), np.float32))  # 12.9 kB > 10.2 kB
+            one_line_error(
+                c.post("/v1/moments", data={"query": "q"}, files={"features": ("f.npy", big)}), 413, "limit"
+            )
+            one_line_error(
+                c.post("/v1/moments", data={"query": "q"}, files={"features": ("f.npy", b"x" * 3_000_000)}),
+                413,
+                "limit",
+            )
+            bomb = io.BytesIO()
+            np.savez_compressed(bomb, features=np.zeros((100_000, VIDEO_DIM), np.float32))  # 6.4 MB -> 6 kB
+            assert len(bomb.getvalue()) < 2 * 10_485  # the upload itself is small
+            one_line_error(
+                c.post("/v1/moments", data={"query": "q"}, files={"features": ("f.npz", bomb.getvalue())}),
+                413,
+                "uncompressed",
+            )
+            chunked = c.post(  # no Content-Length: counted as it streams
+                "/v1/moments",
+                content=(b"x" * 65536 for _ in range(40)),
+                headers={"content-type": "multipart/form-data; boundary=abc"},
+            )
+            one_line_error(chunked, 413, "limit")
+            one_line_error(post_video(c, files["video"]), 422, "5 s long", "at most 4 s")
+            three = npy_bytes(np.ones((3, VIDEO_DIM), np.float32))  # 6 s of clips
+            one_line_error(
+                c.post("/v1/moments", data={"query": "q"}, files={"features": ("f.npy", three)}),
+                422,
+                "at most 4 s",
+            )
+    finally:
+        svc.close()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_server_without_backbones_asks_for_features(files):
+    svc = MomentService.load(files["checkpoint"])  # no --clip
+    try:
+        with TestClient(create_app(svc)) as c:
+            assert not c.get("/healthz").json()["accepts_video"]
+            one_line_error(post_video(c, files["video"]), 422, "send features")
+            feats = npy_bytes(np.ones((5, VIDEO_DIM), np.float32))
+            one_line_error(
+                c.post("/v1/moments", data={"query": "q"}, files={"features": ("f.npy", feats)}),
+                422,
+                "text_features",
+            )
+            text = npy_bytes(np.ones((4, 64), np.float32))
+            ok = c.post(
+                "/v1/moments",
+                data={"query": "q"},
+                files={"features": ("f.npy", feats), "text_features": ("t", text)},
+            )
+            assert ok.status_code == 200 and len(ok.json()["pred_saliency_scores"]) == 5
+    finally:
+        svc.close()
+
+
+def test_an_internal_error_is_a_500_with_one_line_and_no_traceback(service, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom\nsecret traceback line")
+
+    monkeypatch.setattr(service.predictor, "predict", broken)  # fault injection: no real bug to trigger
+    with TestClient(create_app(service), raise_server_exceptions=False) as c:
+        resp = c.post(
+            "/v1/moments", data={"query": "q"}, files={"features": ("f.npy", npy_bytes(np.ones((5, 16))))}
+        )
+    assert one_line_error(resp, 500) == "internal error (logged on the server)"
+
+
+# ---------------------------------------------------------------- the queue
+
+
+def test_the_queue_refuses_when_full_and_drops_requests_past_their_deadline(service):
+    svc = MomentService(service.predictor, Limits(max_pending=2, timeout_s=0.5))
+    gate = threading.Event()
+    try:
+        first = svc._enqueue(gate.wait, (5,), {})  # occupies the model thread
+        second = svc._enqueue(time.monotonic, (), {})  # waits
+        with pytest.raises(ServiceBusy, match="2 requests are already waiting"):
+            svc.call(time.monotonic)
+        with pytest.raises(ServiceBusy):
+            import asyncio
+
+            asyncio.run(svc.submit(time.monotonic))
+        time.sleep(0.6)
+        gate.set()
+        assert first.result(5) is True
+        with pytest.raises(ServiceTimeout, match="waited longer"):
+            second.result(5)  # its deadline passed while it waited: never run
+        assert svc.call(lambda: 42) == 42  # the queue drained
+        with pytest.raises(ServiceTimeout, match=r"took longer than 0\.5 s"):
+            svc.call(time.sleep, 1.0)
+    finally:
+        svc.close()
+
+
+def test_cli_refuses_bad_limits_and_paths_with_exit_code_2(files, tmp_path, capsys):
+    code = main(["serve", "--checkpoint", str(files["checkpoint"]), "--max-upload-mb", "0"])
+    assert code == 2 and "--max-upload-mb: must be positive" in capsys.readouterr().err
+    code = main(["app", "--checkpoint", str(files["checkpoint"]), "--videos", str(tmp_path / "nowhere")])
+    assert code == 2 and "--videos: no such folder" in capsys.readouterr().err
+    code = main(["serve", "--checkpoint", str(files["checkpoint"]), "--index", str(tmp_path / "nowhere")])
+    assert code == 2 and "--index: no such index directory" in capsys.readouterr().err
+    code = main(["serve", "--checkpoint", str(tmp_path / "missing.ckpt")])
+    err = capsys.readouterr().err
+    assert code == 2 and "missing.ckpt" in err and "Traceback" not in err
+
+
+# ---------------------------------------------------------------- corpus search (needs sadetr.corpus)
+
+
+@pytest.mark.corpus
+def test_search_endpoint_returns_the_searchers_ranked_hits(files, tmp_path):
+    corpus = pytest.importorskip("sadetr.corpus", reason="needs sadetr.corpus (the corpus search engine)")
+    build_index = pytest.importorskip("sadetr.corpus.index").build_index
+
+    from sadetr.predictor import Predictor
+
+    predictor = Predictor.from_checkpoint(files["checkpoint"], device="cpu", clip=files["clip"])
+    feat_root = tmp_path / "features"
+    (feat_root / "clip_features").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for k in range(4):
+        feats = predictor.encode_video(files["video"]).feats + rng.normal(0, 0.1, (3, VIDEO_DIM))
+        np.savez(feat_root / "clip_features" / f"vid{k}.npz", features=feats.astype(np.float32))
+    index = build_index(files["checkpoint"], feat_root, tmp_path / "index")
+    svc = MomentService.load(files["checkpoint"], clip=files["clip"], index=index)
+    try:
+        with TestClient(create_app(svc)) as c:
+            assert c.get("/healthz").json()["index"]["videos"] == 4
+            resp = c.post("/v1/search", json={"query": "the dog", "top": 3})
+            assert resp.status_code == 200, resp.text
+            hits = resp.json()["hits"]
+            direct = corpus.CorpusSearcher.open(index, files["checkpoint"], clip_dir=files["clip"]).search(
+                "the dog", top=3
+            )
+            assert [(h["video"], h["start"], h["end"]) for h in hits] == [
+                (h.video, h.start, h.end) for h in direct
+            ]
+            assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
+            one_line_error(c.post("/v1/search", json={"query": "x" * 600}), 422, "query")
+    finally:
+        svc.close()
+
+
+# ---------------------------------------------------------------- load: a real server under 8 clients
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _rss_mib(pid: int) -> float:
+    text = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmRSS:\s+(\d+) kB", text).group(1)) / 1024
+
+
+def test_load_8_clients_no_failures_and_stable_memory(files, tmp_path):
+    """8 concurrent httpx clients for SADETR_LOAD_SECONDS (default 20) against `sadetr serve` in a subprocess.
+
+    Every 4th request uploads the 5 s video (CLIP runs), the others upload 30 clips of features.
+    Latency and throughput are recorded (SADETR_LOAD_REPORT or tmp_path/load.json), not asserted.
+    """
+    import httpx
+
+    seconds = float(os.environ.get("SADETR_LOAD_SECONDS", "20"))
+    port = _free_port()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "sadetr", "serve", "--checkpoint", str(files["checkpoint"])]
+    cmd += ["--clip", str(files["clip"]), "--port", str(port), "--threads", "1"]
+    with open(tmp_path / "server.log", "w") as log:
+        server = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert server.poll() is None, (tmp_path / "server.log").read_text()
+            try:
+                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "server did not start"
+            time.sleep(0.3)
+
+        video = files["video"].read_bytes()
+        feats = npy_bytes(np.random.default_rng(0).normal(size=(30, VIDEO_DIM)).astype(np.float32))
+        results: list[tuple[str, int, float]] = []  # (kind, status, seconds)
+        errors: list[str] = []
+        rss: list[tuple[float, float]] = []
+        t0 = time.monotonic()
+        stop = t0 + seconds
+
+        def client_loop(k: int) -> None:
+            with httpx.Client(base_url=base, timeout=60) as c:
+                i = 0
+                while time.monotonic() < stop:
+                    kind = "video" if (i + k) % 4 == 0 else "features"
+                    upload = (
+                        {"video": ("v.mp4", video)} if kind == "video" else {"features": ("f.npy", feats)}
+                    )
+                    start = time.perf_counter()
+                    try:
+                        r = c.post("/v1/moments", data={"query": f"the dog {i}"}, files=upload)
+                        results.append((kind, r.status_code, time.perf_counter() - start))
+                        if r.status_code != 200:
+                            errors.append(f"{r.status_code} {r.text[:200]}")
+                    except httpx.HTTPError as err:
+                        errors.append(repr(err))
+                    i += 1
+
+        def sample_memory() -> None:
+            while time.monotonic() < stop:
+                rss.append((time.monotonic() - t0, _rss_mib(server.pid)))
+                time.sleep(0.5)
+
+        threads = [threading.Thread(target=client_loop, args=(k,)) for k in range(8)]
+        threads.append(threading.Thread(target=sample_memory))
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        wall = time.monotonic() - t0
+    finally:
+        server.send_signal(signal.SIGINT)
+        try:
+            server.wait(15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+    assert not errors, errors[:5]
+    assert len(results) >= 16
+    lat = sorted(r[2] for r in results)
+    report = {
+        "clients": 8,
+        "seconds": round(wall, 1),
+        "requests": len(results),
+        "video_requests": sum(r[0] == "video" for r in results),
+        "requests_per_s": round(len(results) / wall, 2),
+        "p50_ms": round(1000 * statistics.median(lat), 1),
+        "p99_ms": round(1000 * lat[min(len(lat) - 1, int(0.99 * len(lat)))], 1),
+        "rss_mib_first": round(rss[0][1], 1),
+        "rss_mib_max": round(max(m for _, m in rss), 1),
+        "rss_mib_last": round(rss[-1][1], 1),
+        "rss_mib_every_2s": [round(m) for t, m in rss[::4]],
+        "cpu_count": os.cpu_count(),
+    }
+    out = Path(os.environ.get("SADETR_LOAD_REPORT", tmp_path / "load.json"))
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print("load test:", json.dumps(report))
+    # memory is stable: after the first third (warm-up: allocator, caches) RSS grows by < 64 MiB
+    warm = [m for t, m in rss if t >= wall / 3]
+    assert warm and max(warm) - warm[0] < 64, rss
