@@ -30,6 +30,12 @@ EQUIVALENT = [
 ]
 
 
+# The saliency head's clip-side bias adds the same b·q to every clip of a video; the saliency losses
+# (margin, rank, in-video contrast) only compare clips of one video, so they cannot see it.
+SHIFT_INVARIANT = {"encoder.saliency_head.clip_proj.bias"}
+LR = 1.0e-3  # train.lr of the synthetic_tiny config
+
+
 def _cmd(launcher: list[str], data_cfg: Path, out: Path) -> list[str]:
     sets = [arg for s in EQUIVALENT for arg in ("--set", s)]
     return [
@@ -67,6 +73,12 @@ def test_two_processes_equal_one(tmp_path: Path, synthetic_qvh: dict) -> None:
     assert a["global_step"] == b["global_step"] == 6  # 48 samples / global batch 8
     assert len(b["rng_ranks"]) == 2
     for name, tensor in a["model"].items():
+        if name in SHIFT_INVARIANT:
+            # its exact gradient is 0, so Adam's g/sqrt(v) turns reduction-order noise into steps of up to
+            # lr: the two runs may differ by at most lr per step, never by more
+            bound = a["global_step"] * LR
+            assert (b["model"][name] - tensor).abs().max().item() <= bound, name
+            continue
         torch.testing.assert_close(b["model"][name], tensor, rtol=1e-4, atol=1e-5, msg=name)
     # the parameters did move: Adam's first moments are not zero (not two untouched initialisations)
     assert all(s["exp_avg"].abs().sum() > 0 for s in a["optimizer"]["state"].values())
