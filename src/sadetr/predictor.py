@@ -19,7 +19,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -27,6 +27,9 @@ from torch import nn
 
 from sadetr.errors import CheckpointError, DataError
 from sadetr.video.sliding import stitch_saliency, temporal_nms, window_starts
+
+if TYPE_CHECKING:
+    from sadetr.video.extract import VideoExtractor
 
 EXTRACTABLE_SOURCES = ("clip_features", "slowfast_features")
 EXTRACTABLE_TEXT = "clip_text_features"
@@ -98,7 +101,7 @@ class Predictor:
             )
         self.clip = clip
         self.slowfast = slowfast
-        self._extractor = None
+        self._extractor: VideoExtractor | None = None
 
     # ------------------------------------------------------------------ construction
 

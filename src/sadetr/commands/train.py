@@ -8,8 +8,12 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sadetr.errors import ConfigError
+
+if TYPE_CHECKING:
+    from sadetr.config import Config
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, required: bool = True) -> None:
@@ -50,7 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _compose(args: argparse.Namespace, run_dir: Path) -> object:
+def _compose(args: argparse.Namespace, run_dir: Path) -> Config:
     from sadetr.config import compose_config
 
     config = args.config

@@ -222,6 +222,7 @@ class MomentDataset(Dataset):
 
         level = np.zeros(num_clips, dtype=np.float32)
         if ann.has_saliency:
+            assert ann.saliency_scores is not None  # parsed together with relevant_clip_ids
             ids = np.asarray(ann.relevant_clip_ids, dtype=np.int64)
             sums = np.asarray([sum(s) for s in ann.saliency_scores], dtype=np.float32)
             if resampled:
@@ -265,9 +266,9 @@ def _pad(rows: list[torch.Tensor], length: int) -> torch.Tensor:
     return torch.from_numpy(out)
 
 
-def collate(samples: list[dict[str, Any] | None]) -> dict[str, Any]:
+def collate(batch: list[dict[str, Any] | None]) -> dict[str, Any]:
     """Pad a list of samples into the batch dict of docs/CONTRACTS.md; None (skipped) samples are dropped."""
-    samples = [s for s in samples if s is not None]
+    samples = [s for s in batch if s is not None]
     if not samples:
         raise DataError("every sample of this batch was skipped (on_bad_sample=skip)")
     v_len = [s["video_feat"].shape[0] for s in samples]

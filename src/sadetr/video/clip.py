@@ -20,12 +20,15 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from torch import nn
 
 from sadetr.errors import CheckpointError
+
+if TYPE_CHECKING:
+    from transformers import CLIPModel, CLIPTokenizer
 
 CLIP_VOCAB_SIZE = 49408
 CLIP_HF_URL = "https://huggingface.co/openai/clip-vit-base-patch32"
@@ -210,8 +213,8 @@ _OPENAI_TOP_LEVEL = {
 class ClipBackbone:
     """A loaded CLIP model and its checked tokenizer; encodes frames and queries."""
 
-    model: nn.Module  # transformers CLIPModel, eval mode
-    tokenizer: object
+    model: CLIPModel  # eval mode
+    tokenizer: CLIPTokenizer
     source: str
 
     @property
