@@ -25,6 +25,7 @@ browser:
 
 test: $(STAMP) browser
 	$(BIN)/ruff check src tests
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -n 2 --dist loadgroup -q tests
 
 demo: $(STAMP)
@@ -38,6 +39,7 @@ bench: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info src/*.egg-info

@@ -6,8 +6,8 @@ Each carries where the problem is (file, line, field) so that the message can po
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
-from pathlib import Path
 
 
 class SadetrError(Exception):
@@ -24,7 +24,7 @@ class DataError(SadetrError):
     def __init__(
         self,
         message: str,
-        path: str | Path | None = None,
+        path: str | os.PathLike[str] | None = None,
         line: int | None = None,
         field: str | None = None,
     ) -> None:

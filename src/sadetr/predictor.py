@@ -20,7 +20,7 @@ import itertools
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -28,6 +28,9 @@ from torch import nn
 
 from sadetr.errors import CheckpointError, ConfigError, DataError
 from sadetr.video.sliding import stitch_saliency, temporal_nms, window_starts
+
+if TYPE_CHECKING:
+    from sadetr.video.extract import VideoExtractor
 
 EXTRACTABLE_SOURCES = ("clip_features", "slowfast_features")
 EXTRACTABLE_TEXT = "clip_text_features"
@@ -116,7 +119,7 @@ class Predictor:
             )
         self.clip = clip
         self.slowfast = slowfast
-        self._extractor = None
+        self._extractor: VideoExtractor | None = None
 
     # ------------------------------------------------------------------ construction
 

@@ -70,7 +70,9 @@ class _Timers:
     """Wall time per named module (forward pre/post hooks; synchronised on CUDA)."""
 
     def __init__(self, device: Any) -> None:
-        self.device, self.total, self._start = device, defaultdict(float), {}
+        self.device = device
+        self.total: defaultdict[str, float] = defaultdict(float)
+        self._start: dict[str, float] = {}
 
     def _sync(self) -> None:
         import torch

@@ -48,7 +48,7 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def load_service(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def load_service(args: argparse.Namespace):
     """The shared model (and index) with the limits of the command line."""
     import torch
 

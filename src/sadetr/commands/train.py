@@ -9,12 +9,15 @@ import argparse
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sadetr.errors import ConfigError
 from sadetr.paths import ensure_out_dir
 
 log = logging.getLogger(__name__)
+
+if TYPE_CHECKING:
+    from sadetr.config import Config
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, required: bool = True) -> None:
@@ -61,7 +64,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _compose(args: argparse.Namespace, run_dir: Path) -> object:
+def _compose(args: argparse.Namespace, run_dir: Path) -> Config:
     from sadetr.config import compose_config
 
     config = args.config

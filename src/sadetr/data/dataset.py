@@ -287,6 +287,7 @@ class MomentDataset(Dataset):
 
         level = np.zeros(num_clips, dtype=np.float32)
         if ann.has_saliency:
+            assert ann.saliency_scores is not None  # parsed together with relevant_clip_ids
             ids = np.asarray(ann.relevant_clip_ids, dtype=np.int64)
             sums = np.asarray([sum(s) for s in ann.saliency_scores], dtype=np.float32)
             if resampled:
@@ -330,11 +331,11 @@ def _pad(rows: list[torch.Tensor], length: int) -> torch.Tensor:
     return torch.from_numpy(out)
 
 
-def collate(samples: list[dict[str, Any] | SkippedSample | None]) -> dict[str, Any]:
+def collate(batch: list[dict[str, Any] | SkippedSample | None]) -> dict[str, Any]:
     """Pad a list of samples into the batch dict of docs/CONTRACTS.md. Skipped samples (`SkippedSample`,
     or None) are dropped; `batch["skipped"]` lists the `(where, reason)` of each `SkippedSample`."""
-    skipped = [(s.where, s.reason) for s in samples if isinstance(s, SkippedSample)]
-    samples = [s for s in samples if s is not None and not isinstance(s, SkippedSample)]
+    skipped = [(s.where, s.reason) for s in batch if isinstance(s, SkippedSample)]
+    samples = [s for s in batch if s is not None and not isinstance(s, SkippedSample)]
     if not samples:
         first = f"; first: {skipped[0][0]}: {skipped[0][1]}" if skipped else ""
         raise DataError(f"every sample of this batch was skipped (on_bad_sample=skip){first}")

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Sequence, Sized
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -60,7 +60,8 @@ def predict_dataset(
 
     info = dist_info or DistInfo()
     if indices is None:
-        indices = shard_indices(len(dataset), info.rank, info.world_size)
+        # cast: torch's Dataset type leaves out __len__, which every map-style dataset has
+        indices = shard_indices(len(cast(Sized, dataset)), info.rank, info.world_size)
     batches = [list(indices[i : i + batch_size]) for i in range(0, len(indices), batch_size)]
     # An own generator: creating the loader must not draw from (and so shift) the training RNG stream.
     loader = DataLoader(

@@ -25,7 +25,9 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
 def get_rng_state() -> dict[str, Any]:
     """All global RNG states, as types that `torch.load(weights_only=True)` accepts."""
     version, mt_state, gauss = random.getstate()
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    np_state = np.random.get_state()
+    assert isinstance(np_state, tuple), "the global RandomState is MT19937: its legacy state is a tuple"
+    kind, keys, pos, has_gauss, cached = np_state
     state: dict[str, Any] = {
         "python": [version, list(mt_state), gauss],
         "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],

@@ -185,7 +185,8 @@ class Trainer:
             )
         self.model = model
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
-        self.best_value, self.best_metrics = -math.inf, None
+        self.best_value = -math.inf
+        self.best_metrics: dict[str, Any] | None = None
         self.last_good: Path | None = None  # the last checkpoint written (always with finite weights)
         if resume:
             self._resume()
@@ -364,8 +365,9 @@ class Trainer:
             self.skips.add_batch(batch)
             b = move_batch(batch, self.device)
             inner = unwrap(model)
-            if hasattr(inner, "set_progress"):  # denoising curriculum (Table 8)
-                inner.set_progress(self.global_step / max(1, total_steps))
+            set_progress = getattr(inner, "set_progress", None)
+            if set_progress is not None:  # denoising curriculum (Table 8)
+                set_progress(self.global_step / max(1, total_steps))
             with autocast(self.device, tcfg.bf16):
                 out = model(
                     b["video_feat"], b["video_mask"], b["text_feat"], b["text_mask"], targets=b["spans"]

@@ -115,7 +115,7 @@ def top1_iou(top1: np.ndarray, has_pred: np.ndarray, gt: np.ndarray, gt_valid: n
     return np.where(has_pred, out, 0.0)
 
 
-def _pct(x: float) -> float:
+def _pct(x: float | np.floating) -> float:
     """Official formatting: percent, rounded to two decimals."""
     return float(f"{100 * x:.2f}")
 

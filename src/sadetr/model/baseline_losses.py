@@ -16,6 +16,8 @@ Weights (public defaults): l1 10, giou 1, label 4, each saliency term `lambda_sa
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -71,7 +73,7 @@ class BaselineCriterion(SetCriterion):
         self.layer_losses = ["spans", "labels"]
         self.losses = list(losses)
 
-    def match(self, layer_out: dict, targets: list[Tensor]) -> list[Match]:
+    def match(self, layer_out: dict, targets: Sequence[Tensor]) -> list[Match]:
         """Hungarian matching with the public code's extra cost `−cost_label·p_fg` per query; layers
         without class logits (the anchors S_d of L_init) use the span cost only."""
         if "pred_logits" not in layer_out:

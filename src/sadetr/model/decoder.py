@@ -199,8 +199,8 @@ class SpanAwareRefineDecoder(nn.Module):
         self.span_pos_mlp = MLP(dim, dim, dim, 2)
         self.span_head = MLP(dim, dim, 2, 3)  # MLP_3: anchor offset in logit space
         self.quality_head = nn.Linear(dim, 1)  # quality q (BAM-DETR)
-        nn.init.zeros_(self.span_head.layers[-1].weight)
-        nn.init.zeros_(self.span_head.layers[-1].bias)
+        nn.init.zeros_(self.span_head.output_layer.weight)
+        nn.init.zeros_(self.span_head.output_layer.bias)
 
     def forward(
         self,

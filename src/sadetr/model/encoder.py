@@ -239,6 +239,7 @@ class MultiModalAlignEncoder(nn.Module):
 
         vtc = None
         if self.use_vtc:
+            assert self.logit_scale is not None  # created when use_vtc
             v_src, t_src = (f_v, f_t) if self.vtc_stage == "before" else (fused_v[:, 1:], fused_t)
             vtc = {
                 "video_emb": masked_mean(v_src, video_mask),  # (B, d)

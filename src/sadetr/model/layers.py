@@ -65,3 +65,10 @@ class MLP(nn.Module):
             if i < len(self.layers) - 1:
                 x = F.relu(x)
         return x
+
+    @property
+    def output_layer(self) -> nn.Linear:
+        """The last Linear layer (the span heads zero-initialise it)."""
+        layer = self.layers[-1]
+        assert isinstance(layer, nn.Linear)
+        return layer

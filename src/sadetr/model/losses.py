@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import cast
 
 import torch
 import torch.distributed as dist
@@ -356,7 +357,8 @@ class SetCriterion(nn.Module):
 
     def total(self, losses: dict[str, Tensor]) -> Tensor:
         """Eq 10: `Σ weight_dict[k]·losses[k]` over the computed terms that have a weight."""
-        return sum(self.weight_dict[k] * v for k, v in losses.items() if k in self.weight_dict)
+        # cast: sum() starts from the int 0, which it returns only when no weighted term was computed
+        return cast(Tensor, sum(self.weight_dict[k] * v for k, v in losses.items() if k in self.weight_dict))
 
     # -- per-layer terms (direct group)
     def loss_spans(self, layer_out: dict, batch: dict, matches: list[Match]) -> dict[str, Tensor]:

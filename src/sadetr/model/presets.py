@@ -77,13 +77,13 @@ def _build() -> dict[str, dict[str, object]]:
         "model.dn_schedule": "fixed",
     }
     # Table 10 (feature align losses).
-    for name, vtc, ctm in (
+    for name, with_vtc, with_ctm in (
         ("none", False, False),
         ("vtc", True, False),
         ("ctm", False, True),
         ("both", True, True),
     ):
-        presets[f"table10.{name}"] = {"model.use_vtc": vtc, "model.use_ctm": ctm}
+        presets[f"table10.{name}"] = {"model.use_vtc": with_vtc, "model.use_ctm": with_ctm}
     # Figure 6 (number of noise groups N_n; the paper's best is 5).
     for groups in range(1, 11):
         presets[f"fig6.groups_{groups}"] = {"model.use_dn": True, "model.num_dn_groups": groups}

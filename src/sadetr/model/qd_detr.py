@@ -214,7 +214,7 @@ class DABDecoder(nn.Module):
         self.ref_point_head = MLP(dim, dim, dim, 2)
         self.bbox_embed = MLP(dim, dim, 2, 3)
         self.ref_anchor_head = MLP(dim, dim, 1, 2)
-        nn.init.zeros_(self.bbox_embed.layers[-1].bias)
+        nn.init.zeros_(self.bbox_embed.output_layer.bias)
 
     def forward(
         self,
@@ -300,7 +300,9 @@ class QDDETR(nn.Module):
             _xavier_init(part)
         if dynamic_anchor:
             # SA-DETR's direct query group: S_d = sigmoid(MLP_3(m_g)), content C_d learnable (zeros).
-            self.query_init = DualPathQueryInitializer(hidden_dim, num_queries, "instance")
+            self.query_init: DualPathQueryInitializer | None = DualPathQueryInitializer(
+                hidden_dim, num_queries, "instance"
+            )
             self.query_embed = None
         else:
             self.query_init = None
@@ -350,6 +352,7 @@ class QDDETR(nn.Module):
         if self.query_init is not None:
             anchors, content, init_spans = self.query_init.direct(global_mem)  # (B, Nq, 2), (B, Nq, d)
         else:
+            assert self.query_embed is not None  # dynamic_anchor is off
             anchors = self.query_embed.weight.sigmoid()[None].expand(bsz, -1, -1)  # (B, Nq, 2)
             content = clip_mem.new_zeros(bsz, self.num_queries, self.hidden_dim)  # (B, Nq, d)
         hs, refs = self.decoder(anchors, content, clip_mem, ~video_mask, pos_vid, video_mask)

@@ -24,7 +24,7 @@ class DualPathQueryInitializer(nn.Module):
         self.num_queries = num_queries
         self.anchor_init = anchor_init
         if anchor_init == "instance":
-            self.anchor_mlp = MLP(dim, dim, num_queries * 2, 3)  # MLP_3 on the fusion token M_g
+            self.anchor_mlp: MLP | None = MLP(dim, dim, num_queries * 2, 3)  # MLP_3 on the fusion token M_g
             self.anchor_embed = None
         else:
             self.anchor_mlp = None
@@ -42,6 +42,7 @@ class DualPathQueryInitializer(nn.Module):
             anchors = torch.sigmoid(self.anchor_mlp(token)).view(bsz, self.num_queries, 2)  # S_d (B, Nq, 2)
             init_spans: Tensor | None = anchors
         else:
+            assert self.anchor_embed is not None  # anchor_init == "learnable"
             anchors = torch.sigmoid(self.anchor_embed.weight).expand(bsz, -1, -1)  # (B, Nq, 2)
             init_spans = None
         content = self.direct_content.expand(bsz, -1, -1)  # (B, Nq, d)

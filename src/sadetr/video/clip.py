@@ -21,13 +21,16 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from sadetr.errors import CheckpointError
 from sadetr.safe_load import load_weights, refused_global
+
+if TYPE_CHECKING:
+    from transformers import CLIPModel, CLIPTokenizer
 
 CLIP_VOCAB_SIZE = 49408
 CLIP_HF_URL = "https://huggingface.co/openai/clip-vit-base-patch32"
@@ -219,8 +222,8 @@ _OPENAI_TOP_LEVEL = {
 class ClipBackbone:
     """A loaded CLIP model and its checked tokenizer; encodes frames and queries."""
 
-    model: nn.Module  # transformers CLIPModel, eval mode
-    tokenizer: object
+    model: CLIPModel  # eval mode
+    tokenizer: CLIPTokenizer
     source: str
 
     @property
@@ -291,7 +294,7 @@ def load_clip(
     return ClipBackbone(model.eval().to(device), tokenizer, str(path))
 
 
-def _from_pretrained(model_class, path: Path) -> nn.Module:
+def _from_pretrained(model_class: Any, path: Path) -> Any:
     """`from_pretrained` of a local folder; transformers reads `pytorch_model.bin` with
     `weights_only=True`, so a crafted one is refused: every failure becomes one `CheckpointError`."""
     try:

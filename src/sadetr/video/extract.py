@@ -53,7 +53,15 @@ def resolve_device(name: str = "auto", key: str = "--device") -> torch.device:
 def write_npz_atomic(path: Path, **arrays: np.ndarray) -> None:
     """`np.savez` to a temp file in the same directory, then `os.replace`."""
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        np.savez(fh, **arrays)
+        # ignore: mypy also matches **arrays against savez's `allow_pickle: bool` keyword
+        np.savez(fh, **arrays)  # type: ignore[arg-type]
+
+
+def _stack(frames: list[np.ndarray | None]) -> np.ndarray:
+    """`np.stack` of frames that the decode plan guarantees (a None here is a bug in the plan)."""
+    present = [f for f in frames if f is not None]
+    assert len(present) == len(frames), "a planned frame is missing"
+    return np.stack(present)
 
 
 @dataclass
@@ -93,14 +101,15 @@ class VideoExtractor:
             plan.append(sorted(entries))
         frames = iter_frames_at(path, [t for entries in plan for t, _, _ in entries], self.frame_size)
         for entries in plan:
-            centre, fast = None, [None] * FAST_FRAMES
+            centre: np.ndarray | None = None
+            fast: list[np.ndarray | None] = [None] * FAST_FRAMES
             for _, kind, k in entries:
                 frame = next(frames)
                 if kind == "c":
                     centre = frame
                 else:
                     fast[k] = frame
-            yield centre, (np.stack(fast) if self.slowfast is not None else None)
+            yield centre, (_stack(fast) if self.slowfast is not None else None)
 
     @torch.no_grad()
     def features(self, path: str | Path) -> dict[str, np.ndarray]:
@@ -114,10 +123,10 @@ class VideoExtractor:
 
         def flush() -> None:
             if self.clip is not None:
-                pixels = normalize(np.stack([c for c, _ in batch]), CLIP_MEAN, CLIP_STD)  # [B, 3, S, S]
+                pixels = normalize(_stack([c for c, _ in batch]), CLIP_MEAN, CLIP_STD)  # [B, 3, S, S]
                 out[CLIP_SOURCE].append(self.clip.encode_images(pixels.to(self.device)))
             if self.slowfast is not None:
-                fast = normalize(np.stack([f for _, f in batch]), SLOWFAST_MEAN, SLOWFAST_STD)  # [B,32,3,S,S]
+                fast = normalize(_stack([f for _, f in batch]), SLOWFAST_MEAN, SLOWFAST_STD)  # [B,32,3,S,S]
                 fast = fast.transpose(1, 2).to(self.device)  # [B, 3, 32, S, S]
                 slow = fast.index_select(2, slow_idx.to(self.device))  # [B, 3, 8, S, S]
                 out[SLOWFAST_SOURCE].append(self.slowfast(slow, fast).float().cpu())
@@ -139,7 +148,7 @@ def list_videos(spec: str | Path) -> list[Path]:
     the `vid`), is a `DataError`."""
     spec = Path(spec)
     if spec.is_dir():
-        videos = sorted(p for p in spec.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES)
+        videos: list[Path] = sorted(p for p in spec.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES)
         if not videos:
             raise DataError(f"no videos in this folder (suffixes {', '.join(VIDEO_SUFFIXES)})", path=spec)
         return videos
@@ -154,7 +163,8 @@ def list_videos(spec: str | Path) -> list[Path]:
         raise DataError(why, path=spec) from None
     except OSError as err:
         raise DataError(f"cannot read list file: {err.strerror or err}", path=spec) from None
-    videos, first_line = [], {}
+    videos = []
+    first_line: dict[str, int] = {}
     for line_no, line in enumerate(text.splitlines(), start=1):
         line = line.strip()
         if line and not line.startswith("#"):
@@ -263,7 +273,8 @@ def read_queries(path: str | Path) -> list[tuple[str, str]]:
         raise DataError(why, path=path) from None
     except OSError as err:
         raise DataError(f"cannot read queries: {err.strerror or err}", path=path) from None
-    out, first_line = [], {}
+    out: list[tuple[str, str]] = []
+    first_line: dict[str, int] = {}
     for line_no, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue

@@ -94,7 +94,11 @@ class ResBlock(nn.Module):
         self.activation = nn.ReLU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shortcut = x if self.branch1_conv is None else self.branch1_norm(self.branch1_conv(x))
+        shortcut = (
+            x
+            if self.branch1_conv is None or self.branch1_norm is None
+            else self.branch1_norm(self.branch1_conv(x))
+        )
         return self.activation(shortcut + self.branch2(x))
 
 

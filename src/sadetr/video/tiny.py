@@ -108,7 +108,7 @@ def write_test_video(
     with av.open(str(path), "w") as container:
         stream = container.add_stream("mpeg4", rate=Fraction(fps))
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.codec_context.qscale = 1
+        stream.codec_context.qscale = True
         stream.options = {"qscale": "1"}
         for k in range(n_frames):
             pixels = np.full((height, width, 3), level(k % 50), dtype=np.uint8)
