@@ -6,26 +6,70 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from sadetr.cli import main
+from sadetr.engine.bench import count_flops, sgemm_peak
 
 
 @pytest.mark.slow
 def test_bench_writes_every_figure(tmp_path: Path) -> None:
     # The tiny model keeps this fast; the batch is still QVHighlights-shaped (32 x 75 x 2818, 32 tokens).
     code = main(
-        ["bench", "--out", str(tmp_path), "--config", "synthetic_tiny", "--steps", "1", "--threads", "1"]
-    )
+        [
+            "bench", "--out", str(tmp_path), "--config", "synthetic_tiny", "--steps", "1", "--threads", "1",
+            "--models", "sa_detr,qd_detr",
+        ]
+    )  # fmt: skip
     assert code == 0
     result = json.loads((tmp_path / "bench.json").read_text())
     assert result["batch"] == [32, 75, 2818, 32]
-    for key in (
-        "train_samples_per_s",
-        "infer_latency_1_s",
-        "infer_latency_32_s",
-        "data_samples_per_s",
-        "eval_s",
-    ):
-        assert result[key] > 0, key
-    assert result["peak_rss_mib"] > 100
+    assert list(result["models"]) == ["sa_detr", "qd_detr"]
+    for name, r in result["models"].items():
+        assert r["model"] == name and r["threads"] == 1
+        for key in (
+            "train_samples_per_s",
+            "train_step_cpu_s",
+            "infer_latency_1_s",
+            "infer_latency_batch_s",
+            "train_step_gflop",
+            "infer_1_gflop",
+            "sgemm_peak_gflops",
+            "sgemm_peak_gflops_cpu",
+            "train_peak_fraction_cpu",
+            "train_peak_fraction_wall",
+        ):
+            assert r[key] > 0, (name, key)
+        # a training step is forward + backward: more work than the forward on the same batch
+        assert r["train_step_gflop"] > r["infer_batch_gflop"] > r["infer_1_gflop"]
+        assert r["peak_rss_mib"] > 100
+        for minutes, windows in (("10min", 8), ("60min", 48)):
+            long = r["long_video_s"][minutes]
+            assert long["windows"] == windows and long["batched_s"] > 0 and long["one_by_one_s"] > 0
+    assert result["ratios_to_first"]["sa_detr"]["train_step_s"] == 1.0
+    assert result["ratios_to_first"]["qd_detr"]["train_step_gflop"] > 0
+    assert result["data_samples_per_s"] > 0 and result["eval_s"] > 0
     assert result["eval_queries"] == 1549 and result["eval_ground_truth"] == "synthetic"
+
+
+def test_flop_count_of_a_matmul_and_the_sgemm_peak() -> None:
+    a, b = torch.randn(64, 32), torch.randn(32, 16)
+    assert count_flops(lambda: a @ b) == 2 * 64 * 32 * 16
+    peak = sgemm_peak(torch.device("cpu"), n=128, repeat=2)
+    assert peak["gflops_wall"] > 0 and peak["gflops_cpu"] > 0
+
+
+def test_unknown_model_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["bench", "--out", str(tmp_path), "--models", "sa_detr,nope"]) == 2
+    assert "--models: unknown model 'nope'" in capsys.readouterr().err
+
+
+def test_flop_count_includes_cpu_attention_forward_and_backward() -> None:
+    q = torch.randn(2, 4, 5, 8, requires_grad=True)
+    k = torch.randn(2, 4, 7, 8, requires_grad=True)
+    mask = torch.ones(2, 1, 1, 7, dtype=torch.bool)
+    forward = 2 * 2 * 4 * 5 * 7 * (8 + 8)  # QK^T and PV
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    assert count_flops(lambda: sdpa(q, k, k, attn_mask=mask)) == forward
+    out = sdpa(q, k, k, attn_mask=mask)
+    assert count_flops(lambda: out.sum().backward()) == 2 * forward

@@ -1,6 +1,8 @@
 """Command-line entry point: `sadetr <command>`; each command lives in `sadetr.commands.<name>`.
 
 A command module exposes `register(subparsers)`, which adds its parser and sets `func(args) -> int`.
+Command modules are imported only when their command is parsed (`COMMANDS` holds the names and one-line
+helps that `sadetr --help` shows), so `sadetr --help` and the commands that do not need torch never import it.
 User errors (`SadetrError`) become one message on stderr and exit code 2, never a traceback.
 """
 
@@ -11,9 +13,66 @@ import importlib
 import logging
 import pkgutil
 import sys
+from typing import Any
 
 from sadetr import __version__, commands
 from sadetr.errors import SadetrError, user_io_error_line
+
+# command -> the one-line help of `sadetr --help`; the module `sadetr.commands.<command with _ for ->`
+# is imported only when the command is parsed. A module missing here is still registered (eagerly).
+COMMANDS: dict[str, str] = {
+    "app": "browser app: moments of a video, search of an index",
+    "bench": "training/inference speed, memory and evaluation time",
+    "compare": "train several models identically and compare them (table + mAP curves)",
+    "demo": "generate synthetic data, train, evaluate and predict (minutes, CPU)",
+    "evaluate": "score a submission (JSON lines) against ground truth",
+    "extract": "extract CLIP and SlowFast clip features from videos",
+    "extract-text": "extract CLIP text features of queries",
+    "import-checkpoint": "convert a released Moment-DETR/QD-DETR checkpoint",
+    "predict": "predict moments and saliency for a split (or a video)",
+    "serve": "HTTP service: moments of a video, search of an index",
+    "synth": "generate a synthetic dataset in the real feature layout",
+    "train": "train a model (single process, or distributed under torchrun)",
+}
+
+
+def command_module(name: str) -> str:
+    """`sadetr.commands` module of a command name: `extract-text` -> `extract_text`."""
+    return name.replace("-", "_")
+
+
+class _LazyCommandParser(argparse.ArgumentParser):
+    """A command's parser that imports its module and lets it add its arguments on first use."""
+
+    def __init__(self, *args: Any, module: str | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._module = module
+
+    def _load(self) -> None:
+        if self._module is not None:
+            module, self._module = self._module, None
+            importlib.import_module(f"sadetr.commands.{module}").register(_IntoParser(self))
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        self._load()
+        return super().parse_known_args(args, namespace)
+
+    def format_help(self) -> str:
+        self._load()
+        return super().format_help()
+
+
+class _IntoParser:
+    """Stands in for the subparsers action in `register`: `add_parser` fills the existing lazy parser."""
+
+    def __init__(self, parser: argparse.ArgumentParser) -> None:
+        self.parser = parser
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        for key in ("description", "epilog", "formatter_class"):
+            if key in kwargs:
+                setattr(self.parser, key, kwargs[key])
+        return self.parser
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,12 +81,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"sadetr {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
-        if info.name.startswith("_"):
-            continue
-        module = importlib.import_module(f"sadetr.commands.{info.name}")
-        module.register(sub)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_LazyCommandParser)
+    lazy = {command_module(name) for name in COMMANDS}
+    modules = [m.name for m in pkgutil.iter_modules(commands.__path__) if not m.name.startswith("_")]
+    for name in sorted([*COMMANDS, *(m for m in modules if m not in lazy)]):
+        if name in COMMANDS:
+            sub.add_parser(name, help=COMMANDS[name], module=command_module(name))
+        else:
+            importlib.import_module(f"sadetr.commands.{name}").register(sub)
     return parser
 
 

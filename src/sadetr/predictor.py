@@ -214,17 +214,15 @@ class Predictor:
 
     @torch.no_grad()
     def _forward(self, video: np.ndarray, text: np.ndarray) -> dict[str, Any]:
-        """One window: video [L, sum D] (normalised), text [L_t, D_t] -> model output for batch 1."""
+        """Windows of one video: video [N, L, sum D] (normalised), text [L_t, D_t] -> output for batch N."""
+        n_win, n = video.shape[:2]
         if self.use_tef:
-            n = video.shape[0]
             start = np.arange(n, dtype=np.float32) / n
-            video = np.concatenate([video, np.stack([start, start + 1.0 / n], axis=1)], axis=1)  # [L, D+2]
-        v = torch.from_numpy(np.ascontiguousarray(video, dtype=np.float32))[None].to(
-            self.device
-        )  # [1, L, Dv]
-        t = torch.from_numpy(np.ascontiguousarray(text, dtype=np.float32))[None].to(
-            self.device
-        )  # [1, Lt, Dt]
+            tef = np.broadcast_to(np.stack([start, start + 1.0 / n], axis=1), (n_win, n, 2))  # [N, L, 2]
+            video = np.concatenate([video, tef], axis=2)  # [N, L, D+2]
+        v = torch.from_numpy(np.ascontiguousarray(video, dtype=np.float32)).to(self.device)  # [N, L, Dv]
+        t = torch.from_numpy(np.ascontiguousarray(text, dtype=np.float32)).to(self.device)  # [Lt, Dt]
+        t = t.expand(n_win, -1, -1)  # [N, Lt, Dt]
         v_mask = torch.ones(v.shape[:2], dtype=torch.bool, device=self.device)
         t_mask = torch.ones(t.shape[:2], dtype=torch.bool, device=self.device)
         return self.model(v, v_mask, t, t_mask)
@@ -239,6 +237,7 @@ class Predictor:
         nms_threshold: float = 0.7,
         max_moments: int = 0,
         rescore: bool = True,
+        window_batch: int = 64,
     ) -> dict[str, Any]:
         """Submission-format record: `pred_relevant_windows` ([start, end, score], ranked) and
         `pred_saliency_scores` (one per clip). `video_or_features`: a video path, `VideoFeatures`,
@@ -249,6 +248,7 @@ class Predictor:
         `max_moments` > 0 keeps the top ones (0 = all). Refused (`DataError`/`ConfigError`): an empty or
         whitespace-only query, a video shorter than one clip (`clip_len` s: nothing to localise in it),
         a negative `max_moments`, an `overlap` outside [0, 1).
+        The windows (all of the same length) run as batches of up to `window_batch` in one forward each.
         """
         from sadetr.model.postprocess import to_submission
 
@@ -294,18 +294,26 @@ class Predictor:
         starts = window_starts(n_clips, window, min(window - 1, round(overlap * window)))
         per_window: list[list[list[float]]] = []  # per window: [start_s, end_s, score] in video time
         saliency_parts: list[tuple[int, np.ndarray]] = []
-        for start in starts:
-            chunk = video[start : start + window]  # [W, sum D]
-            offset = start * self.clip_len
-            meta = {
+        length = min(window, n_clips)  # every window has this many clips (the last is end-aligned)
+        metas = [
+            {
                 "qid": None,
                 "vid": None,
                 "query": query,
                 "clip_sec": self.clip_len,
-                "num_clips": chunk.shape[0],
-                "duration": min(duration - offset, chunk.shape[0] * self.clip_len),
+                "num_clips": length,
+                "duration": min(duration - start * self.clip_len, length * self.clip_len),
             }
-            rec = to_submission(self._forward(chunk, text), [meta], decimals=6)[0]
+            for start in starts
+        ]
+        records: list[dict[str, Any]] = []
+        for i in range(0, len(starts), max(1, window_batch)):
+            batch_starts = starts[i : i + max(1, window_batch)]
+            chunks = np.stack([video[s : s + length] for s in batch_starts])  # [N, W, sum D]
+            out = self._forward(chunks, text)
+            records += to_submission(out, metas[i : i + len(batch_starts)], decimals=6)
+        for start, rec in zip(starts, records):
+            offset = start * self.clip_len
             scores = np.asarray(rec["pred_saliency_scores"], dtype=np.float64)
             per_window.append([[st + offset, en + offset, c] for st, en, c in rec["pred_relevant_windows"]])
             saliency_parts.append((start, scores))

@@ -28,7 +28,7 @@ class TrainConfig:
     eval_split: str = "val"
     selection_metric: str = "MR-full-mAP"  # key of metrics["brief"] that picks best.ckpt (higher is better)
     num_workers: int = 0  # DataLoader worker processes per training process
-    bf16: bool = False  # bf16 autocast; only applied on CUDA
+    bf16: bool = False  # bf16 autocast on CUDA and on CPUs with native bf16 (AVX512-BF16/AMX)
     checkpoint_every_steps: int = 0  # also write last.ckpt every N optimiser steps (0 = epoch ends only)
     log_every_steps: int = 10  # TensorBoard / metrics.jsonl interval for training losses
     tensorboard: bool = True

@@ -15,8 +15,34 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sadetr.model.layers import FeedForward, input_projection
+from sadetr.model.layers import Dropout, FeedForward, input_projection
 from sadetr.model.span_ops import clip_centers, sine_embedding
+
+
+def multihead_attention(
+    attn: nn.MultiheadAttention, q: Tensor, v: Tensor, key_mask: Tensor, keys_are_queries: bool
+) -> Tensor:
+    """`attn`'s math (its own weights) through `F.scaled_dot_product_attention`, without its mask checks.
+
+    q: [B, Lq, d]; v: [B, Lk, d]; the keys are q (self-attention, Lk = Lq) or v (cross-attention), so
+    one in-projection GEMM serves both; key_mask: [B, Lk] bool (True = valid) -> [B, Lq, d].
+    Attention dropout is `attn.dropout` in training.
+    """
+    d, h = attn.embed_dim, attn.num_heads
+    w, b = attn.in_proj_weight, attn.in_proj_bias  # (3d, d), (3d,)
+    bsz, lq, lk = q.shape[0], q.shape[1], v.shape[1]
+    if keys_are_queries:
+        q_, k_ = F.linear(q, w[: 2 * d], b[: 2 * d]).chunk(2, dim=-1)  # (B, Lq, d) each
+        v_ = F.linear(v, w[2 * d :], b[2 * d :])  # (B, Lk, d)
+    else:
+        q_ = F.linear(q, w[:d], b[:d])  # (B, Lq, d)
+        k_, v_ = F.linear(v, w[d:], b[d:]).chunk(2, dim=-1)  # (B, Lk, d) each
+    heads = (q_.view(bsz, lq, h, d // h), k_.view(bsz, lk, h, d // h), v_.view(bsz, lk, h, d // h))
+    qh, kh, vh = (x.transpose(1, 2) for x in heads)  # (B, h, L, d/h)
+    out = F.scaled_dot_product_attention(
+        qh, kh, vh, attn_mask=key_mask[:, None, None, :], dropout_p=attn.dropout if attn.training else 0.0
+    )  # (B, h, Lq, d/h)
+    return attn.out_proj(out.transpose(1, 2).reshape(bsz, lq, d))  # (B, Lq, d)
 
 
 class _PostNormAttentionLayer(nn.Module):
@@ -28,12 +54,12 @@ class _PostNormAttentionLayer(nn.Module):
         self.norm1 = nn.LayerNorm(dim)
         self.norm2 = nn.LayerNorm(dim)
         self.ffn = FeedForward(dim, ffn_dim, dropout)
-        self.dropout1 = nn.Dropout(dropout)
-        self.dropout2 = nn.Dropout(dropout)
+        self.dropout1 = Dropout(dropout)
+        self.dropout2 = Dropout(dropout)
 
-    def _attend(self, x: Tensor, q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor) -> Tensor:
-        """x (residual), q: [B, Lq, d]; k, v: [B, Lk, d]; key_mask: [B, Lk] bool (True = valid)."""
-        attn, _ = self.attn(q, k, v, key_padding_mask=~key_mask, need_weights=False)
+    def _attend(self, x: Tensor, q: Tensor, v: Tensor, key_mask: Tensor, keys_are_queries: bool) -> Tensor:
+        """x (residual), q: [B, Lq, d]; v: [B, Lk, d]; keys q or v; key_mask: [B, Lk] bool (True = valid)."""
+        attn = multihead_attention(self.attn, q, v, key_mask, keys_are_queries)  # (B, Lq, d)
         x = self.norm1(x + self.dropout1(attn))
         return self.norm2(x + self.dropout2(self.ffn(x)))
 
@@ -50,7 +76,7 @@ class CrossAttentionLayer(_PostNormAttentionLayer):
     ) -> Tensor:
         """x: [B, Lq, d]; memory: [B, Lk, d]; memory_mask: [B, Lk] bool (True = valid) -> [B, Lq, d]."""
         q = x if query_pos is None else x + query_pos
-        return self._attend(x, q, memory, memory, memory_mask)
+        return self._attend(x, q, memory, memory_mask, keys_are_queries=False)
 
 
 class SelfAttentionLayer(_PostNormAttentionLayer):
@@ -58,8 +84,7 @@ class SelfAttentionLayer(_PostNormAttentionLayer):
 
     def forward(self, x: Tensor, mask: Tensor, pos: Tensor) -> Tensor:
         """x, pos: [B, L, d]; mask: [B, L] bool (True = valid) -> [B, L, d]."""
-        qk = x + pos
-        return self._attend(x, qk, qk, x, mask)
+        return self._attend(x, x + pos, x, mask, keys_are_queries=True)
 
 
 class AttentionPooling(nn.Module):
@@ -222,17 +247,22 @@ class MultiModalAlignEncoder(nn.Module):
         mask_g = torch.cat([video_mask.new_ones(bsz, 1), video_mask], dim=1)  # (B, Lv+1)
         vpos = self.video_positions(video_mask)  # (B, Lv+1, d)
 
-        fused_v = self.fuse_video(video, vpos, f_t, text_mask)  # F̂_v (B, Lv+1, d)
         fused_t = self.fuse_text(f_t, video, mask_g)  # F̂_t (B, Lt, d)
         sentence = self.sentence_pool(fused_t, text_mask)  # M_t (B, d)
-        clip_text_sim = F.cosine_similarity(fused_v[:, 1:], sentence[:, None, :], dim=-1)  # S (B, Lv)
-
-        enhanced, saliency = self.global_enhance(fused_v, mask_g, vpos)  # M̂_v (B, Lv+1, d), (B, Lv)
         saliency_neg = None
         if self.use_negative_pass and self.training and bsz > 1:
-            # Video b with the query of sample (b + 1) % B: roll(-1) puts row b+1 at row b.
-            neg_t, neg_mask = f_t.roll(-1, dims=0), text_mask.roll(-1, dims=0)  # (B, Lt, d), (B, Lt)
-            _, saliency_neg = self.global_enhance(self.fuse_video(video, vpos, neg_t, neg_mask), mask_g, vpos)
+            # Video b with the query of sample (b + 1) % B: roll(-1) puts row b+1 at row b. The negative
+            # pass runs in the same batched call as the positive one: rows [B, 2B) are the negatives.
+            texts = torch.cat([f_t, f_t.roll(-1, dims=0)])  # (2B, Lt, d)
+            text_masks = torch.cat([text_mask, text_mask.roll(-1, dims=0)])  # (2B, Lt)
+            fused_2 = self.fuse_video(video.repeat(2, 1, 1), vpos.repeat(2, 1, 1), texts, text_masks)
+            enhanced_2, saliency_2 = self.global_enhance(fused_2, mask_g.repeat(2, 1), vpos.repeat(2, 1, 1))
+            fused_v, enhanced = fused_2[:bsz], enhanced_2[:bsz]  # F̂_v, M̂_v (B, Lv+1, d)
+            saliency, saliency_neg = saliency_2.split(bsz)  # (B, Lv) each
+        else:
+            fused_v = self.fuse_video(video, vpos, f_t, text_mask)  # F̂_v (B, Lv+1, d)
+            enhanced, saliency = self.global_enhance(fused_v, mask_g, vpos)  # M̂_v (B, Lv+1, d), (B, Lv)
+        clip_text_sim = F.cosine_similarity(fused_v[:, 1:], sentence[:, None, :], dim=-1)  # S (B, Lv)
 
         clips = enhanced[:, 1:]  # (B, Lv, d)
         memory = self.local_enhance(clips, video_mask) if self.local_enhance is not None else clips
