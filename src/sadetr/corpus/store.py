@@ -15,6 +15,7 @@ the faiss index is rebuilt from them at every commit (adding or removing videos 
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import sqlite3
 from dataclasses import dataclass, field
@@ -82,9 +83,17 @@ class IndexState:
 # ---------------------------------------------------------------------------------- faiss
 
 
+def _faiss() -> Any:
+    """The faiss module, without its loader's INFO lines about CPU instruction sets."""
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+    import faiss
+
+    return faiss
+
+
 def build_faiss(vectors: np.ndarray, kind: str) -> Any:
     """An inner-product faiss index over `vectors` [N, d] (L2-normalised, so scores are cosines)."""
-    import faiss
+    faiss = _faiss()
 
     n, d = vectors.shape
     x = np.ascontiguousarray(vectors, dtype=np.float32)
@@ -110,7 +119,7 @@ def build_faiss(vectors: np.ndarray, kind: str) -> Any:
 
 def faiss_search(index: Any, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """(scores [k'], ids [k']) of the top-k inner products of `query` [d]; drops faiss' -1 fillers."""
-    import faiss
+    faiss = _faiss()
 
     if isinstance(index, faiss.IndexHNSW):
         index.hnsw.efSearch = max(64, k)
@@ -121,7 +130,7 @@ def faiss_search(index: Any, query: np.ndarray, k: int) -> tuple[np.ndarray, np.
 
 def faiss_bytes(index: Any) -> int:
     """Size of the serialised faiss index (its memory footprint, to within a few header bytes)."""
-    import faiss
+    faiss = _faiss()
 
     return int(faiss.serialize_index(index).nbytes)
 
@@ -142,7 +151,7 @@ def current_generation(index_dir: Path) -> Path | None:
 
 def write_state(index_dir: Path, state: IndexState) -> Path:
     """Write `state` as a new generation, make it live (CURRENT), delete older ones; returns its folder."""
-    import faiss
+    faiss = _faiss()
 
     index_dir.mkdir(parents=True, exist_ok=True)
     numbers = [int(p.name[4:]) for p in index_dir.glob("gen-*") if p.name[4:].isdigit()]
@@ -197,7 +206,7 @@ def _write_sqlite(path: Path, table: WindowTable) -> None:
 
 def read_state(index_dir: Path) -> tuple[IndexState, Any]:
     """(state, faiss index) of the live generation; any problem is one `CorpusIndexError` line."""
-    import faiss
+    faiss = _faiss()
 
     gen = current_generation(index_dir)
     if gen is None:
