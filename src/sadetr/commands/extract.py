@@ -30,7 +30,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def rank_share(videos: list, environ: dict | None = None) -> list:
+    """Under torchrun (RANK / WORLD_SIZE set) this rank's share of the video list: every WORLD_SIZE-th
+    video from RANK. Each video's files are written by one rank only, so the shards merge without
+    coordination and a rerun skips what any rank finished."""
+    import os
+
+    env = os.environ if environ is None else environ
+    rank, world = int(env.get("RANK", "0")), int(env.get("WORLD_SIZE", "1"))
+    return list(videos)[rank::world] if world > 1 else list(videos)
+
+
 def run(args: argparse.Namespace) -> int:
+    import os
+
+    import torch
+
     from sadetr.errors import ConfigError
     from sadetr.video.clip import load_clip
     from sadetr.video.extract import VideoExtractor, extract_videos, list_videos, resolve_device
@@ -41,7 +56,9 @@ def run(args: argparse.Namespace) -> int:
     if args.clip_length <= 0:
         raise ConfigError(f"must be > 0, got {args.clip_length}", "--clip-length")
     device = resolve_device(args.device)
-    videos = list_videos(args.videos)
+    if device.type == "cuda" and device.index is None and "LOCAL_RANK" in os.environ:
+        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))  # one GPU per torchrun rank
+    videos = rank_share(list_videos(args.videos))
     extractor = VideoExtractor(
         clip=load_clip(args.clip) if args.clip else None,
         slowfast=load_slowfast(args.slowfast) if args.slowfast else None,
