@@ -59,6 +59,15 @@ def test_hits_are_fused_ranked_and_nms_per_video(searcher, synthetic_qvh) -> Non
             float(fuse(np.array([h.retrieval_score]), np.array([h.quality]), searcher.alpha)[0])
         )
         assert 0 <= h.start < h.end <= searcher.duration(h.video) + 1e-6
+    qvec = searcher.query_embedding(query_feats=feats)[1]
+    t0, t1 = np.asarray(searcher.table.t0), np.asarray(searcher.table.t1)
+    for h in hits[:10]:  # s = the best cosine of the video's retrieval windows that overlap the moment
+        over = [
+            i
+            for i, v in enumerate(searcher.table.video)
+            if v == h.video and min(h.end, t1[i]) > max(h.start, t0[i])
+        ]
+        assert h.retrieval_score == pytest.approx(float(np.max(searcher.vectors[over] @ qvec)), abs=1e-5)
     for i, a in enumerate(hits):
         for b in hits[i + 1 :]:
             if a.video == b.video:

@@ -48,8 +48,8 @@ def library(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]
     save_checkpoint(root / "m.ckpt", {**state, "features": feature_pipeline(cfg.data, cfg.model)})
     videos = root / "videos"
     videos.mkdir()
-    write_test_video(videos / "paint_a.mp4", n_frames=60, fps=10)  # 6 s -> 6 clips -> windows 0, 2
-    write_test_video(videos / "paint_b.mp4", n_frames=40, fps=10)  # 4 s -> one window
+    write_test_video(videos / "paint_a.mp4", n_frames=60, fps=10)  # 6 s -> 6 clips -> contexts 0, 2
+    write_test_video(videos / "paint_b.mp4", n_frames=40, fps=10)  # 4 s -> one context
     return root / "m.ckpt", make_tiny_clip(root / "clip", full_vocab=True), videos
 
 
@@ -57,10 +57,10 @@ def test_index_a_video_folder_search_by_text_and_write_clips(library, tmp_path, 
     ckpt, clip_dir, videos = library
     feats, idx = tmp_path / "feats", tmp_path / "idx"
     args = ["index", "--checkpoint", str(ckpt), "--videos", str(videos), "--features", str(feats)]
-    args += ["--clip", str(clip_dir), "--out", str(idx)]
+    args += ["--clip", str(clip_dir), "--out", str(idx), "--window", "2", "--stride", "2"]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "2 extracted" in out and "x real time" in out and "2 videos, 3 windows" in out
+    assert "2 extracted" in out and "x real time" in out and "2 videos, 5 windows" in out
     assert sorted(p.name for p in (feats / "clip_features").iterdir()) == ["paint_a.npz", "paint_b.npz"]
     assert main(args) == 0  # rerun: nothing extracted again, nothing added
     assert "2 already there" in capsys.readouterr().out

@@ -18,13 +18,14 @@ from sadetr.corpus.search import Candidates, CorpusSearcher, SearchHit
 from sadetr.data.features import TEXT_KEY, load_feature_file
 from sadetr.errors import DataError
 
-ALPHAS = (0.0, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 50.0, 100.0)
+ALPHAS = (0.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0)
 TOP = 100  # moments kept per query (the largest k of the metrics)
 
 
 @dataclass
 class QueryRun:
-    """One query's token features and its localised candidates (corpus and own video)."""
+    """One query's token features and its localised candidates (corpus and own video); the number of
+    SA-DETR window forwards of the corpus search is `len(corpus.videos)` (one per context)."""
 
     gt: dict
     text: np.ndarray  # [L_t, D_t] (model input)
@@ -58,17 +59,12 @@ def run_queries(
     runs = []
     for g in gt:
         text, qvec = searcher.query_embedding(query_feats=query_features(searcher, text_root, g["qid"]))
-        if exhaustive:
-            cosines = searcher.vectors.astype(np.float64) @ qvec.astype(np.float64)
-            rows = np.arange(searcher.num_windows)
-        else:
-            cosines, rows = searcher.retrieve(qvec, k_windows)
+        rows = np.arange(searcher.num_windows) if exhaustive else searcher.retrieve(qvec, k_windows)[1]
         own = None
         if svmr:
             own_rows = np.asarray([i for i, v in enumerate(searcher.table.video) if v == g["vid"]])
-            own_cos = searcher.vectors[own_rows].astype(np.float64) @ qvec.astype(np.float64)
-            own = searcher.candidates(own_rows, own_cos, text)
-        runs.append(QueryRun(g, text, searcher.candidates(rows, cosines, text), own))
+            own = searcher.candidates(own_rows, qvec, text)
+        runs.append(QueryRun(g, text, searcher.candidates(rows, qvec, text), own))
     return runs
 
 
@@ -103,8 +99,12 @@ def tune_alpha(
     return best, table
 
 
-def tvr_submission(gt: Sequence[dict], vcmr: Sequence[Sequence[SearchHit]], videos: Sequence[str],
-                   svmr: Sequence[Sequence[SearchHit]] | None = None) -> dict:
+def tvr_submission(
+    gt: Sequence[dict],
+    vcmr: Sequence[Sequence[SearchHit]],
+    videos: Sequence[str],
+    svmr: Sequence[Sequence[SearchHit]] | None = None,
+) -> dict:
     """TVR's prediction format: `video2idx` and per task a list of {desc_id, desc, predictions}, each
     prediction `[video_idx, start, end, score]` (VR: `[video_idx, 0, 0, score]`, the video's best moment)."""
     video2idx = {v: i for i, v in enumerate(videos)}

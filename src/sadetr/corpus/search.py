@@ -1,11 +1,15 @@
-"""Two-stage corpus search: retrieve windows by L_vtc cosine, localise the query in them, fuse, NMS.
+"""Two-stage corpus search: retrieve windows by L_vtc cosine, localise the query around them, fuse, NMS.
 
     searcher = CorpusSearcher.open("library.idx", clip_dir="clip-vit-base-patch32/")
     for hit in searcher.search("a man chops onions", top=10):
         print(hit.video, hit.start, hit.end, hit.score)
 
-Ranking across videos (docs/corpus.md "Score fusion"): a moment found in window w with predicted quality
-q (eq 8's IoU estimate, in [0, 1]) and window-query cosine s gets `score = exp(alpha * (s - 1)) * q`.
+Retrieval windows are short (default 8 clips): a window's mean embedding is then dominated by what
+happens in it, not diluted by the rest of the video. SA-DETR localises in the context it was trained
+on: the training-length sliding window (max_v_l clips) nearest to each retrieved window, each distinct
+context run once (`context_of`). Ranking across videos (docs/corpus.md "Score fusion"): a moment with
+predicted quality q (eq 8's IoU estimate, in [0, 1]) and retrieval score s (the best cosine of the
+windows it overlaps) gets `score = exp(alpha * (s - 1)) * q`.
 It orders moments exactly as XML/ReLoCLNet's `exp(alpha * s) * q` (a constant factor exp(-alpha) keeps
 it in (0, 1]). q alone is not comparable across videos, since the localiser was trained only on videos
 that contain the queried moment; s says whether they do. alpha is chosen on validation data
@@ -27,7 +31,7 @@ from sadetr.corpus.embed import CorpusModel
 from sadetr.corpus.index import check_compatible, feature_store
 from sadetr.corpus.store import CorpusIndexError, faiss_search, read_state
 from sadetr.errors import CheckpointError, DataError
-from sadetr.video.sliding import temporal_nms
+from sadetr.video.sliding import temporal_nms, window_starts
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +41,12 @@ NMS_IOU = 0.7
 
 @dataclass
 class Candidates:
-    """Moments of K localised windows before fusion (kept to re-rank with another alpha)."""
+    """Moments of C localised contexts before fusion (kept to re-rank with another alpha)."""
 
-    rows: np.ndarray  # [K] window ids
-    cosines: np.ndarray  # [K] window-query cosine s
-    spans: np.ndarray  # [K, Nq, 2] seconds
-    quality: np.ndarray  # [K, Nq]
+    videos: list[str]  # [C] video of each context
+    cosines: np.ndarray  # [C, Nq] retrieval score s of each moment
+    spans: np.ndarray  # [C, Nq, 2] seconds
+    quality: np.ndarray  # [C, Nq]
 
 
 @dataclass(frozen=True)
@@ -166,9 +170,8 @@ class CorpusSearcher:
             raise CorpusIndexError(f"{self.index_dir}: empty library")
         return faiss_search(self.index, qvec, min(k, self.num_windows))
 
-    def _window_features(self, row: int) -> tuple[np.ndarray, float, float]:
-        """(model input [W, Dv], window start (s), window end (s)) of window `row`."""
-        vid = self.table.video[row]
+    def _video_features(self, vid: str) -> np.ndarray:
+        """Normalised clip features [L, sum D] of a video (LRU cache of 512 videos)."""
         feats = self._feats.get(vid)
         if feats is None:
             root = self.table.videos[vid]["feat_root"]
@@ -180,40 +183,60 @@ class CorpusSearcher:
                 self._feats.popitem(last=False)
         else:
             self._feats.move_to_end(vid)
-        s, n = self.table.start_clip[row], self.table.n_clips[row]
-        return self.model.window_input(feats[s : s + n]), self.table.t0[row], self.table.t1[row]
+        return feats
 
-    def candidates(self, rows: np.ndarray, cosines: np.ndarray, text: np.ndarray) -> Candidates:
-        """Stage 2: SA-DETR on the windows `rows` [K] (batched) -> their moments, before fusion."""
-        rows = np.asarray(rows, dtype=np.int64)
-        if len(rows) == 0:
-            return Candidates(rows, np.zeros(0), np.zeros((0, 0, 2)), np.zeros((0, 0)))
-        inputs = [self._window_features(int(r)) for r in rows]
-        moments = self.model.localize(
-            [w for w, _, _ in inputs], [a for _, a, _ in inputs], [b for _, _, b in inputs], text
-        )
-        return Candidates(rows, np.asarray(cosines, np.float64), moments.spans, moments.quality)
+    def context_of(self, row: int) -> tuple[str, int, int]:
+        """(video, first clip, clips) of the localisation context of retrieval window `row`: the one of
+        the video's training-length sliding windows (max_v_l clips, stride max_v_l / 2, as `Predictor`)
+        whose centre is nearest to the retrieval window's centre."""
+        vid = self.table.video[row]
+        n = int(self.table.videos[vid]["n_clips"])
+        length = min(self.model.max_v_l or n, n)
+        starts = window_starts(n, length, length - max(1, length // 2))
+        centre = self.table.start_clip[row] + self.table.n_clips[row] / 2
+        best = min(starts, key=lambda st: (abs(st + length / 2 - centre), st))
+        return vid, best, length
+
+    def candidates(self, rows: np.ndarray, qvec: np.ndarray, text: np.ndarray) -> Candidates:
+        """Stage 2: SA-DETR once on each distinct context of the windows `rows` (batched). Each moment's
+        retrieval score s is the best cosine of the video's windows that overlap it."""
+        contexts = list(dict.fromkeys(self.context_of(int(r)) for r in np.asarray(rows, dtype=np.int64)))
+        if not contexts:
+            return Candidates([], np.zeros((0, 0)), np.zeros((0, 0, 2)), np.zeros((0, 0)))
+        clip_len = self.model.clip_len
+        windows, offsets, ends = [], [], []
+        for vid, st, n in contexts:
+            windows.append(self.model.window_input(self._video_features(vid)[st : st + n]))
+            offsets.append(st * clip_len)
+            ends.append(min((st + n) * clip_len, self.duration(vid)))
+        moments = self.model.localize(windows, offsets, ends, text)  # spans (C, Nq, 2), quality (C, Nq)
+        cosines = np.zeros(moments.quality.shape)  # (C, Nq)
+        for c, (vid, _, _) in enumerate(contexts):
+            own = np.asarray(self._rows[vid])
+            cos = self.vectors[own].astype(np.float64) @ qvec.astype(np.float64)  # (W_vid,)
+            t0 = np.asarray(self.table.t0, np.float64)[own]
+            t1 = np.asarray(self.table.t1, np.float64)[own]
+            st, en = moments.spans[c, :, :1], moments.spans[c, :, 1:]  # (Nq, 1) each
+            overlap = (np.minimum(en, t1[None]) - np.maximum(st, t0[None])) > 0  # (Nq, W_vid)
+            nearest = np.abs((t0 + t1)[None] / 2 - (st + en) / 2).argmin(axis=1)  # (Nq,)
+            overlap[np.arange(len(nearest)), nearest] |= ~overlap.any(axis=1)
+            cosines[c] = np.where(overlap, cos[None], -np.inf).max(axis=1)
+        return Candidates([v for v, _, _ in contexts], cosines, moments.spans, moments.quality)
 
     def rank(self, cands: Candidates, alpha: float, nms_iou: float = NMS_IOU) -> list[SearchHit]:
         """Fuse cosines and qualities (module docstring), NMS per video, sort by fused score."""
-        fused = fuse(cands.cosines[:, None], cands.quality, alpha)  # (K, Nq)
+        fused = fuse(cands.cosines, cands.quality, alpha)  # (C, Nq)
         per_video: dict[str, list[list[float]]] = {}
-        for b, row in enumerate(cands.rows.tolist()):
-            ms = per_video.setdefault(self.table.video[row], [])
-            for (st, en), f, q in zip(cands.spans[b], fused[b], cands.quality[b]):
-                ms.append([float(st), float(en), float(f), float(cands.cosines[b]), float(q)])
+        for c, vid in enumerate(cands.videos):
+            ms = per_video.setdefault(vid, [])
+            for (st, en), f, s, q in zip(cands.spans[c], fused[c], cands.cosines[c], cands.quality[c]):
+                ms.append([float(st), float(en), float(f), float(s), float(q)])
         hits = [
             SearchHit(vid, round(m[0], 4), round(m[1], 4), m[2], m[3], m[4])
             for vid, ms in per_video.items()
             for m in temporal_nms(ms, nms_iou)
         ]
         return sorted(hits, key=lambda h: (-h.score, h.video, h.start))
-
-    def localize_rows(
-        self, rows: np.ndarray, cosines: np.ndarray, text: np.ndarray, alpha: float, nms_iou: float = NMS_IOU
-    ) -> list[SearchHit]:
-        """`rank(candidates(...))`: the ranked moments of the windows `rows`."""
-        return self.rank(self.candidates(rows, cosines, text), alpha, nms_iou)
 
     def search(
         self,
@@ -229,8 +252,8 @@ class CorpusSearcher:
         if top < 1 or k_windows < 1:
             raise DataError(f"top and k_windows must be >= 1, got {top} and {k_windows}", field="top")
         text, qvec = self.query_embedding(query, query_feats)
-        cosines, rows = self.retrieve(qvec, k_windows)
-        return self.localize_rows(rows, cosines, text, self.alpha if alpha is None else alpha)[:top]
+        _, rows = self.retrieve(qvec, k_windows)
+        return self.rank(self.candidates(rows, qvec, text), self.alpha if alpha is None else alpha)[:top]
 
     def search_exhaustive(
         self,
@@ -240,11 +263,10 @@ class CorpusSearcher:
         top: int = 10,
         alpha: float | None = None,
     ) -> list[SearchHit]:
-        """The reference: SA-DETR on every window of every video, cosines by numpy (no faiss)."""
+        """The reference: SA-DETR on every context of every video (no retrieval stage, no faiss)."""
         text, qvec = self.query_embedding(query, query_feats)
-        cosines = self.vectors.astype(np.float64) @ qvec.astype(np.float64)  # [N]
-        rows = np.arange(self.num_windows)
-        return self.localize_rows(rows, cosines, text, self.alpha if alpha is None else alpha)[:top]
+        cands = self.candidates(np.arange(self.num_windows), qvec, text)
+        return self.rank(cands, self.alpha if alpha is None else alpha)[:top]
 
     def search_video(
         self,
@@ -258,9 +280,8 @@ class CorpusSearcher:
         """Single-video moment retrieval (SVMR): every window of `video`, same fusion and NMS."""
         self._video_meta(video)
         text, qvec = self.query_embedding(query, query_feats)
-        rows = np.asarray(self._rows[video])
-        cosines = self.vectors[rows].astype(np.float64) @ qvec.astype(np.float64)
-        return self.localize_rows(rows, cosines, text, self.alpha if alpha is None else alpha)[:top]
+        cands = self.candidates(np.asarray(self._rows[video]), qvec, text)
+        return self.rank(cands, self.alpha if alpha is None else alpha)[:top]
 
 
 def check_k(k: int | None, searcher: CorpusSearcher) -> int:
