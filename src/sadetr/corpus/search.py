@@ -35,7 +35,7 @@ from sadetr.video.sliding import temporal_nms, window_starts
 
 log = logging.getLogger(__name__)
 
-DEFAULT_ALPHA = 20.0
+DEFAULT_ALPHA = 100.0
 NMS_IOU = 0.7
 
 
@@ -224,19 +224,19 @@ class CorpusSearcher:
         return Candidates([v for v, _, _ in contexts], cosines, moments.spans, moments.quality)
 
     def rank(self, cands: Candidates, alpha: float, nms_iou: float = NMS_IOU) -> list[SearchHit]:
-        """Fuse cosines and qualities (module docstring), NMS per video, sort by fused score."""
-        fused = fuse(cands.cosines, cands.quality, alpha)  # (C, Nq)
+        """Fuse cosines and qualities (module docstring), NMS per video, sort by fused score. Ranked in
+        log space, `alpha * (s - 1) + log q`, so that a large alpha never ties moments at score 0."""
+        log_fused = alpha * (cands.cosines - 1.0) + np.log(np.maximum(cands.quality, 1e-30))  # (C, Nq)
         per_video: dict[str, list[list[float]]] = {}
         for c, vid in enumerate(cands.videos):
             ms = per_video.setdefault(vid, [])
-            for (st, en), f, s, q in zip(cands.spans[c], fused[c], cands.cosines[c], cands.quality[c]):
+            for (st, en), f, s, q in zip(cands.spans[c], log_fused[c], cands.cosines[c], cands.quality[c]):
                 ms.append([float(st), float(en), float(f), float(s), float(q)])
-        hits = [
-            SearchHit(vid, round(m[0], 4), round(m[1], 4), m[2], m[3], m[4])
-            for vid, ms in per_video.items()
-            for m in temporal_nms(ms, nms_iou)
+        kept = [(vid, m) for vid, ms in per_video.items() for m in temporal_nms(ms, nms_iou)]
+        kept.sort(key=lambda x: (-x[1][2], x[0], x[1][0]))
+        return [
+            SearchHit(v, round(m[0], 4), round(m[1], 4), float(np.exp(m[2])), m[3], m[4]) for v, m in kept
         ]
-        return sorted(hits, key=lambda h: (-h.score, h.video, h.start))
 
     def search(
         self,
