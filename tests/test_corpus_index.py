@@ -160,3 +160,21 @@ def test_bad_input_is_one_clear_error(tiny_checkpoint, synthetic_qvh, tmp_path) 
     (gen / "vectors.npy").write_bytes(b"")
     with pytest.raises(CorpusIndexError, match=r"vectors\.npy"):
         CorpusSearcher.open(idx)
+
+
+def test_hnsw_and_ivfpq_options_search_the_same_vectors() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(600, 16)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    flat, hnsw = build_faiss(x, "flat"), build_faiss(x, "hnsw")
+    recall = []
+    for q in x[:20]:
+        exact = set(faiss_search(flat, q, 10)[1].tolist())
+        approx = faiss_search(hnsw, q, 10)[1]
+        assert approx[0] in exact
+        recall.append(len(exact & set(approx.tolist())) / 10)
+    assert np.mean(recall) >= 0.9  # 600 points: HNSW is all but exact
+    with pytest.raises(CorpusIndexError, match="ivfpq needs"):
+        build_faiss(x, "ivfpq")
+    with pytest.raises(CorpusIndexError, match="unknown index kind"):
+        build_faiss(x, "lsh")
