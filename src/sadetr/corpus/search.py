@@ -19,7 +19,6 @@ Moments of one video are then merged by temporal NMS (windows overlap).
 
 from __future__ import annotations
 
-import logging
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,8 +31,6 @@ from sadetr.corpus.index import check_compatible, feature_store
 from sadetr.corpus.store import CorpusIndexError, faiss_search, read_state
 from sadetr.errors import CheckpointError, DataError
 from sadetr.video.sliding import temporal_nms, window_starts
-
-log = logging.getLogger(__name__)
 
 DEFAULT_ALPHA = 100.0
 NMS_IOU = 0.7
@@ -87,6 +84,8 @@ class CorpusSearcher:
         self._clip: Any = None
         self._stores: dict[str, Any] = {}
         self._feats: OrderedDict[str, np.ndarray] = OrderedDict()  # LRU of [L, sum D] per video
+        self._t0 = np.asarray(self.table.t0, np.float64)  # [N] window start (s)
+        self._t1 = np.asarray(self.table.t1, np.float64)  # [N] window end (s)
         self._rows: dict[str, list[int]] = {}
         for i, vid in enumerate(self.table.video):
             self._rows.setdefault(vid, []).append(i)
@@ -214,8 +213,7 @@ class CorpusSearcher:
         for c, (vid, _, _) in enumerate(contexts):
             own = np.asarray(self._rows[vid])
             cos = self.vectors[own].astype(np.float64) @ qvec.astype(np.float64)  # (W_vid,)
-            t0 = np.asarray(self.table.t0, np.float64)[own]
-            t1 = np.asarray(self.table.t1, np.float64)[own]
+            t0, t1 = self._t0[own], self._t1[own]
             st, en = moments.spans[c, :, :1], moments.spans[c, :, 1:]  # (Nq, 1) each
             overlap = (np.minimum(en, t1[None]) - np.maximum(st, t0[None])) > 0  # (Nq, W_vid)
             nearest = np.abs((t0 + t1)[None] / 2 - (st + en) / 2).argmin(axis=1)  # (Nq,)
