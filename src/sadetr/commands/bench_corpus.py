@@ -65,13 +65,14 @@ def run(args: argparse.Namespace) -> int:
             f"alpha {searcher.alpha:g}"
         )
         print(
-            "| method | K | SA-DETR windows / query | compute vs exhaustive | VCMR R@1 IoU.5 | R@10 IoU.5 "
+            "| method | K windows | SA-DETR forwards / query | compute vs exhaustive | VCMR R@1 IoU.5 "
+            "| R@10 IoU.5 "
             "| VR R@10 | R@1 kept | s / query |"
         )
         print("|---|---|---|---|---|---|---|---|---|")
         for r in out["two_stage"]:
             print(
-                f"| {r['method']} | {r['k_windows']} | {r['forwards_per_query']} | "
+                f"| {r['method']} | {r['k_windows']} | {r['forwards_per_query']:.1f} | "
                 f"{r['compute_ratio']:.1f}x less | "
                 f"{r['VCMR-R@1-IoU=0.5']:.1f} | {r['VCMR-R@10-IoU=0.5']:.1f} | {r['VR-R@10']:.1f} | "
                 f"{100 * r['R@1_kept']:.0f}% | {r['s_per_query']:.3f} |"
