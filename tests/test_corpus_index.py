@@ -178,3 +178,17 @@ def test_hnsw_and_ivfpq_options_search_the_same_vectors() -> None:
         build_faiss(x, "ivfpq")
     with pytest.raises(CorpusIndexError, match="unknown index kind"):
         build_faiss(x, "lsh")
+
+
+def test_scale_benchmark_rows_report_memory_and_recall() -> None:
+    from sadetr.corpus.bench import scale_rows
+
+    rows = scale_rows((300, 600), dim=8, kinds=("flat", "hnsw", "ivfpq"), k=10, queries=5)
+    assert [(r["windows"], r["kind"]) for r in rows] == [
+        (300, "flat"),
+        (300, "hnsw"),
+        (600, "flat"),
+        (600, "hnsw"),
+    ]
+    assert rows[0]["recall@10_vs_flat"] == 1.0 and rows[2]["index_bytes"] > rows[0]["index_bytes"]
+    assert all(r["query_ms"] > 0 for r in rows)
