@@ -57,3 +57,14 @@ def test_chance_level_matches_its_closed_form() -> None:
     # with 4 videos, the right one is drawn with probability 1/4 per draw
     four = {v: 100.0 for v in "abcd"}
     assert chance_vcmr(gt, four, 1, 0.5, samples=40000) == pytest.approx(25.0 / 4, abs=0.6)
+
+
+def test_docstring_examples_hold() -> None:
+    import doctest
+
+    import sadetr.corpus.metrics
+    import sadetr.corpus.search
+
+    for module in (sadetr.corpus.metrics, sadetr.corpus.search):
+        result = doctest.testmod(module)
+        assert result.attempted > 0 and result.failed == 0
