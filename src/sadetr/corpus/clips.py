@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 from sadetr.atomic import atomic_path
 from sadetr.errors import DataError
@@ -41,7 +42,7 @@ def cut_clip(video: Path, start: float, end: float, out: Path) -> int:
     with atomic_path(out) as tmp:
         with av.open(str(video)) as src, av.open(str(tmp), "w", format="mp4") as dst:
             s_in = src.streams.video[0]
-            s_out = dst.add_stream(_encoder(), rate=rate)
+            s_out: Any = dst.add_stream(_encoder(), rate=rate)
             s_out.width, s_out.height = s_in.codec_context.width, s_in.codec_context.height
             s_out.pix_fmt = "yuv420p"
             if s_in.time_base is not None:

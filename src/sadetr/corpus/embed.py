@@ -99,6 +99,11 @@ class CorpusModel:
         self.max_q_l = int(pipeline["max_q_l"] or 0)
         self.text_dim = int(pipeline["text_dim"])
 
+    @property
+    def dim(self) -> int:
+        """Size d of the L_vtc embeddings (the model's hidden size)."""
+        return int(self.model.encoder.hidden_dim)  # type: ignore[union-attr, arg-type]
+
     @classmethod
     def load(cls, checkpoint: str | Path, device: str | torch.device = "cpu") -> tuple[CorpusModel, str]:
         """(model, checkpoint SHA-256) of a training checkpoint file or run directory."""

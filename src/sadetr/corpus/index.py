@@ -145,7 +145,7 @@ def build_index(
         parts.append(vectors)
         if on_video is not None:
             on_video(vid)
-    dim = int(model.model.encoder.hidden_dim)
+    dim = model.dim
     new_vectors = np.concatenate(parts) if parts else np.zeros((0, dim), np.float32)
     if existing is not None:
         table = _concat(existing.table, table)

@@ -214,9 +214,9 @@ class CorpusSearcher:
             own = np.asarray(self._rows[vid])
             cos = self.vectors[own].astype(np.float64) @ qvec.astype(np.float64)  # (W_vid,)
             t0, t1 = self._t0[own], self._t1[own]
-            st, en = moments.spans[c, :, :1], moments.spans[c, :, 1:]  # (Nq, 1) each
-            overlap = (np.minimum(en, t1[None]) - np.maximum(st, t0[None])) > 0  # (Nq, W_vid)
-            nearest = np.abs((t0 + t1)[None] / 2 - (st + en) / 2).argmin(axis=1)  # (Nq,)
+            m0, m1 = moments.spans[c, :, :1], moments.spans[c, :, 1:]  # (Nq, 1) each
+            overlap = (np.minimum(m1, t1[None]) - np.maximum(m0, t0[None])) > 0  # (Nq, W_vid)
+            nearest = np.abs((t0 + t1)[None] / 2 - (m0 + m1) / 2).argmin(axis=1)  # (Nq,)
             overlap[np.arange(len(nearest)), nearest] |= ~overlap.any(axis=1)
             cosines[c] = np.where(overlap, cos[None], -np.inf).max(axis=1)
         return Candidates([v for v, _, _ in contexts], cosines, moments.spans, moments.quality)
