@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from rich.console import Console
+
+if TYPE_CHECKING:
+    import torch
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -41,11 +45,18 @@ def rank_share(videos: list, environ: dict | None = None) -> list:
     return list(videos)[rank::world] if world > 1 else list(videos)
 
 
-def run(args: argparse.Namespace) -> int:
+def rank_device(device: torch.device) -> torch.device:
+    """Under torchrun, a bare `cuda` device becomes this rank's GPU, `cuda:LOCAL_RANK`."""
     import os
 
     import torch
 
+    if device.type == "cuda" and device.index is None and "LOCAL_RANK" in os.environ:
+        return torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+    return device
+
+
+def run(args: argparse.Namespace) -> int:
     from sadetr.errors import ConfigError
     from sadetr.video.clip import load_clip
     from sadetr.video.extract import VideoExtractor, extract_videos, list_videos, resolve_device
@@ -55,9 +66,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("give --clip and/or --slowfast", "extract")
     if args.clip_length <= 0:
         raise ConfigError(f"must be > 0, got {args.clip_length}", "--clip-length")
-    device = resolve_device(args.device)
-    if device.type == "cuda" and device.index is None and "LOCAL_RANK" in os.environ:
-        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))  # one GPU per torchrun rank
+    device = rank_device(resolve_device(args.device))
     videos = rank_share(list_videos(args.videos))
     extractor = VideoExtractor(
         clip=load_clip(args.clip) if args.clip else None,
