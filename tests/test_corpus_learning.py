@@ -16,7 +16,7 @@ import pytest
 pytestmark = pytest.mark.slow
 
 # Half the budget of tests/test_learning.py (6 epochs x 800 queries at batch 16 = 300 steps, cosine lr).
-# Observed: VCMR R@10 IoU 0.5 = 32 (chance 1.3), R@1 = 10, VR R@1 = 28 (K = 10 windows; 14 min on 2
+# Observed: VCMR R@10 IoU 0.5 = 32 (chance 1.3), R@1 = 10, VR R@1 = 28 (K = 10 windows; 4-14 min on 2
 # busy cores). With twice the budget (12 epochs, the demo's): R@10 = 51, R@1 = 20.
 TRAIN = ["train.epochs=6", "train.eval_every=6", "train.progress=false", "train.tensorboard=false"]
 MARGIN = 15.0  # percentage points above chance, and at least 3x chance
