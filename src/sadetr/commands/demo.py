@@ -81,4 +81,8 @@ def run(args: argparse.Namespace) -> int:
         f"outputs: checkpoints and logs {out / 'run'} (tensorboard --logdir {out / 'run' / 'tb'}), "
         f"predictions {out / 'val_predictions.jsonl'}, metrics {out / 'metrics.json'}"
     )
+    from sadetr.corpus.demo import corpus_demo
+
+    print("[+] corpus search: which val video, and when (sadetr index / search / evaluate-corpus)")
+    corpus_demo(out / "run" / "best.ckpt", Path(paths["config"]).parent, out / "corpus")
     return 0
