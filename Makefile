@@ -4,18 +4,27 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TORCH_VERSION := 2.13.0
+# The exact versions CI installs; pyproject.toml keeps ranges for users. `make lock` rewrites it.
+LOCK := requirements/ci-constraints.txt
 
-.PHONY: setup test demo bench lint clean browser
+.PHONY: setup test demo bench lint clean browser lock
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q --upgrade -c $(LOCK) pip
 
 # torch is installed first and pinned, so pip never resolves a multi-GB CUDA build.
-$(STAMP): $(BIN)/python pyproject.toml
+$(STAMP): $(BIN)/python pyproject.toml $(LOCK)
+	$(BIN)/pip install -q torch==$(TORCH_VERSION)
+	$(BIN)/pip install -q -c $(LOCK) -e ".[dev]"
+	touch $(STAMP)
+
+# After a dependency change: install the new ranges, then record the resolved versions.
+lock: $(BIN)/python
 	$(BIN)/pip install -q torch==$(TORCH_VERSION)
 	$(BIN)/pip install -q -e ".[dev]"
-	touch $(STAMP)
+	{ head -2 $(LOCK); $(BIN)/pip freeze --all --exclude-editable | grep -v '^sadetr' | sed 's/+cpu$$//'; } > $(LOCK).new
+	mv $(LOCK).new $(LOCK)
 
 setup: $(STAMP)
 
