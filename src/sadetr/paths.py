@@ -5,7 +5,8 @@ which proves that the result stays inside its root: no absolute names, no `..` c
 after resolving symlinks, still below the (resolved) root. A root may itself be a symlink (a feature
 folder on another disk); what lies inside it may not point out of it.
 `ensure_out_dir` / `ensure_out_file` refuse an `--out` of the wrong kind with one line before a run
-starts, instead of a traceback (or lost work) when the first file is written.
+starts, instead of a traceback (or lost work) when the first file is written. `read_user_text` reads a
+user's text file, turning unreadable or non-UTF-8 content into one line naming it.
 """
 
 from __future__ import annotations
@@ -98,3 +99,13 @@ def ensure_out_file(path: str | os.PathLike[str], key: str = "--out") -> Path:
         if parent.exists() and not parent.is_dir():
             raise ConfigError(f"{path} is under {parent}, which is a file, not a folder", key=key)
     return path
+
+
+def read_user_text(path: str | os.PathLike[str], what: str) -> str:
+    """The UTF-8 text of a user's file; unreadable or not UTF-8: a one-line `DataError` naming it."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise DataError(f"not a UTF-8 {what} ({err.reason} at byte {err.start})", path=path) from None
+    except OSError as err:
+        raise DataError(f"cannot read {what}: {err.strerror or err}", path=path) from None

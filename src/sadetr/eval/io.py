@@ -8,18 +8,13 @@ from typing import Any
 
 from sadetr.atomic import atomic_write_text
 from sadetr.errors import DataError
+from sadetr.paths import read_user_text
 
 
 def load_jsonl(path: str | Path) -> list[dict]:
     """One JSON object per line; blank lines are skipped; a bad line raises `DataError(path, line)`."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        why = f"not a UTF-8 JSON-lines file ({err.reason} at byte {err.start})"
-        raise DataError(why, path=path) from None
-    except OSError as err:
-        raise DataError(f"cannot read file: {err.strerror or err}", path=path) from err
+    text = read_user_text(path, "JSON-lines file")
     records: list[dict] = []
     for line_no, line in enumerate(text.splitlines(), start=1):
         if not line.strip():

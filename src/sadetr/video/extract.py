@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from sadetr.atomic import atomic_path
 from sadetr.errors import DataError
-from sadetr.paths import check_qid, safe_child
+from sadetr.paths import check_qid, read_user_text, safe_child
 from sadetr.video.clip import ClipBackbone
 from sadetr.video.decode import VIDEO_SUFFIXES, iter_frames_at, num_clips, probe
 from sadetr.video.preprocess import CLIP_MEAN, CLIP_STD, SLOWFAST_MEAN, SLOWFAST_STD, normalize
@@ -156,13 +156,7 @@ def list_videos(spec: str | Path) -> list[Path]:
         raise DataError("no such video, directory or list file", path=spec)
     if spec.suffix.lower() in VIDEO_SUFFIXES:
         return [spec]
-    try:
-        text = spec.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        why = f"not a UTF-8 list of video paths ({err.reason} at byte {err.start})"
-        raise DataError(why, path=spec) from None
-    except OSError as err:
-        raise DataError(f"cannot read list file: {err.strerror or err}", path=spec) from None
+    text = read_user_text(spec, "list of video paths")
     videos = []
     first_line: dict[str, int] = {}
     for line_no, line in enumerate(text.splitlines(), start=1):
@@ -266,13 +260,7 @@ def read_queries(path: str | Path) -> list[tuple[str, str]]:
     a qid given twice is an error naming both lines.
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        why = f"not a UTF-8 JSON-lines file ({err.reason} at byte {err.start})"
-        raise DataError(why, path=path) from None
-    except OSError as err:
-        raise DataError(f"cannot read queries: {err.strerror or err}", path=path) from None
+    text = read_user_text(path, "JSON-lines file of queries")
     out: list[tuple[str, str]] = []
     first_line: dict[str, int] = {}
     for line_no, line in enumerate(text.splitlines(), start=1):
