@@ -7,45 +7,17 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from sadetr.cli import main
 from sadetr.commands.extract import rank_share
-from sadetr.video.tiny import make_tiny_clip, write_test_video
+from sadetr.video.tiny import make_tiny_clip, save_tiny_clip_checkpoint, write_test_video
 
 
 @pytest.fixture(scope="module")
 def library(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
     """(untrained SA-DETR on tiny CLIP features (16-d, 4-clip windows), tiny CLIP folder, video folder)."""
-    from sadetr.config import compose_config, config_to_dict
-    from sadetr.engine.checkpoint import feature_pipeline, save_checkpoint
-    from sadetr.model.build import build_model
-
     root = tmp_path_factory.mktemp("videolib")
-    cfg = compose_config(
-        None,
-        overrides=[
-            "data.video_sources=[clip_features]",
-            "data.video_dims=[16]",
-            "data.text_dim=64",
-            "data.max_v_l=4",
-            "data.clip_len=1.0",
-            "model.video_dim=18",
-            "model.text_dim=64",
-            "model.hidden_dim=32",
-            "model.nheads=4",
-            "model.ffn_dim=64",
-            "model.num_queries=4",
-        ],
-    )
-    torch.manual_seed(0)
-    state = {
-        "model": build_model(cfg.model).state_dict(),
-        "config": config_to_dict(cfg),
-        "epoch": 0,
-        "step": 0,
-    }
-    save_checkpoint(root / "m.ckpt", {**state, "features": feature_pipeline(cfg.data, cfg.model)})
+    save_tiny_clip_checkpoint(root / "m.ckpt", "data.max_v_l=4", "data.clip_len=1.0")
     videos = root / "videos"
     videos.mkdir()
     write_test_video(videos / "paint_a.mp4", n_frames=60, fps=10)  # 6 s -> 6 clips -> contexts 0, 2

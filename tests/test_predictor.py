@@ -17,7 +17,7 @@ from sadetr.cli import main
 from sadetr.errors import CheckpointError, DataError
 from sadetr.predictor import Predictor, saliency_relevance
 from sadetr.video.sliding import stitch_saliency, temporal_iou, temporal_nms, window_starts
-from sadetr.video.tiny import make_tiny_clip, write_test_video
+from sadetr.video.tiny import make_tiny_clip, save_tiny_clip_checkpoint, write_test_video
 
 # ---------------------------------------------------------------- sliding windows (hand-computed)
 
@@ -178,38 +178,8 @@ def test_unreproducible_feature_sets_are_refused(trained, tmp_path):
 @pytest.fixture(scope="module")
 def clip_only_checkpoint(tmp_path_factory):
     """An (untrained) SA-DETR on tiny CLIP video features (16-d) + text (64-d), 2-clip windows."""
-    from sadetr.config import compose_config, config_to_dict
-    from sadetr.engine.checkpoint import feature_pipeline, save_checkpoint
-    from sadetr.model.build import build_model
-
     root = tmp_path_factory.mktemp("cliponly")
-    cfg = compose_config(
-        None,
-        overrides=[
-            "data.video_sources=[clip_features]",
-            "data.video_dims=[16]",
-            "data.text_dim=64",
-            "data.max_v_l=2",
-            "model.video_dim=18",
-            "model.text_dim=64",
-            "model.hidden_dim=32",
-            "model.nheads=4",
-            "model.ffn_dim=64",
-            "model.num_queries=4",
-        ],
-    )
-    torch.manual_seed(0)
-    model = build_model(cfg.model)
-    save_checkpoint(
-        root / "m.ckpt",
-        {
-            "model": model.state_dict(),
-            "config": config_to_dict(cfg),
-            "features": feature_pipeline(cfg.data, cfg.model),
-            "epoch": 0,
-            "step": 0,
-        },
-    )
+    save_tiny_clip_checkpoint(root / "m.ckpt", "data.max_v_l=2")
     clip_dir = make_tiny_clip(root / "clip", full_vocab=True)
     video = write_test_video(root / "paint.mp4", n_frames=50, fps=10)  # 5 s -> 3 clips -> 2 windows
     return root / "m.ckpt", clip_dir, video

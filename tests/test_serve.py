@@ -32,44 +32,16 @@ from sadetr.cli import main
 from sadetr.serve.app import create_app
 from sadetr.serve.limits import Limits
 from sadetr.serve.service import MomentService, ServiceBusy, ServiceTimeout
+from sadetr.video.tiny import TINY_CLIP_VIDEO_DIM
 
-VIDEO_DIM = 16
+VIDEO_DIM = TINY_CLIP_VIDEO_DIM
 
 
 def tiny_model_files(root: Path, video_format: str = "mp4") -> dict[str, Path]:
     """An untrained clip-only SA-DETR checkpoint, a tiny CLIP folder and a 5 s test video under `root`."""
-    import torch
+    from sadetr.video.tiny import make_tiny_clip, save_tiny_clip_checkpoint, write_test_video
 
-    from sadetr.config import compose_config, config_to_dict
-    from sadetr.engine.checkpoint import feature_pipeline, save_checkpoint
-    from sadetr.model.build import build_model
-    from sadetr.video.tiny import make_tiny_clip, write_test_video
-
-    root.mkdir(parents=True, exist_ok=True)
-    cfg = compose_config(
-        None,
-        overrides=[
-            "data.video_sources=[clip_features]",
-            f"data.video_dims=[{VIDEO_DIM}]",
-            "data.text_dim=64",
-            f"model.video_dim={VIDEO_DIM + 2}",
-            "model.text_dim=64",
-            "model.hidden_dim=32",
-            "model.nheads=4",
-            "model.ffn_dim=64",
-            "model.num_queries=4",
-        ],
-    )
-    torch.manual_seed(0)
-    model = build_model(cfg.model)
-    state = {
-        "model": model.state_dict(),
-        "config": config_to_dict(cfg),
-        "features": feature_pipeline(cfg.data, cfg.model),
-        "epoch": 0,
-        "step": 0,
-    }
-    save_checkpoint(root / "m.ckpt", state)
+    save_tiny_clip_checkpoint(root / "m.ckpt")
     clip = make_tiny_clip(root / "clip", full_vocab=True)
     if video_format == "webm":
         video = write_webm(root / "paint.webm", seconds=5.0)
