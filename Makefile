@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TORCH_VERSION := 2.13.0
 
-.PHONY: setup test demo bench lint clean
+.PHONY: setup test demo bench lint mutation clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -31,6 +31,12 @@ VAL_GT := $(wildcard ../shared/data/qvhighlights/highlight_val_release.jsonl)
 
 bench: $(STAMP)
 	$(BIN)/sadetr bench --out runs/bench $(if $(VAL_GT),--gt $(VAL_GT))
+
+# Mutation score of the core math (tools/mutation.py; CPU-heavy, not part of CI): every mutation once
+# with ../shared/data (when present) and once as a checkout without it.
+mutation: $(STAMP)
+	$(BIN)/python tools/mutation.py --min-score 95
+	$(BIN)/python tools/mutation.py --no-shared-data --min-score 95
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests

@@ -216,6 +216,15 @@ def test_predictions_six_to_ten_still_count():
     assert m["MR-full-R1@0.3"] == 0.0
 
 
+def test_equal_iou_tie_goes_to_the_last_gt_window():
+    # [0, 20] has IoU 0.5 with both GT windows; the official matching (reversed argsort) gives it the
+    # LAST one, [10, 20], so the exact copy of [10, 20] ranked next is a false positive at IoU 0.5:
+    # precision 1, 1/2 at recall 1/2 -> AP 1/2 (taking the first GT window would give AP 1).
+    windows = [[0, 20, 0.9], [10, 20, 0.8]]
+    m = evaluate([pred(1, windows)], [gt(1, [[0, 10], [10, 20]])])["brief"]
+    assert m["MR-full-mAP@0.5"] == 50.0
+
+
 def test_fair_level_starts_at_two():
     # clip 1 scored 1 by every annotator is not Fair (Fair is >= 2); clip 3 scored 2 is.
     ground_truth = [gt(1, [[2, 4]], duration=10, saliency={1: [1, 1, 1], 3: [2, 2, 2]})]

@@ -876,22 +876,81 @@ def make_scratch(base: Path, shared_data: bool) -> Path:
     return repo
 
 
-def run_tests(repo: Path, tests: tuple[str, ...], timeout: float) -> tuple[bool, str]:
-    """pytest on `tests` in the scratch repo -> (passed, last lines of output). A timeout counts as failed."""
-    env = {
-        **os.environ,
+PYTEST_ARGS = ["-x", "-q", "-p", "no:xdist", "-p", "no:cacheprovider", "-m", "not slow"]
+
+
+def scratch_env(repo: Path) -> dict[str, str]:
+    return {
         "PYTHONPATH": str(repo / "src"),
         "PYTHONDONTWRITEBYTECODE": "1",  # a stale .pyc of the same size and mtime second must never be used
         "OMP_NUM_THREADS": "1",
     }
-    cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:xdist", "-p", "no:cacheprovider"]
-    cmd += ["-m", "not slow", *[f"tests/{t}" for t in tests]]
+
+
+def run_tests(repo: Path, tests: tuple[str, ...], timeout: float) -> tuple[bool, str]:
+    """pytest on `tests` in a fresh interpreter in the scratch repo -> (passed, last lines of output).
+    A timeout counts as failed."""
+    cmd = [sys.executable, "-m", "pytest", *PYTEST_ARGS, *[f"tests/{t}" for t in tests]]
+    env = {**os.environ, **scratch_env(repo)}
     try:
         proc = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         return False, "timeout"
     tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-3:])
     return proc.returncode == 0, tail
+
+
+def preload() -> None:
+    """Import the heavy third-party modules once in this process (never `sadetr`, never the tests), so
+    that each forked pytest run starts without paying for them."""
+    os.environ.update(OMP_NUM_THREADS="1")
+    sys.dont_write_bytecode = True
+    import numpy  # noqa: F401
+    import pytest  # noqa: F401
+    import scipy.optimize  # noqa: F401
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def run_tests_forked(repo: Path, tests: tuple[str, ...], timeout: float) -> tuple[bool, str]:
+    """As `run_tests`, in a forked child of this (preloaded) process: same result, seconds faster.
+    The child imports `sadetr` and the tests from the scratch copy only."""
+    log = repo.parent / "pytest.log"
+    pid = os.fork()
+    if pid == 0:  # child: never returns
+        code = 3
+        try:
+            fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+            os.dup2(fd, 1)
+            os.dup2(fd, 2)
+            os.chdir(repo)
+            os.environ.update(scratch_env(repo))
+            sys.path.insert(0, str(repo / "src"))
+            import pytest
+
+            code = int(pytest.main([*PYTEST_ARGS, *[f"tests/{t}" for t in tests]]))
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                return False, "timeout"
+            time.sleep(0.05)
+    except BaseException:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        raise
+    tail = "\n".join(log.read_text(errors="replace").strip().splitlines()[-3:])
+    return os.waitstatus_to_exitcode(status) == 0, tail
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -905,6 +964,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--timeout", type=float, default=600.0, help="seconds per pytest run (counts as caught)"
     )
+    parser.add_argument("--no-fork", action="store_true", help="a fresh interpreter per run (slower)")
     parser.add_argument(
         "--min-score", type=float, default=0.0, help="exit 1 when the score (%%) is below this"
     )
@@ -929,11 +989,14 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     shared_data = not args.no_shared_data and (REPO.parent / "shared" / "data").is_dir()
     print(f"{len(selected)} mutations, shared data: {'yes' if shared_data else 'no'}", flush=True)
+    run = run_tests if args.no_fork or not hasattr(os, "fork") else run_tests_forked
+    if run is run_tests_forked:
+        preload()
     start = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="sadetr_mutation_") as tmp:
         repo = make_scratch(Path(tmp), shared_data)
         all_tests = tuple(sorted({t for m in selected for t in m.tests}))
-        ok, tail = run_tests(repo, all_tests, args.timeout)
+        ok, tail = run(repo, all_tests, args.timeout)
         if not ok:
             print(f"the unmutated tests fail, nothing to measure:\n{tail}")
             return 2
@@ -944,7 +1007,7 @@ def main(argv: list[str] | None = None) -> int:
             target.write_text(pristine.replace(m.original, m.replacement, 1))
             t0 = time.monotonic()
             try:
-                passed, tail = run_tests(repo, m.tests, args.timeout)
+                passed, tail = run(repo, m.tests, args.timeout)
             finally:
                 target.write_text(pristine)
             verdict = "SURVIVED" if passed else ("caught (timeout)" if tail == "timeout" else "caught")
