@@ -217,18 +217,24 @@ def test_compare_helpers(tmp_path) -> None:
 
 # ------------------------------------------------------------------------------------------ learning
 
-# QD-DETR's DAB queries start identical (zero content, 2-d anchors), so its confidence head needs more
-# steps than Moment-DETR's learned query embeddings before the ranking (and mAP) follows the spans.
-LEARN_EPOCHS = {"moment_detr": 40, "qd_detr": 100}
+# Held-out learning: each baseline trains on 400 synthetic Charades-shaped queries and is scored ONCE, on
+# the 100 val queries it never saw, after its last epoch (no model selection). Scoring the training split
+# (as this test once did) measures memorisation. QD-DETR's DAB queries start identical (zero content, 2-d
+# anchors), so it needs more steps than Moment-DETR's learned query embeddings before its spans and
+# ranking follow the query.
+LEARN_EPOCHS = {"moment_detr": 12, "qd_detr": 30}  # x 50 steps (batch 8)
+# MR-full-mAP points above the best constant span chosen on the val split itself (an upper bound of any
+# constant predictor). Observed (seed 2018, this budget): OBSERVED.
+LEARN_MARGIN = {"moment_detr": 5.0, "qd_detr": 8.0}
 
 
 @pytest.fixture(scope="module")
 def synthetic_charades(tmp_path_factory) -> Path:
-    """32 training queries of the data layer's synthetic Charades-shaped set (~30 one-second clips)."""
+    """The synthetic Charades-shaped set (~30 one-second clips per video), 400 train / 100 val queries."""
     from sadetr.data.synth import generate_synthetic
 
     root = tmp_path_factory.mktemp("synth")
-    generate_synthetic(root, "charades", n_train=32, n_val=8, seed=0)
+    generate_synthetic(root, "charades", n_train=400, n_val=100, seed=0)
     return root
 
 
@@ -255,10 +261,11 @@ def constant_baseline_map(annotations: Path) -> float:
     return best
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["moment_detr", "qd_detr"])
-def test_learns_synthetic_data_via_compare(name: str, synthetic_charades: Path, tmp_path: Path) -> None:
-    """`sadetr compare` trains the tiny baseline on 32 synthetic queries with the engine; evaluated on the
-    same queries, its MR mAP must beat the best constant-span predictor by a wide margin."""
+def test_learns_held_out_data_via_compare(name: str, synthetic_charades: Path, tmp_path: Path) -> None:
+    """`sadetr compare` trains the tiny baseline with the engine; scored on the held-out val split, its
+    MR mAP must beat the best constant-span predictor (chosen on that split) by a clear margin."""
     from sadetr.cli import main
 
     out, epochs = tmp_path / "cmp", LEARN_EPOCHS[name]
@@ -279,16 +286,17 @@ def test_learns_synthetic_data_via_compare(name: str, synthetic_charades: Path, 
         "train.lr=2e-3",
         "train.batch_size=8",
         "train.lr_schedule=constant",
-        "train.eval_split=train",
-        f"train.eval_every={epochs // 4}",
+        "train.eval_split=val",
+        f"train.eval_every={epochs}",  # one evaluation, after the last epoch
         "train.device=cpu",
         "data.cache_features=true",
     ):
         args += ["--set", kv]
     assert main(args) == 0
     result = json.loads((out / "compare.json").read_text())[name]
+    assert [epoch for epoch, _ in result["curves"][next(iter(result["curves"]))]] == [epochs]
     learned = result["summary"]["MR-full-mAP"]["mean"]
-    constant = constant_baseline_map(synthetic_charades / "annotations" / "train.jsonl")
-    print(f"{name}: MR-full-mAP {learned:.2f} vs constant {constant:.2f}")
-    assert learned > constant + 10.0
+    constant = constant_baseline_map(synthetic_charades / "annotations" / "val.jsonl")
+    print(f"{name}: held-out MR-full-mAP {learned:.2f} vs constant {constant:.2f}")
+    assert learned > constant + LEARN_MARGIN[name]
     assert (out / "compare_curves.png").is_file() and name in (out / "compare.md").read_text()

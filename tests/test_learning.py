@@ -39,9 +39,10 @@ MR_MARGIN = 10.0  # R1@0.5 points above the best MR baseline
 HD_MARGIN = 8.0  # HL-min-VeryGood-mAP points above random saliency
 # The same trained model evaluated again with each query rolled to the next sample of its batch (same
 # videos, wrong sentences): a model that does not read the query scores the same both ways. (A model
-# whose text features were multiplied by 0 passed the HD bar above, HL-VG-mAP 19.4.)
-SHUFFLED_MR_MARGIN = 10.0  # R1@0.5 points above the shuffled-query evaluation
-SHUFFLED_HD_MARGIN = 5.0  # HL-min-VeryGood-mAP points above the shuffled-query evaluation
+# whose text features were multiplied by 0 passed the HD bar above, HL-VG-mAP 19.4.) Observed (seed
+# 2018): R1@0.5 44.0 vs 11.0 shuffled, HL-VG-mAP 39.9 vs 13.0 shuffled.
+SHUFFLED_MR_MARGIN = 15.0  # R1@0.5 points above the shuffled-query evaluation
+SHUFFLED_HD_MARGIN = 12.0  # HL-min-VeryGood-mAP points above the shuffled-query evaluation
 SHUFFLE_BATCH = 25  # divides the 100 val queries: no batch of one, where rolling changes nothing
 
 

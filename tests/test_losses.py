@@ -261,6 +261,12 @@ def test_ctm_inter_hand_value() -> None:
     col1 = math.log(2)
     expected = 0.5 * ((row0 + row1) / 2 + (col0 + col1) / 2)
     assert ctm_inter_loss(clip_emb, sent_emb, sal, rel, mask, 1.0).item() == pytest.approx(expected, rel=1e-5)
+    # at tau = 0.5 the cosines are doubled: logits [[2, 2r], [0, 2r]]
+    row0 = -(2 - math.log(math.exp(2) + math.exp(2 * r)))
+    row1 = -(2 * r - math.log(1 + math.exp(2 * r)))
+    col0 = -(2 - math.log(math.exp(2) + 1))
+    expected = 0.5 * ((row0 + row1) / 2 + (col0 + math.log(2)) / 2)
+    assert ctm_inter_loss(clip_emb, sent_emb, sal, rel, mask, 0.5).item() == pytest.approx(expected, rel=1e-5)
 
 
 # ----------------------------------------------------------------------------------------------- L_S

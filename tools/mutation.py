@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -476,10 +477,10 @@ MUTATIONS: tuple[Mutation, ...] = (
         DN_T,
     ),
     _m(
-        "denoising.padding_visible_to_direct",
+        "denoising.padding_visible_to_noise",
         DN,
         "mask[:, :, num_queries:] |= ~slot_valid[:, None, :]",
-        "mask[:, num_queries:, num_queries:] |= ~slot_valid[:, None, :]",
+        "mask[:, :num_queries, num_queries:] |= ~slot_valid[:, None, :]",
         DN_T,
     ),
     _m(
@@ -887,19 +888,6 @@ def scratch_env(repo: Path) -> dict[str, str]:
     }
 
 
-def run_tests(repo: Path, tests: tuple[str, ...], timeout: float) -> tuple[bool, str]:
-    """pytest on `tests` in a fresh interpreter in the scratch repo -> (passed, last lines of output).
-    A timeout counts as failed."""
-    cmd = [sys.executable, "-m", "pytest", *PYTEST_ARGS, *[f"tests/{t}" for t in tests]]
-    env = {**os.environ, **scratch_env(repo)}
-    try:
-        proc = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return False, "timeout"
-    tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-3:])
-    return proc.returncode == 0, tail
-
-
 def preload() -> None:
     """Import the heavy third-party modules once in this process (never `sadetr`, never the tests), so
     that each forked pytest run starts without paying for them."""
@@ -913,10 +901,9 @@ def preload() -> None:
     torch.set_num_threads(1)
 
 
-def run_tests_forked(repo: Path, tests: tuple[str, ...], timeout: float) -> tuple[bool, str]:
-    """As `run_tests`, in a forked child of this (preloaded) process: same result, seconds faster.
-    The child imports `sadetr` and the tests from the scratch copy only."""
-    log = repo.parent / "pytest.log"
+def _fork_pytest(repo: Path, args: list[str], log: Path) -> int:
+    """Fork; the child runs pytest in `repo` (output to `log`), importing `sadetr` and the tests from the
+    scratch copy only, and exits with pytest's status. Returns the child's pid."""
     pid = os.fork()
     if pid == 0:  # child: never returns
         code = 3
@@ -929,28 +916,84 @@ def run_tests_forked(repo: Path, tests: tuple[str, ...], timeout: float) -> tupl
             sys.path.insert(0, str(repo / "src"))
             import pytest
 
-            code = int(pytest.main([*PYTEST_ARGS, *[f"tests/{t}" for t in tests]]))
+            code = int(pytest.main(args))
         finally:
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(code)
-    deadline = time.monotonic() + timeout
+    return pid
+
+
+class Run:
+    """One pytest run on a scratch repo, in a forked child of this (preloaded) process, or with `fork`
+    False in a fresh interpreter (same result, seconds slower)."""
+
+    def __init__(self, repo: Path, tests: tuple[str, ...], fork: bool) -> None:
+        self.log = repo.parent / "pytest.log"
+        args = [*PYTEST_ARGS, *[f"tests/{t}" for t in tests]]
+        self.proc: subprocess.Popen | None = None
+        self.code: int | None = None  # exit status of a forked run, once reaped
+        if fork:
+            self.pid = _fork_pytest(repo, args, self.log)
+        else:
+            with open(self.log, "w") as out:
+                env = {**os.environ, **scratch_env(repo)}
+                cmd = [sys.executable, "-m", "pytest", *args]
+                self.proc = subprocess.Popen(cmd, cwd=repo, env=env, stdout=out, stderr=subprocess.STDOUT)
+            self.pid = self.proc.pid
+        self.start = time.monotonic()
+
+    def poll(self) -> int | None:
+        """The exit status, or None while it runs."""
+        if self.proc is not None:
+            return self.proc.poll()
+        if self.code is None:
+            done, status = os.waitpid(self.pid, os.WNOHANG)
+            self.code = os.waitstatus_to_exitcode(status) if done else None
+        return self.code
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+        elif self.code is None:
+            os.kill(self.pid, signal.SIGKILL)
+            os.waitpid(self.pid, 0)
+
+    def tail(self) -> str:
+        return "\n".join(self.log.read_text(errors="replace").strip().splitlines()[-3:])
+
+
+def run_mutations(
+    mutations: list[Mutation], repos: list[Path], fork: bool, timeout: float
+) -> Iterator[tuple[Mutation, bool, float]]:
+    """Each mutation applied alone to a free scratch repo (one run per repo at a time) -> yields
+    (mutation, caught, seconds) as runs finish. A run past `timeout` is killed and counts as caught."""
+    pending, free = list(mutations), list(repos)
+    running: dict[Run, tuple[Mutation, Path, Path, str]] = {}
     try:
-        while True:
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                break
-            if time.monotonic() > deadline:
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-                return False, "timeout"
+        while pending or running:
+            while pending and free:
+                m, repo = pending.pop(0), free.pop(0)
+                target = repo / "src" / "sadetr" / m.path
+                pristine = target.read_text()
+                target.write_text(pristine.replace(m.original, m.replacement, 1))
+                running[Run(repo, m.tests, fork)] = (m, repo, target, pristine)
             time.sleep(0.05)
-    except BaseException:
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-        raise
-    tail = "\n".join(log.read_text(errors="replace").strip().splitlines()[-3:])
-    return os.waitstatus_to_exitcode(status) == 0, tail
+            for run in list(running):
+                code = run.poll()
+                timed_out = code is None and time.monotonic() - run.start > timeout
+                if timed_out:
+                    run.kill()
+                if code is None and not timed_out:
+                    continue
+                m, repo, target, pristine = running.pop(run)
+                target.write_text(pristine)
+                free.append(repo)
+                yield m, timed_out or code != 0, time.monotonic() - run.start
+    finally:
+        for run in running:
+            run.kill()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -964,6 +1007,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--timeout", type=float, default=600.0, help="seconds per pytest run (counts as caught)"
     )
+    parser.add_argument("--jobs", type=int, default=1, help="mutations run in parallel (scratch copies)")
     parser.add_argument("--no-fork", action="store_true", help="a fresh interpreter per run (slower)")
     parser.add_argument(
         "--min-score", type=float, default=0.0, help="exit 1 when the score (%%) is below this"
@@ -989,32 +1033,24 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     shared_data = not args.no_shared_data and (REPO.parent / "shared" / "data").is_dir()
     print(f"{len(selected)} mutations, shared data: {'yes' if shared_data else 'no'}", flush=True)
-    run = run_tests if args.no_fork or not hasattr(os, "fork") else run_tests_forked
-    if run is run_tests_forked:
+    fork = not args.no_fork and hasattr(os, "fork")
+    if fork:
         preload()
     start = time.monotonic()
+    survivors = []
     with tempfile.TemporaryDirectory(prefix="sadetr_mutation_") as tmp:
-        repo = make_scratch(Path(tmp), shared_data)
+        repos = [make_scratch(Path(tmp) / f"worker{i}", shared_data) for i in range(max(args.jobs, 1))]
         all_tests = tuple(sorted({t for m in selected for t in m.tests}))
-        ok, tail = run(repo, all_tests, args.timeout)
-        if not ok:
-            print(f"the unmutated tests fail, nothing to measure:\n{tail}")
+        baseline = Run(repos[0], all_tests, fork)
+        while baseline.poll() is None:
+            time.sleep(0.1)
+        if baseline.poll() != 0:
+            print(f"the unmutated tests fail, nothing to measure:\n{baseline.tail()}")
             return 2
-        survivors = []
-        for i, m in enumerate(selected, 1):
-            target = repo / "src" / "sadetr" / m.path
-            pristine = target.read_text()
-            target.write_text(pristine.replace(m.original, m.replacement, 1))
-            t0 = time.monotonic()
-            try:
-                passed, tail = run(repo, m.tests, args.timeout)
-            finally:
-                target.write_text(pristine)
-            verdict = "SURVIVED" if passed else ("caught (timeout)" if tail == "timeout" else "caught")
-            print(
-                f"[{i:3d}/{len(selected)}] {verdict:8s} {m.name} ({time.monotonic() - t0:.0f} s)", flush=True
-            )
-            if passed:
+        for i, (m, caught, seconds) in enumerate(run_mutations(selected, repos, fork, args.timeout), 1):
+            print(f"[{i:3d}/{len(selected)}] {'caught' if caught else 'SURVIVED'} {m.name} ({seconds:.0f} s)")
+            sys.stdout.flush()
+            if not caught:
                 survivors.append(m)
     caught = len(selected) - len(survivors)
     score = 100.0 * caught / len(selected)
