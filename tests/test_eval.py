@@ -16,7 +16,7 @@ from sadetr.cli import main
 from sadetr.errors import DataError, SubmissionError
 from sadetr.eval import evaluate, format_table, load_jsonl
 from sadetr.eval.highlight import ranking_ap
-from sadetr.eval.moment import MAP_THRESHOLDS, average_precision, pad_windows
+from sadetr.eval.moment import MAP_THRESHOLDS, average_precision, cross_iou, pad_windows
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 DATA = SHARED / "data"
@@ -223,6 +223,12 @@ def test_equal_iou_tie_goes_to_the_last_gt_window():
     windows = [[0, 20, 0.9], [10, 20, 0.8]]
     m = evaluate([pred(1, windows)], [gt(1, [[0, 10], [10, 20]])])["brief"]
     assert m["MR-full-mAP@0.5"] == 50.0
+
+
+def test_cross_iou_hand_values():
+    # half overlap 5/10, [0, 10] vs [5, 20]: 5/20, touching and disjoint windows 0 (never negative)
+    iou = cross_iou(np.array([[0.0, 10.0]]), np.array([[0.0, 5.0], [5.0, 20.0], [10.0, 12.0], [20.0, 30.0]]))
+    np.testing.assert_allclose(iou, [[0.5, 0.25, 0.0, 0.0]])
 
 
 def test_fair_level_starts_at_two():

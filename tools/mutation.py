@@ -787,7 +787,6 @@ MUTATIONS: tuple[Mutation, ...] = (
         "mprec = mprec",
         EVAL_T,
     ),
-    _m("moment.padding_is_fp", MOMENT, "fp = pred_valid[:, None, :] & ~tp", "fp = ~tp", EVAL_T),
     _m(
         "moment.r1_first_gt",
         MOMENT,
