@@ -34,9 +34,10 @@ bench: $(STAMP)
 
 # Mutation score of the core math (tools/mutation.py; CPU-heavy, not part of CI): every mutation once
 # with ../shared/data (when present) and once as a checkout without it.
+MUTATION_JOBS ?= 2
 mutation: $(STAMP)
-	$(BIN)/python tools/mutation.py --min-score 95
-	$(BIN)/python tools/mutation.py --no-shared-data --min-score 95
+	$(BIN)/python tools/mutation.py --jobs $(MUTATION_JOBS) --min-score 95
+	$(BIN)/python tools/mutation.py --jobs $(MUTATION_JOBS) --no-shared-data --min-score 95
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests
