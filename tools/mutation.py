@@ -5,15 +5,18 @@ replacement and the test files that should notice. The harness copies `src/`, `t
 `pyproject.toml` into a scratch directory, applies one mutation at a time there (the checkout is never
 touched), runs `pytest -x -q -p no:xdist -m "not slow"` on that mutation's test files with PYTHONPATH
 pointing at the copy's `src`, and counts the mutation as caught when pytest fails (or runs past the
-timeout). It prints one line per mutation, then the score and the survivors.
+timeout). It prints one line per mutation, then the score and the survivors. Each pytest run is a
+forked child of the harness, which has imported torch/numpy/scipy/pytest once (never `sadetr`);
+`--no-fork` starts a fresh interpreter per run instead.
 
 Shared data: the tests find `../shared/data` as `Path(__file__).parents[2] / "shared" / "data"`. The
-scratch layout is `<tmp>/repo/{src,tests}`, so `<tmp>/shared` is what the copied tests see: by default it
-is a link to the checkout's `../shared`; with `--no-shared-data` it does not exist, which runs the suite
-as a checkout without the shared data does (the tests that need it skip).
+scratch layout is `<tmp>/worker<i>/repo/{src,tests}`, so `<tmp>/worker<i>/shared` is what the copied tests
+see: by default a link to the checkout's `../shared`; with `--no-shared-data` it does not exist, which
+runs the suite as a checkout without the shared data does (the tests that need it skip).
 
     python tools/mutation.py                      # all mutations, with ../shared/data if present
     python tools/mutation.py --no-shared-data     # as a checkout without it
+    python tools/mutation.py --jobs 2             # two mutations at a time (one scratch copy each)
     python tools/mutation.py -k encoder -k rank   # only mutations whose name contains a pattern
     python tools/mutation.py --list               # the names
     python tools/mutation.py --check              # only verify every snippet occurs exactly once
