@@ -7,7 +7,7 @@ TORCH_VERSION := 2.13.0
 # The exact versions CI installs; pyproject.toml keeps ranges for users. `make lock` rewrites it.
 LOCK := requirements/ci-constraints.txt
 
-.PHONY: setup test demo bench lint clean browser lock
+.PHONY: setup test demo bench lint mutation clean browser lock
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -45,6 +45,13 @@ VAL_GT := $(wildcard ../shared/data/qvhighlights/highlight_val_release.jsonl)
 
 bench: $(STAMP)
 	$(BIN)/sadetr bench --out runs/bench $(if $(VAL_GT),--gt $(VAL_GT))
+
+# Mutation score of the core math (tools/mutation.py; CPU-heavy, not part of CI): every mutation once
+# with ../shared/data (when present) and once as a checkout without it.
+MUTATION_JOBS ?= 2
+mutation: $(STAMP)
+	$(BIN)/python tools/mutation.py --jobs $(MUTATION_JOBS) --min-score 95
+	$(BIN)/python tools/mutation.py --jobs $(MUTATION_JOBS) --no-shared-data --min-score 95
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests

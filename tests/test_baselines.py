@@ -217,18 +217,25 @@ def test_compare_helpers(tmp_path) -> None:
 
 # ------------------------------------------------------------------------------------------ learning
 
-# QD-DETR's DAB queries start identical (zero content, 2-d anchors), so its confidence head needs more
-# steps than Moment-DETR's learned query embeddings before the ranking (and mAP) follows the spans.
-LEARN_EPOCHS = {"moment_detr": 40, "qd_detr": 100}
+# Learning. QD-DETR is scored on held-out data: it trains on 400 synthetic Charades-shaped queries and is
+# evaluated ONCE, on the 100 val queries it never saw, after its last epoch (no model selection).
+# Observed (seed 2018, this budget): MR-full-mAP 47.7 vs constant 10.0 (the trajectory is not monotone:
+# 24.0 at epoch 24, 36.7 at 27). Its DAB queries start identical (zero content, 2-d anchors), so its
+# spans and ranking follow the query only after ~1000 steps.
+# Moment-DETR does not generalise at a CPU test budget: on the same held-out split it stayed within
+# 8-14 mAP of the constant's 10 up to 750 steps (batch 8 / 16, lr 2e-3 / 1e-3). It keeps a fitting check
+# on its 32 training queries (the engine + CLI + criterion optimise), which is NOT a learning test.
+HELD_OUT_EPOCHS = 30  # x 50 steps (batch 8)
+HELD_OUT_MARGIN = 10.0  # MR-full-mAP points above the best constant span chosen on the val split itself
+FIT_EPOCHS = 40  # Moment-DETR on its 32 training queries
 
 
-@pytest.fixture(scope="module")
-def synthetic_charades(tmp_path_factory) -> Path:
-    """32 training queries of the data layer's synthetic Charades-shaped set (~30 one-second clips)."""
+def synthetic_charades_set(tmp_path_factory, n_train: int, n_val: int) -> Path:
+    """The synthetic Charades-shaped set (~30 one-second clips per video)."""
     from sadetr.data.synth import generate_synthetic
 
     root = tmp_path_factory.mktemp("synth")
-    generate_synthetic(root, "charades", n_train=32, n_val=8, seed=0)
+    generate_synthetic(root, "charades", n_train=n_train, n_val=n_val, seed=0)
     return root
 
 
@@ -255,40 +262,46 @@ def constant_baseline_map(annotations: Path) -> float:
     return best
 
 
-@pytest.mark.parametrize("name", ["moment_detr", "qd_detr"])
-def test_learns_synthetic_data_via_compare(name: str, synthetic_charades: Path, tmp_path: Path) -> None:
-    """`sadetr compare` trains the tiny baseline on 32 synthetic queries with the engine; evaluated on the
-    same queries, its MR mAP must beat the best constant-span predictor by a wide margin."""
+def run_compare(name: str, data: Path, out: Path, epochs: int, eval_split: str, eval_every: int) -> float:
+    """`sadetr compare` (CLI, engine, evaluation) of one tiny baseline -> its best MR-full-mAP."""
     from sadetr.cli import main
 
-    out, epochs = tmp_path / "cmp", LEARN_EPOCHS[name]
-    args = [
-        "compare",
-        "--models",
-        name,
-        "--config",
-        "synthetic_tiny",
-        "--config",
-        str(synthetic_charades / "dataset.yaml"),
-        "--epochs",
-        str(epochs),
-        "--out",
-        str(out),
-    ]
+    args = ["compare", "--models", name, "--config", "synthetic_tiny", "--config", str(data / "dataset.yaml")]
+    args += ["--epochs", str(epochs), "--out", str(out)]
     for kv in (
         "train.lr=2e-3",
         "train.batch_size=8",
         "train.lr_schedule=constant",
-        "train.eval_split=train",
-        f"train.eval_every={epochs // 4}",
+        f"train.eval_split={eval_split}",
+        f"train.eval_every={eval_every}",
         "train.device=cpu",
         "data.cache_features=true",
     ):
         args += ["--set", kv]
     assert main(args) == 0
-    result = json.loads((out / "compare.json").read_text())[name]
-    learned = result["summary"]["MR-full-mAP"]["mean"]
-    constant = constant_baseline_map(synthetic_charades / "annotations" / "train.jsonl")
-    print(f"{name}: MR-full-mAP {learned:.2f} vs constant {constant:.2f}")
-    assert learned > constant + 10.0
     assert (out / "compare_curves.png").is_file() and name in (out / "compare.md").read_text()
+    result = json.loads((out / "compare.json").read_text())[name]
+    (curve,) = result["curves"].values()
+    assert [epoch for epoch, _ in curve] == list(range(eval_every, epochs + 1, eval_every))
+    return result["summary"]["MR-full-mAP"]["mean"]
+
+
+@pytest.mark.slow
+def test_qd_detr_learns_held_out_queries(tmp_path_factory, tmp_path: Path) -> None:
+    """Scored once on the val split after the last epoch, QD-DETR must beat the best constant-span
+    predictor (chosen on that split) by a clear margin."""
+    data = synthetic_charades_set(tmp_path_factory, 400, 100)
+    learned = run_compare("qd_detr", data, tmp_path / "cmp", HELD_OUT_EPOCHS, "val", HELD_OUT_EPOCHS)
+    constant = constant_baseline_map(data / "annotations" / "val.jsonl")
+    print(f"qd_detr: held-out MR-full-mAP {learned:.2f} vs constant {constant:.2f}")
+    assert learned > constant + HELD_OUT_MARGIN
+
+
+def test_moment_detr_fits_its_training_queries(tmp_path_factory, tmp_path: Path) -> None:
+    """Fitting, not learning: Moment-DETR trained on 32 queries and scored on those same queries must
+    beat the best constant span by 10 MR-mAP points (observed 35.2 vs 15.6)."""
+    data = synthetic_charades_set(tmp_path_factory, 32, 8)
+    fitted = run_compare("moment_detr", data, tmp_path / "cmp", FIT_EPOCHS, "train", FIT_EPOCHS // 4)
+    constant = constant_baseline_map(data / "annotations" / "train.jsonl")
+    print(f"moment_detr: MR-full-mAP on its training queries {fitted:.2f} vs constant {constant:.2f}")
+    assert fitted > constant + 10.0

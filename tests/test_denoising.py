@@ -169,3 +169,17 @@ def test_build_denoiser_reads_config() -> None:
         build_denoiser(ModelConfig(dn_schedule="linear"))
     with pytest.raises(ConfigError, match=r"model\.dn_sigma_n"):
         build_denoiser(ModelConfig(dn_sigma_n=1.0))
+
+
+def test_noise_has_both_signs() -> None:
+    # Δc and Δw have independent random signs (a span is moved left or right, shrunk or widened): over
+    # many draws of a GT far from the borders (no clamp), each sign occurs about half the time, for
+    # positives and negatives alike, and the two signs are not tied to each other.
+    gt = torch.tensor([[0.5, 0.2]]).repeat(4000, 1)
+    gen = torch.Generator().manual_seed(3)
+    for low, high in [(0.0, 0.2), (0.2, 0.6)]:
+        noised = noise_spans(gt, low, high, gen)
+        dc, dw = noised[:, 0] - gt[:, 0], noised[:, 1] - gt[:, 1]
+        for d in (dc, dw):
+            assert 0.45 < (d > 0).float().mean() < 0.55
+        assert 0.2 < ((dc > 0) == (dw > 0)).float().mean() < 0.8

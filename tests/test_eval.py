@@ -16,7 +16,7 @@ from sadetr.cli import main
 from sadetr.errors import DataError, SubmissionError
 from sadetr.eval import evaluate, format_table, load_jsonl
 from sadetr.eval.highlight import ranking_ap
-from sadetr.eval.moment import MAP_THRESHOLDS, average_precision, pad_windows
+from sadetr.eval.moment import MAP_THRESHOLDS, average_precision, cross_iou, pad_windows
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 DATA = SHARED / "data"
@@ -202,6 +202,57 @@ def test_highlight_annotators_ties_and_padding():
     # one clip short: the missing last clip is scored 0 (official zero padding), above the -1s
     b = evaluate([pred(1, [[2, 4, 1]], saliency=[-1.0] * 4)], ground_truth)["brief"]
     assert b["HL-min-Fair-mAP"] == pytest.approx(100 * (1 + 2 / 5) / 2, abs=0.005)  # ranks 1 and 5
+
+
+# ---------------------------------------------------------------- cases that need no shared data
+# The official reference file checks these rules too, but only where ../shared/data exists.
+def test_predictions_six_to_ten_still_count():
+    # the correct window is listed 8th with the best score: within the official top 10, so it ranks
+    # first after the re-sort (AP 1); listed 11th it is cut (AP 0, see the test above)
+    windows = [[100 + i, 101 + i, 0.5] for i in range(7)] + [[0, 10, 0.99]] + [[120, 121, 0.4]] * 2
+    m = evaluate([pred(1, windows)], [gt(1, [[0, 10]])])["brief"]
+    assert m["MR-full-mAP"] == 100.0
+    # R1 still takes the first listed window, whatever the scores
+    assert m["MR-full-R1@0.3"] == 0.0
+
+
+def test_equal_iou_tie_goes_to_the_last_gt_window():
+    # [0, 20] has IoU 0.5 with both GT windows; the official matching (reversed argsort) gives it the
+    # LAST one, [10, 20], so the exact copy of [10, 20] ranked next is a false positive at IoU 0.5:
+    # precision 1, 1/2 at recall 1/2 -> AP 1/2 (taking the first GT window would give AP 1).
+    windows = [[0, 20, 0.9], [10, 20, 0.8]]
+    m = evaluate([pred(1, windows)], [gt(1, [[0, 10], [10, 20]])])["brief"]
+    assert m["MR-full-mAP@0.5"] == 50.0
+
+
+def test_cross_iou_hand_values():
+    # half overlap 5/10, [0, 10] vs [5, 20]: 5/20, touching and disjoint windows 0 (never negative)
+    iou = cross_iou(np.array([[0.0, 10.0]]), np.array([[0.0, 5.0], [5.0, 20.0], [10.0, 12.0], [20.0, 30.0]]))
+    np.testing.assert_allclose(iou, [[0.5, 0.25, 0.0, 0.0]])
+
+
+def test_fair_level_starts_at_two():
+    # clip 1 scored 1 by every annotator is not Fair (Fair is >= 2); clip 3 scored 2 is.
+    ground_truth = [gt(1, [[2, 4]], duration=10, saliency={1: [1, 1, 1], 3: [2, 2, 2]})]
+    b = evaluate([pred(1, [[2, 4, 1.0]], saliency=[0.0, 0.9, 0.1, 0.5, 0.2])], ground_truth)["brief"]
+    assert b["HL-min-Fair-Hit1"] == 0.0  # the top clip (1) is below Fair
+    assert b["HL-min-Fair-mAP"] == 50.0  # the only Fair clip (3) is ranked 2nd: AP 1/2
+    assert b["HL-min-Good-mAP"] == 0.0  # no clip reaches Good: AP 0 for every annotator
+
+
+def test_hit1_uses_the_scores_as_given_on_short_predictions():
+    # One clip short of the 5-clip video: AP zero-pads the missing clip (score 0 > -1, so the positive
+    # clip 4 ranks first), but Hit1 takes the best clip of the prediction as given: clip 0, a miss.
+    ground_truth = [gt(1, [[8, 10]], duration=10, saliency={4: [3, 3, 3]})]
+    b = evaluate([pred(1, [[8, 10, 1]], saliency=[-1.0] * 4)], ground_truth)["brief"]
+    assert b["HL-min-Fair-mAP"] == 100.0
+    assert b["HL-min-Fair-Hit1"] == 0.0
+    # and when the given scores do pick the positive clip, it is a hit
+    b = evaluate([pred(1, [[8, 10, 1]], saliency=[-1.0, -1.0, -1.0, 2.0])], ground_truth)["brief"]
+    assert b["HL-min-Fair-Hit1"] == 0.0  # clip 3 is not positive
+    ground_truth = [gt(1, [[6, 8]], duration=10, saliency={3: [3, 3, 3]})]
+    b = evaluate([pred(1, [[6, 8, 1]], saliency=[-1.0, -1.0, -1.0, 2.0])], ground_truth)["brief"]
+    assert b["HL-min-Fair-Hit1"] == 100.0
 
 
 def _oracle_ranking_ap(scores, labels):

@@ -9,7 +9,6 @@ import torch
 
 from sadetr.model.config import LossConfig, ModelConfig
 from sadetr.model.losses import (
-    RANK_NORM,
     build_criterion,
     ctm_inter_loss,
     ctm_intra_loss,
@@ -237,6 +236,11 @@ def test_ctm_intra_hand_value() -> None:
     rel2 = torch.cat([rel, torch.zeros(1, 4, dtype=torch.bool)])
     mask2 = torch.cat([mask, torch.ones(1, 4, dtype=torch.bool)])
     assert ctm_intra_loss(cos2, sal2, rel2, mask2, 1.0).item() == pytest.approx(expected)
+    # a valid clip with the anchor's saliency is not a negative (strictly lower saliency only): clip 2
+    # now ties with the anchor (clip 1, first on ties) and leaves the denominator
+    sal3 = torch.tensor([[2.0, 5.0, 5.0, 5.0]])
+    expected3 = -(0.5 - math.log(math.exp(0.1) + math.exp(0.5)))
+    assert ctm_intra_loss(cos, sal3, rel, mask, 1.0).item() == pytest.approx(expected3)
 
 
 def test_ctm_inter_hand_value() -> None:
@@ -257,6 +261,12 @@ def test_ctm_inter_hand_value() -> None:
     col1 = math.log(2)
     expected = 0.5 * ((row0 + row1) / 2 + (col0 + col1) / 2)
     assert ctm_inter_loss(clip_emb, sent_emb, sal, rel, mask, 1.0).item() == pytest.approx(expected, rel=1e-5)
+    # at tau = 0.5 the cosines are doubled: logits [[2, 2r], [0, 2r]]
+    row0 = -(2 - math.log(math.exp(2) + math.exp(2 * r)))
+    row1 = -(2 * r - math.log(1 + math.exp(2 * r)))
+    col0 = -(2 - math.log(math.exp(2) + 1))
+    expected = 0.5 * ((row0 + row1) / 2 + (col0 + math.log(2)) / 2)
+    assert ctm_inter_loss(clip_emb, sent_emb, sal, rel, mask, 0.5).item() == pytest.approx(expected, rel=1e-5)
 
 
 # ----------------------------------------------------------------------------------------------- L_S
@@ -266,6 +276,17 @@ def test_saliency_margin_hand_value() -> None:
     scores = torch.tensor([[0.4, 0.5, 0.3]])
     loss = saliency_margin_loss(scores, torch.tensor([[1, 2]]), torch.tensor([[0, 0]]), 0.2)
     assert loss.item() == pytest.approx((0.1 + 0.3) / 2 * 2)
+    # asymmetric: pairs (pos 1.0, neg 0.0) and (pos 0.1, neg 0.0): hinges max(0, 0.2 - 1) = 0 and
+    # max(0, 0.2 - 0.1) = 0.1 (with s_pos and s_neg swapped they would be 1.2 and 0.3)
+    scores = torch.tensor([[0.0, 1.0, 0.1]])
+    loss = saliency_margin_loss(scores, torch.tensor([[1, 2]]), torch.tensor([[0, 0]]), 0.2)
+    assert loss.item() == pytest.approx(0.1 / 2 * 2)
+
+
+# QD-DETR's rank-contrastive term sums the InfoNCE of the 11 saliency thresholds and divides by 12
+# (`loss_rank_contrastive / 12` in QD-DETR's SetCriterion.loss_saliency); written here, not imported,
+# so that a changed constant in the code fails this test.
+RANK_NORM = 12.0
 
 
 def test_saliency_rank_hand_value_and_padding() -> None:

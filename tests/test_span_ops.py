@@ -110,6 +110,14 @@ def test_temporal_align_clamps_and_never_reads_padding() -> None:
     changed = feats.clone()
     changed[0, 3] = -5.0
     assert torch.equal(temporal_align(changed, spans, mask, 4), temporal_align(feats, spans, mask, 4))
+    # a predicted span may end past the video (c + w/2 > 1): its points past the last clip centre read
+    # the last valid clip, never the padding. Span (1.0, 0.6) on L_v = 3: points 0.8, 1.0, 1.2 ->
+    # fractional indices 1.9, 2.5, 3.1 -> 29, 30, 30 (index 3 would be padding of sample 0)
+    beyond = torch.tensor([[[1.0, 0.6]], [[1.0, 0.6]]])
+    assert torch.allclose(
+        temporal_align(feats, beyond, mask, 3)[0, 0, :, 0], torch.tensor([29.0, 30.0, 30.0])
+    )
+    assert torch.equal(temporal_align(changed, beyond, mask, 3), temporal_align(feats, beyond, mask, 3))
 
 
 def test_sine_embedding_values() -> None:
