@@ -269,7 +269,9 @@ class Predictor:
                 "num_clips": chunk.shape[0],
                 "duration": min(duration - offset, chunk.shape[0] * self.clip_len),
             }
-            rec = to_submission(self._forward(chunk, text), [meta], decimals=6)[0]
+            rec = to_submission(
+                self._forward(chunk, text), [meta], decimals=6, round_to_clip=self.cfg.model.round_to_clip
+            )[0]
             scores = np.asarray(rec["pred_saliency_scores"], dtype=np.float64)
             per_window.append([[st + offset, en + offset, c] for st, en, c in rec["pred_relevant_windows"]])
             saliency_parts.append((start, scores))

@@ -302,6 +302,7 @@ class Trainer:
             num_workers=self.tcfg.num_workers,
             bf16=self.tcfg.bf16,
             dist_info=self.info,
+            round_to_clip=self.cfg.model.round_to_clip,
         )
         metrics = score(preds, self.eval_set.ground_truth()) if self.info.is_main else None
         metrics = broadcast_object(metrics, self.info)

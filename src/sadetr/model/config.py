@@ -27,6 +27,8 @@ class ModelConfig:
     n_global_layers: int = 2  # global enhance block (Transformer encoder)
     n_dec_layers: int = 2  # Span Aware Refine Decoder layers
     num_queries: int = 10  # N_q
+    # Inference (3.5, NOTES.md): windows rounded to the clip grid, >= 1 clip wide (postprocess.py).
+    round_to_clip: bool = True
 
     # Feature alignment (FA): L_vtc and L_ctm, and the stage (before/after fusion) of each (Table 7).
     use_vtc: bool = True
