@@ -135,3 +135,31 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert (out / "dataset.yaml").is_file()
     assert main(["synth", "--out", str(out), "--n-train", "0"]) == 2
     assert "--n-train: must be >= 1" in capsys.readouterr().err
+
+
+def _concept_gap(paths: dict[str, Path], seed: int) -> float:
+    """Mean (inside − outside) of the query concept read back from the CLIP features, over the queries."""
+    world = World(seed)
+    back = np.linalg.pinv(world.proj_clip.astype(np.float64))  # [512, 64]
+    gaps = []
+    for ann in read_annotations(paths["train"]):
+        words = ann.query.rstrip(".").split()
+        verb = next(VERBS.index(w) for w in words if w in VERBS)
+        noun = next(NOUNS.index(w) for w in words if w in NOUNS)
+        clip = load_npz(paths["feat_root"] / "clip_features" / f"{ann.vid}.npz", "features")
+        score = (clip @ back) @ world.concept[noun, verb]  # [L]
+        rel = np.zeros(len(score), dtype=bool)
+        rel[list(ann.relevant_clip_ids)] = True
+        gaps.append(score[rel].mean() - score[~rel].mean())
+    return float(np.mean(gaps))
+
+
+def test_hard_preset_has_qvh_shapes_and_a_weaker_signal(tmp_path: Path) -> None:
+    """The convergence benchmark's preset: QVHighlights' layout, more distractors, a weaker concept."""
+    easy = generate_synthetic(tmp_path / "easy", "qvhighlights", n_train=40, n_val=4, seed=3)
+    hard = generate_synthetic(tmp_path / "hard", "qvhighlights_hard", n_train=40, n_val=4, seed=3)
+    for ann in read_annotations(hard["train"]):
+        assert ann.duration in range(120, 151, 2)
+        assert all(s % 2 == 0 and e % 2 == 0 for s, e in ann.windows)
+    gap_easy, gap_hard = _concept_gap(easy, 3), _concept_gap(hard, 3)
+    assert 0.1 < gap_hard < 0.8 * gap_easy

@@ -280,8 +280,8 @@ MUTATIONS: tuple[Mutation, ...] = (
     _m(
         "losses.quality_squared",
         LOSS,
-        "(pred_quality - target).abs()).mean()",
-        "(pred_quality - target) ** 2).mean()",
+        "errors = weight * (pred_quality - target).abs()  # (B, Q)",
+        "errors = weight * (pred_quality - target) ** 2  # (B, Q)",
         LOSS_T,
     ),
     _m(
@@ -540,8 +540,8 @@ MUTATIONS: tuple[Mutation, ...] = (
     _m(
         "decoder.pmv_zeroed",
         DEC,
-        "sine_embedding(clip_centers(video_mask), self.dim).to(memory.dtype)",
-        "torch.zeros_like(memory)",
+        "        return sine_embedding(centres, dim)\n",
+        "        return torch.zeros_like(sine_embedding(centres, dim))\n",
         DEC_T,
     ),
     _m(
@@ -583,8 +583,8 @@ MUTATIONS: tuple[Mutation, ...] = (
     _m(
         "decoder.eq3_gate_mean",
         DEC,
-        "torch.sigmoid((content * pooled).sum(-1, keepdim=True))",
-        "torch.sigmoid((content * pooled).mean(-1, keepdim=True))",
+        "dot = (content * pooled).sum(-1, keepdim=True)  # (B, Q, 1)",
+        "dot = (content * pooled).mean(-1, keepdim=True)  # (B, Q, 1)",
         DEC_T,
     ),
     _m(
@@ -722,8 +722,8 @@ MUTATIONS: tuple[Mutation, ...] = (
     _m(
         "query_init.no_sigmoid",
         QI,
-        "anchors = torch.sigmoid(self.anchor_mlp(token)).view(",
-        "anchors = (self.anchor_mlp(token)).view(",
+        "anchors = torch.sigmoid(logits)  # S_d (B, Nq, 2)",
+        "anchors = logits  # S_d (B, Nq, 2)",
         QI_T,
     ),
     _m(

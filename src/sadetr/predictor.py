@@ -311,7 +311,9 @@ class Predictor:
             batch_starts = starts[i : i + max(1, window_batch)]
             chunks = np.stack([video[s : s + length] for s in batch_starts])  # [N, W, sum D]
             out = self._forward(chunks, text)
-            records += to_submission(out, metas[i : i + len(batch_starts)], decimals=6)
+            records += to_submission(
+                out, metas[i : i + len(batch_starts)], decimals=6, round_to_clip=self.cfg.model.round_to_clip
+            )
         for start, rec in zip(starts, records):
             offset = start * self.clip_len
             scores = np.asarray(rec["pred_saliency_scores"], dtype=np.float64)

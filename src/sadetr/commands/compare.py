@@ -4,8 +4,10 @@ Each entry of `--models` is a model name (sa_detr, qd_detr, moment_detr) or a na
 `table11.gaussian_mask`); every entry gets the same composed config (`--config`, `--set`), the same
 `--epochs` and `--seeds`, and the engine's training loop and evaluation. Writes into `--out`:
 `<entry>/` (one run directory, or `seed<k>/` sub-runs), `compare.json` (best metrics per entry: per
-seed and mean ± std), `compare.md` (the table) and `compare_curves.png` (validation mAP per epoch per
-entry, the paper's Figure 5; mean ± std band with several seeds).
+seed and mean ± std; per-epoch curves), `compare.md` (the table), `compare_epochs.md` (convergence:
+MR-mAP, R1@0.5, R1@0.7 per evaluated epoch, mean ± std over the seeds, and the first epoch at which each
+entry's mean mAP reaches the `--reference` entry's final mean mAP) and `compare_curves.png` (validation
+mAP per epoch per entry, the paper's Figure 5; mean ± std band with several seeds).
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ TABLE_KEYS = (
     "HL-min-VeryGood-Hit1",
 )
 CURVE_KEY = "MR-full-mAP"
+# Metrics of the convergence table (compare_epochs.md), per evaluated epoch.
+EPOCH_KEYS = ("MR-full-mAP", "MR-full-R1@0.5", "MR-full-R1@0.7")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -51,6 +55,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int, help="training epochs for every model (default: the config's)")
     p.add_argument("--seeds", help="comma-separated seeds: every model is trained once per seed")
     p.add_argument("--resume", action="store_true", help="continue runs already in --out from last.ckpt")
+    p.add_argument(
+        "--reference",
+        default="qd_detr",
+        help="entry whose final mean mAP the convergence table measures the others against (qd_detr)",
+    )
     p.add_argument("--out", required=True, type=Path, help="output directory")
     p.set_defaults(func=run)
 
@@ -132,6 +141,67 @@ def format_table(results: dict[str, dict[str, Any]], keys: list[str]) -> str:
     return "\n".join(lines)
 
 
+def mean_std_by_epoch(runs: list[list[tuple[int, float]]]) -> dict[int, tuple[float, float, int]]:
+    """Per epoch: (mean, std (ddof=1; 0 for one value), n) over the seeds' curves [(epoch, value)]."""
+    import numpy as np
+
+    by_epoch: dict[int, list[float]] = {}
+    for run in runs:
+        for epoch, value in run:
+            by_epoch.setdefault(int(epoch), []).append(float(value))
+    return {
+        e: (float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else 0.0, len(v))
+        for e, v in sorted(by_epoch.items())
+    }
+
+
+def first_epoch_reaching(curve: dict[int, tuple[float, float, int]], target: float) -> int | None:
+    """The first epoch whose mean value is >= target, or None."""
+    return next((e for e, (mean, _, _) in sorted(curve.items()) if mean >= target), None)
+
+
+def format_epochs(curves: dict[str, dict[str, list[list[tuple[int, float]]]]], reference: str) -> str:
+    """Markdown convergence report: per metric of `EPOCH_KEYS`, a table epoch x entry of `mean ± std`
+    over the seeds; then each entry's first epoch reaching `reference`'s final mean MR-full-mAP.
+
+    curves: {entry: {metric: [per-seed [(epoch, value)]]}}."""
+    entries = list(curves)
+    parts = []
+    for key in EPOCH_KEYS:
+        stats = {entry: mean_std_by_epoch(curves[entry].get(key, [])) for entry in entries}
+        epochs = sorted({e for st in stats.values() for e in st})
+        if not epochs:
+            continue
+        lines = [
+            f"### {key}",
+            "",
+            "| epoch | " + " | ".join(entries) + " |",
+            "|---" * (len(entries) + 1) + "|",
+        ]
+        for epoch in epochs:
+            cells = []
+            for entry in entries:
+                stat = stats[entry].get(epoch)
+                cells.append("–" if stat is None else f"{stat[0]:.2f} ± {stat[1]:.2f}")
+            lines.append(f"| {epoch} | " + " | ".join(cells) + " |")
+        parts.append("\n".join(lines))
+    ref = mean_std_by_epoch(curves.get(reference, {}).get(CURVE_KEY, []))
+    if ref:
+        last = max(ref)
+        target = ref[last][0]
+        lines = [
+            f"### first epoch reaching {reference}'s final {CURVE_KEY} ({target:.2f} at epoch {last})",
+            "",
+            "| entry | epoch |",
+            "|---|---|",
+        ]
+        for entry in entries:
+            reached = first_epoch_reaching(mean_std_by_epoch(curves[entry].get(CURVE_KEY, [])), target)
+            lines.append(f"| {entry} | {'not reached' if reached is None else reached} |")
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts)
+
+
 def plot_curves(curves: dict[str, list[list[tuple[int, float]]]], key: str, path: Path) -> None:
     """Validation `key` per epoch per entry (mean over seeds, ± std band), written atomically as PNG."""
     import matplotlib
@@ -185,6 +255,9 @@ def compare(args: argparse.Namespace, configs: dict[str, Any]) -> dict[str, dict
             "per_seed": {str(s): m for s, m in per_seed.items()},
             "summary": summarize_entry(per_seed),
             "curves": {str(s): eval_curve(d, CURVE_KEY) for s, d in runs.items()},
+            "epoch_curves": {
+                key: {str(s): eval_curve(d, key) for s, d in runs.items()} for key in EPOCH_KEYS
+            },
         }
     return results
 
@@ -206,10 +279,21 @@ def run(args: argparse.Namespace) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
         write_json(args.out / "compare.json", results)
         atomic_write_text(args.out / "compare.md", table + "\n")
+        epoch_curves = {
+            e: {
+                k: [list(map(tuple, c)) for c in per_seed.values()]
+                for k, per_seed in res["epoch_curves"].items()
+            }
+            for e, res in results.items()
+        }
+        atomic_write_text(args.out / "compare_epochs.md", format_epochs(epoch_curves, args.reference) + "\n")
         curves = {e: [list(map(tuple, c)) for c in res["curves"].values()] for e, res in results.items()}
         plot_curves(curves, CURVE_KEY, args.out / "compare_curves.png")
         print(table)
-        print(f"table: {args.out / 'compare.md'}  curves: {args.out / 'compare_curves.png'}")
+        print(
+            f"table: {args.out / 'compare.md'}  per epoch: {args.out / 'compare_epochs.md'}  "
+            f"curves: {args.out / 'compare_curves.png'}"
+        )
         return 0
     finally:
         shutdown_distributed()

@@ -65,7 +65,14 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(cfg.train.device)
     model, ckpt_cfg, state = load_model(out / "run" / "best.ckpt", device)
     val = build_dataset(ckpt_cfg.data, "val")
-    preds = predict_dataset(model, val, collate, device, batch_size=cfg.train.batch_size)
+    preds = predict_dataset(
+        model,
+        val,
+        collate,
+        device,
+        batch_size=cfg.train.batch_size,
+        round_to_clip=ckpt_cfg.model.round_to_clip,
+    )
     write_jsonl(out / "val_predictions.jsonl", preds)
     print("[4/4] evaluating")
     metrics = score(preds, val.ground_truth())

@@ -98,7 +98,9 @@ def run(args: argparse.Namespace) -> int:
     dataset = build_split(cfg, args.data, args.split)
     from sadetr.data.dataset import collate
 
-    preds = predict_dataset(model, dataset, collate, device, batch_size=args.batch_size)
+    preds = predict_dataset(
+        model, dataset, collate, device, batch_size=args.batch_size, round_to_clip=cfg.model.round_to_clip
+    )
     write_jsonl(args.out, preds)
     print(f"wrote {len(preds)} predictions to {args.out}")
     gt = dataset.ground_truth()

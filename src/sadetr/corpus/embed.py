@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sadetr.errors import CheckpointError, DataError
+from sadetr.model.postprocess import snap_to_clip_grid
 from sadetr.model.span_ops import span_cxw_to_xx
 
 PIPELINE_KEYS = (
@@ -77,7 +78,14 @@ class Moments:
 class CorpusModel:
     """A trained SA-DETR with its feature pipeline: window/text embeddings and window localisation."""
 
-    def __init__(self, model: nn.Module, pipeline: dict[str, Any], device: torch.device, source: str) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        pipeline: dict[str, Any],
+        device: torch.device,
+        source: str,
+        round_to_clip: bool = True,
+    ) -> None:
         encoder = getattr(model, "encoder", None)
         if encoder is None or not hasattr(encoder, "video_proj") or not hasattr(model, "query_init"):
             raise CheckpointError(f"{source}: corpus search needs an SA-DETR checkpoint (model.name sa_detr)")
@@ -88,6 +96,7 @@ class CorpusModel:
                 f"vtc_stage={getattr(encoder, 'vtc_stage', None)!r})"
             )
         self.model = model.to(device).eval()
+        self.round_to_clip = round_to_clip  # the field's inference protocol, as the checkpoint's config says
         self.encoder: Any = encoder  # MultiModalAlignEncoder: video_proj / text_proj give the L_vtc inputs
         self.pipeline = pipeline
         self.device = device
@@ -112,7 +121,9 @@ class CorpusModel:
 
         path = resolve_checkpoint(checkpoint)
         model, cfg, state = load_trained_model(path, map_location="cpu")
-        return cls(model, feature_pipeline_of(cfg, state), torch.device(device), str(path)), file_sha256(path)
+        pipeline = feature_pipeline_of(cfg, state)
+        corpus_model = cls(model, pipeline, torch.device(device), str(path), cfg.model.round_to_clip)
+        return corpus_model, file_sha256(path)
 
     # ------------------------------------------------------------------ inputs
 
@@ -195,7 +206,15 @@ class CorpusModel:
             out = self.model(video, v_mask, t, t_mask)
             xx = span_cxw_to_xx(out["pred_spans"].float()).cpu().numpy()  # (B, Nq, 2) window fraction
             n = v_mask.sum(1).cpu().numpy().astype(np.float64)  # (B,)
-            spans.append(xx * (n * self.clip_len)[:, None, None])
+            secs_b = xx * (n * self.clip_len)[:, None, None]  # (B, Nq, 2) window time
+            if self.round_to_clip:  # window starts lie on the clip grid, so window time may be snapped
+                secs_b = np.stack(
+                    [
+                        snap_to_clip_grid(torch.from_numpy(s), self.clip_len, w * self.clip_len).numpy()
+                        for s, w in zip(secs_b, n)
+                    ]
+                )
+            spans.append(secs_b)
             quality.append(out["pred_quality"].float().cpu().numpy())
         secs = np.concatenate(spans) + np.asarray(offsets, dtype=np.float64)[:, None, None]  # (B, Nq, 2)
         lo = np.asarray(offsets, dtype=np.float64)[:, None, None]

@@ -59,8 +59,12 @@ def predict_dataset(
     bf16: bool = False,
     dist_info: DistInfo | None = None,
     indices: Sequence[int] | None = None,
+    round_to_clip: bool = True,
 ) -> list[dict[str, Any]]:
-    """Submission records for `dataset` (every rank predicts its shard; all ranks get the full list)."""
+    """Submission records for `dataset` (every rank predicts its shard; all ranks get the full list).
+
+    round_to_clip: snap windows to the clip grid, >= 1 clip wide (`model.round_to_clip`; the field's
+    protocol, `sadetr.model.postprocess.snap_to_clip_grid`)."""
     from sadetr.model.postprocess import to_submission
 
     info = dist_info or DistInfo()
@@ -85,7 +89,7 @@ def predict_dataset(
             with autocast(device, bf16):
                 out = model(b["video_feat"], b["video_mask"], b["text_feat"], b["text_mask"])
             out = to_float32(out)
-            records.extend(to_submission(out, batch["meta"]))
+            records.extend(to_submission(out, batch["meta"], round_to_clip=round_to_clip))
     finally:
         model.train(was_training)
     return gather_lists(records, info)

@@ -433,6 +433,7 @@ class Trainer:
             num_workers=self.tcfg.num_workers,
             bf16=self.tcfg.bf16,
             dist_info=self.info,
+            round_to_clip=self.cfg.model.round_to_clip,
         )
         metrics = None
         if self.info.is_main:

@@ -30,6 +30,8 @@ def build_sa_detr(cfg: ModelConfig) -> nn.Module:
         ("model.vtc_stage", cfg.vtc_stage, ("before", "after")),
         ("model.ctm_stage", cfg.ctm_stage, ("before", "after")),
         ("model.anchor_init", cfg.anchor_init, ("instance", "learnable")),
+        ("model.gaussian_mode", cfg.gaussian_mode, ("logits", "probs")),
+        ("model.position_mode", cfg.position_mode, ("raw", "projected")),
     ):
         if value not in allowed:
             raise ConfigError(f"must be one of {', '.join(allowed)}, got {value!r}", key)
@@ -55,7 +57,7 @@ def build_sa_detr(cfg: ModelConfig) -> nn.Module:
         use_ctm=cfg.use_ctm,
         ctm_stage=cfg.ctm_stage,
     )
-    query_init = DualPathQueryInitializer(cfg.hidden_dim, cfg.num_queries, cfg.anchor_init)
+    query_init = DualPathQueryInitializer(cfg.hidden_dim, cfg.num_queries, cfg.anchor_init, cfg.anchor_offset)
     decoder = SpanAwareRefineDecoder(
         dim=cfg.hidden_dim,
         nheads=cfg.nheads,
@@ -66,6 +68,9 @@ def build_sa_detr(cfg: ModelConfig) -> nn.Module:
         use_gaussian_mask=cfg.use_gaussian_mask,
         gaussian_alpha=cfg.gaussian_alpha,
         num_align_points=cfg.num_align_points,
+        gaussian_mode=cfg.gaussian_mode,
+        position_mode=cfg.position_mode,
+        gate_scale=cfg.gate_scale,
     )
     try:
         denoiser = build_denoiser(cfg)

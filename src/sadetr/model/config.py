@@ -27,6 +27,8 @@ class ModelConfig:
     n_global_layers: int = 2  # global enhance block (Transformer encoder)
     n_dec_layers: int = 2  # Span Aware Refine Decoder layers
     num_queries: int = 10  # N_q
+    # Inference (3.5, NOTES.md): windows rounded to the clip grid, >= 1 clip wide (postprocess.py).
+    round_to_clip: bool = True
 
     # Feature alignment (FA): L_vtc and L_ctm, and the stage (before/after fusion) of each (Table 7).
     use_vtc: bool = True
@@ -48,6 +50,11 @@ class ModelConfig:
     gaussian_alpha: float = 2.0  # alpha
     use_span_enhance: bool = True  # Span Based Enhance Block (eq 2-3)
     num_align_points: int = 10  # N_s
+    # Readings of eq 3, 4, 6 and of S_d (docs/model.md "Readings"); the defaults are NOTES.md's.
+    gaussian_mode: str = "logits"  # eq 6: logits (l ⊙ m, as written) | probs (l + log m = p ⊙ m renormalised)
+    position_mode: str = "raw"  # eq 4 P_Mv: raw (sine of t_i) | projected (W_p·PE(t_i, 1/L_v), as PE(S))
+    gate_scale: bool = False  # eq 3: ĝ = sigmoid(⟨Ĉ, M̂_s⟩ / √d) instead of the unscaled dot product
+    anchor_offset: bool = False  # S_d = sigmoid(MLP_3(M_g) + o_q), o_q learnable, spread at init
 
     # Denoising (DN, Table 8, Figure 6).
     use_dn: bool = True
@@ -79,6 +86,9 @@ class LossConfig:
     lambda_saliency: float = 1.0  # lambda_S
     lambda_moment: float = 1.0  # lambda_M
     lambda_quality: float = 1.0  # lambda_Q
+    # Readings of eq 8-9 (docs/losses.md "Readings"); the defaults are NOTES.md's.
+    qmargin_reduction: str = "pairs"  # eq 9: pairs (Σ hinge / #(group, GT) pairs) | gt (Σ hinge / #GT)
+    quality_balance: str = "none"  # eq 8: none (mean over queries) | iou_bins (BAM-DETR: mean per IoU bin)
     aux_loss: bool = True  # moment/quality losses on every decoder layer
     saliency_margin: float = 0.2  # hinge margin of QD-DETR's margin ranking term
     rank_contrast_tau: float = 0.5  # temperature of QD-DETR's rank-contrastive term

@@ -4,6 +4,10 @@ Owns: the Span Based Enhance Block (eq 2-3), the span-aware cross-attention with
 and position and the Gaussian modulation (eq 4-6), the Span Aware Query Refiner layer (eq 1 + the
 above + FFN), and the shared prediction head (anchor offsets and quality). Direct and noise query groups
 run through the same layers as one sequence; the self-attention mask keeps them apart.
+
+Readings (switches of `ModelConfig`, docs/model.md "Readings"; the defaults are NOTES.md's):
+`gaussian_mode` (eq 6 on logits or probabilities), `position_mode` (eq 4's P_Mv raw or projected),
+`gate_scale` (eq 3's gate unscaled or /√d).
 """
 
 from __future__ import annotations
@@ -23,16 +27,52 @@ from sadetr.model.span_ops import (
     temporal_align,
 )
 
+GAUSSIAN_MODES = ("logits", "probs")
+POSITION_MODES = ("raw", "projected")
+
+
+def gaussian_log_mask(spans_cxw: Tensor, video_mask: Tensor, alpha: float, min_width: float = 1e-4) -> Tensor:
+    """log of eq 5's mask, `−alpha (t_i − c)² / w²`, computed in log space (no underflow to −inf):
+    spans [B, Q, 2] cxw, video_mask [B, L] -> [B, Q, L] (padded clips are masked by the attention)."""
+    t = clip_centers(video_mask)  # (B, L)
+    c = spans_cxw[..., 0:1]  # (B, Q, 1)
+    w = spans_cxw[..., 1:2].clamp(min=min_width)  # (B, Q, 1)
+    return -alpha * (t[:, None, :] - c) ** 2 / w**2  # (B, Q, L)
+
+
+def clip_position_embedding(video_mask: Tensor, dim: int, mode: str = "raw") -> Tensor:
+    """P_Mv of eq 4 before any projection: [B, L] -> [B, L, dim].
+
+    raw: `sine_embedding(t_i, d)` of the clip centres (NOTES.md). projected: each clip as the span
+    (t_i, 1/L_v) through PE(S)'s own layout (`span_sine_embedding`), so that the clips' centre channels
+    match the spans' centre channels; the cross-attention then projects it (`position_mode`).
+    """
+    centres = clip_centers(video_mask)  # (B, L)
+    if mode == "raw":
+        return sine_embedding(centres, dim)
+    widths = 1.0 / video_mask.sum(dim=1, keepdim=True).clamp(min=1).to(centres.dtype)  # (B, 1)
+    return span_sine_embedding(torch.stack([centres, widths.expand_as(centres)], dim=-1), dim)
+
 
 class SpanBasedEnhanceBlock(nn.Module):
-    """Eq 2-3: enhance each content embedding with the text-weighted clips sampled inside its span."""
+    """Eq 2-3: enhance each content embedding with the text-weighted clips sampled inside its span.
 
-    def __init__(self, dim: int, num_points: int) -> None:
+    gate_scale: eq 3's gate as `sigmoid(⟨Ĉ, M̂_s⟩ / √d)` instead of the unscaled dot product (a switch,
+    `model.gate_scale`; the unscaled gate saturates at d = 256).
+    """
+
+    def __init__(self, dim: int, num_points: int, gate_scale: bool = False) -> None:
         super().__init__()
         self.num_points = num_points  # N_s
+        self.gate_div = math.sqrt(dim) if gate_scale else 1.0
         self.video_proj = nn.Linear(dim, dim)  # W_v
         self.text_proj = nn.Linear(dim, dim)  # W_t
         self.fuse_proj = nn.Linear(dim, dim)  # W_f
+
+    def gate(self, content: Tensor, pooled: Tensor) -> Tensor:
+        """Eq 3's ĝ = sigmoid(diag(Ĉ M̂_sᵀ)) (/√d with gate_scale): Ĉ, M̂_s [B, Q, d] -> [B, Q, 1]."""
+        dot = (content * pooled).sum(-1, keepdim=True)  # (B, Q, 1)
+        return torch.sigmoid(dot / self.gate_div if self.gate_div != 1.0 else dot)
 
     def forward(
         self, content: Tensor, spans: Tensor, memory: Tensor, video_mask: Tensor, sentence: Tensor
@@ -43,17 +83,33 @@ class SpanBasedEnhanceBlock(nn.Module):
             content.shape[-1]
         )  # s (B, Q, N_s), eq 2, no softmax
         pooled = (sampled * scores[..., None]).mean(dim=2)  # M̂_s (B, Q, d), eq 2
-        gate = torch.sigmoid((content * pooled).sum(-1, keepdim=True))  # ĝ (B, Q, 1), eq 3 (diag of Ĉ M̂_sᵀ)
+        gate = self.gate(content, pooled)  # ĝ (B, Q, 1), eq 3
         return self.fuse_proj((pooled + content) * gate) + content  # C̄, eq 3
 
 
 class SpanAwareCrossAttention(nn.Module):
-    """Eq 4-6: per-head logits of `[W_q C̄ ‖ P_S] · [W_k M_v ‖ P_Mv]` / sqrt(2 d_head), times the mask."""
+    """Eq 4-6: per-head logits of `[W_q C̄ ‖ P_S] · [W_k M_v ‖ P_Mv]` / sqrt(2 d_head), times the mask.
 
-    def __init__(self, dim: int, nheads: int, dropout: float) -> None:
+    gaussian_mode (`model.gaussian_mode`): `logits` multiplies the logits by the mask (eq 6 as written);
+    `probs` adds log(mask) to the logits, i.e. `softmax(l + log m) = p ⊙ m / Σ p ⊙ m` (CNM, SMCA-DETR).
+    position_proj: P_Mv goes through a learned linear projection `W_p P_Mv` (Conditional/DAB-DETR).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        nheads: int,
+        dropout: float,
+        gaussian_mode: str = "logits",
+        position_proj: bool = False,
+    ) -> None:
         super().__init__()
         if dim % nheads:
             raise ValueError(f"hidden_dim {dim} is not divisible by nheads {nheads}")
+        if gaussian_mode not in GAUSSIAN_MODES:
+            raise ValueError(f"gaussian_mode must be one of {GAUSSIAN_MODES}, got {gaussian_mode!r}")
+        self.gaussian_mode = gaussian_mode
+        self.pos_proj = nn.Linear(dim, dim) if position_proj else None  # W_p
         self.nheads = nheads
         self.head_dim = dim // nheads
         self.q_proj = nn.Linear(dim, dim)  # W_q
@@ -76,12 +132,19 @@ class SpanAwareCrossAttention(nn.Module):
         video_mask: Tensor,
         modulation: Tensor | None,
     ) -> Tensor:
-        """Eq 4 + eq 6 softmax: -> [B, h, Q, L]; padded clips get exactly 0."""
+        """Eq 4 + eq 6 softmax: -> [B, h, Q, L]; padded clips get exactly 0.
+
+        modulation [B, Q, L]: the mask (gaussian_mode logits) or its log (probs), or None."""
+        if self.pos_proj is not None:
+            memory_pos = self.pos_proj(memory_pos)  # W_p P_Mv (B, L, d)
         q = torch.cat([self._heads(self.q_proj(content)), self._heads(query_pos)], dim=-1)  # (B, h, Q, 2dh)
         k = torch.cat([self._heads(self.k_proj(memory)), self._heads(memory_pos)], dim=-1)  # (B, h, L, 2dh)
         # Eq 4 writes sqrt(2d); per head the concatenated vectors have 2 d_head dims (NOTES.md).
         logits = q @ k.transpose(-1, -2) / math.sqrt(2 * self.head_dim)  # map, eq 4, (B, h, Q, L)
-        if modulation is not None:
+        if modulation is not None and self.gaussian_mode == "probs":
+            # Departure from NOTES.md's literal eq 6 (when chosen): probabilities times mask, renormalised.
+            logits = logits + modulation[:, None]  # (B, h, Q, L), modulation = log(mask)
+        elif modulation is not None:
             # Eq 6 as written: the logits (not the probabilities) are multiplied by the Gaussian mask.
             logits = logits * modulation[:, None]  # (B, h, Q, L)
         logits = logits.masked_fill(~video_mask[:, None, None, :], float("-inf"))
@@ -117,13 +180,18 @@ class SpanAwareQueryRefiner(nn.Module):
         use_gaussian_mask: bool,
         gaussian_alpha: float,
         num_align_points: int,
+        gaussian_mode: str = "logits",
+        position_proj: bool = False,
+        gate_scale: bool = False,
     ) -> None:
         super().__init__()
         self.nheads = nheads
         self.self_attn = nn.MultiheadAttention(dim, nheads, dropout=dropout, batch_first=True)
         self.norm1 = nn.LayerNorm(dim)
-        self.span_enhance = SpanBasedEnhanceBlock(dim, num_align_points) if use_span_enhance else None
-        self.cross_attn = SpanAwareCrossAttention(dim, nheads, dropout)
+        self.span_enhance = (
+            SpanBasedEnhanceBlock(dim, num_align_points, gate_scale) if use_span_enhance else None
+        )
+        self.cross_attn = SpanAwareCrossAttention(dim, nheads, dropout, gaussian_mode, position_proj)
         self.norm2 = nn.LayerNorm(dim)
         self.ffn = FeedForward(dim, ffn_dim, dropout)
         self.norm3 = nn.LayerNorm(dim)
@@ -156,7 +224,11 @@ class SpanAwareQueryRefiner(nn.Module):
         content = self.norm1(content + self.dropout1(sa))  # Ĉ, eq 1
         if self.span_enhance is not None:
             content = self.span_enhance(content, spans, memory, video_mask, sentence)  # C̄, eq 2-3
-        modulation = gaussian_mask(spans, video_mask, self.gaussian_alpha) if self.use_gaussian_mask else None
+        modulation = None
+        if self.use_gaussian_mask and self.cross_attn.gaussian_mode == "probs":
+            modulation = gaussian_log_mask(spans, video_mask, self.gaussian_alpha)  # log eq 5 (B, Q, L)
+        elif self.use_gaussian_mask:
+            modulation = gaussian_mask(spans, video_mask, self.gaussian_alpha)  # eq 5 (B, Q, L)
         ca = self.cross_attn(content, span_pos, memory, memory_pos, video_mask, modulation)
         # Departure from the literal eq 6 ("+ Q_C̄"): the residual adds the layer input C̄ (NOTES.md).
         content = self.norm2(content + self.dropout2(ca))  # C̃, eq 6
@@ -177,9 +249,15 @@ class SpanAwareRefineDecoder(nn.Module):
         use_gaussian_mask: bool = True,
         gaussian_alpha: float = 2.0,
         num_align_points: int = 10,
+        gaussian_mode: str = "logits",
+        position_mode: str = "raw",
+        gate_scale: bool = False,
     ) -> None:
         super().__init__()
+        if position_mode not in POSITION_MODES:
+            raise ValueError(f"position_mode must be one of {POSITION_MODES}, got {position_mode!r}")
         self.dim = dim
+        self.position_mode = position_mode
         self.layers = nn.ModuleList(
             [
                 SpanAwareQueryRefiner(
@@ -191,6 +269,9 @@ class SpanAwareRefineDecoder(nn.Module):
                     use_gaussian_mask,
                     gaussian_alpha,
                     num_align_points,
+                    gaussian_mode,
+                    position_mode == "projected",
+                    gate_scale,
                 )
                 for _ in range(num_layers)
             ]
@@ -212,7 +293,8 @@ class SpanAwareRefineDecoder(nn.Module):
         self_attn_mask: Tensor | None = None,
     ) -> list[tuple[Tensor, Tensor]]:
         """content [B, Q, d], initial anchors [B, Q, 2] cxw -> per layer (spans [B, Q, 2], quality [B, Q])."""
-        memory_pos = sine_embedding(clip_centers(video_mask), self.dim).to(memory.dtype)  # P_Mv (B, L, d)
+        memory_pos = clip_position_embedding(video_mask, self.dim, self.position_mode)  # P_Mv (B, L, d)
+        memory_pos = memory_pos.to(memory.dtype)
         outputs = []
         for layer in self.layers:
             span_pos = self.span_pos_mlp(span_sine_embedding(spans, self.dim).to(content.dtype))  # P_S, eq 1

@@ -31,6 +31,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from sadetr.errors import ConfigError
 from sadetr.model.config import LossConfig, ModelConfig
 from sadetr.model.matcher import HungarianMatcher, Match, build_matcher
 from sadetr.model.span_ops import paired_generalized_temporal_iou, span_cxw_to_xx, temporal_iou
@@ -101,35 +102,69 @@ def quality_targets(pred_spans: Tensor, targets: Sequence[Tensor]) -> Tensor:
     return torch.stack(rows).detach()  # (B, Q)
 
 
+# BAM-DETR's IoU bins of the quality loss: (0.7, 1], (0.3, 0.7], [0, 0.3].
+QUALITY_BINS = (0.3, 0.7)
+QUALITY_BALANCES = ("none", "iou_bins")
+QMARGIN_REDUCTIONS = ("pairs", "gt")
+
+
+def iou_bin_balanced_mean(errors: Tensor, target: Tensor) -> Tensor:
+    """BAM-DETR's balancing of eq 8: the mean of `errors` within each IoU bin of `target` (IoU > 0.7,
+    0.3 < IoU <= 0.7, IoU <= 0.3; an empty bin adds 0), summed and divided by 3. Both [B, Q]."""
+    low, high = QUALITY_BINS
+    bins = (target > high, (target > low) & (target <= high), target <= low)
+    total = errors.new_zeros(())
+    for members in bins:
+        if members.any():
+            total = total + errors[members].mean()
+    return total / len(bins)
+
+
 def quality_loss(
     pred_quality: Tensor,
     pred_spans: Tensor,
     targets: Sequence[Tensor],
     matches: Sequence[Match],
     matched_weight: float,
+    balance: str = "none",
 ) -> Tensor:
-    """Eq 8: `mean_j c_j·|q_j − max_n IoU(m_j, m_n)|`, c_j = w_q for matched queries, 1 otherwise."""
+    """Eq 8: `mean_j c_j·|q_j − max_n IoU(m_j, m_n)|`, c_j = w_q for matched queries, 1 otherwise.
+
+    balance (`loss.quality_balance`): `none` is the mean over all queries; `iou_bins` the mean within
+    each IoU bin, averaged over the 3 bins (BAM-DETR, `iou_bin_balanced_mean`), so the many low-IoU
+    queries do not dominate and pull every q to 0."""
+    if balance not in QUALITY_BALANCES:
+        raise ValueError(f"quality balance must be one of {QUALITY_BALANCES}, got {balance!r}")
     target = quality_targets(pred_spans, targets)  # (B, Q)
     weight = torch.ones_like(target)  # (B, Q)
     for b, (p, _) in enumerate(matches):
         weight[b, p.to(weight.device)] = matched_weight
-    return (weight * (pred_quality - target).abs()).mean()
+    errors = weight * (pred_quality - target).abs()  # (B, Q)
+    if balance == "iou_bins":
+        return iou_bin_balanced_mean(errors, target)
+    return errors.mean()
 
 
 def quality_margin_loss(
-    dn_quality: Tensor, dn_meta: dict, margin: float, num_pairs: float | None = None
+    dn_quality: Tensor, dn_meta: dict, margin: float, num_pairs: float | None = None, reduction: str = "pairs"
 ) -> Tensor:
     """Eq 9: `max(q_neg − q_pos + δ_q, 0)` per (group, GT) pair of noise queries, averaged over the pairs.
 
     dn_quality: [B, N_dn] with negatives in the layout `g·2M + p·M + j`; num_pairs: the divisor (default:
     this batch's number of pairs; the criterion passes its reduced count, see `SetCriterion.normalizers`).
+    reduction (`loss.qmargin_reduction`): `pairs` divides the sum by the number of (group, GT) pairs; `gt`
+    by the number of GT spans (= pairs / groups: a sum over the groups, a mean over the GT spans).
     """
+    if reduction not in QMARGIN_REDUCTIONS:
+        raise ValueError(f"qmargin reduction must be one of {QMARGIN_REDUCTIONS}, got {reduction!r}")
     bsz = dn_quality.shape[0]
     groups, max_gt = dn_meta["num_groups"], dn_meta["max_gt"]
     q = dn_quality.view(bsz, groups, 2, max_gt)  # (B, G, 2, M)
     hinge = (q[:, :, 1] - q[:, :, 0] + margin).clamp(min=0)  # (B, G, M)
     valid = dn_meta["pos_valid"].to(dn_quality.device)[:, None, :].expand(bsz, groups, max_gt)  # (B, G, M)
     num = float(valid.sum()) if num_pairs is None else float(num_pairs)
+    if reduction == "gt":
+        num = num / groups
     return hinge[valid].sum() / max(num, 1.0)
 
 
@@ -297,8 +332,12 @@ class SetCriterion(nn.Module):
         rank_contrast_tau: float = 0.5,
         align_tau: float = 0.07,
         count_reducer: CountReducer | None = None,
+        quality_balance: str = "none",
+        qmargin_reduction: str = "pairs",
     ) -> None:
         super().__init__()
+        self.quality_balance = quality_balance
+        self.qmargin_reduction = qmargin_reduction
         self.count_reducer = count_reducer
         self.matcher = matcher
         self.weight_dict = dict(weight_dict)
@@ -375,6 +414,7 @@ class SetCriterion(nn.Module):
             batch["spans"],
             matches,
             self.quality_matched_weight,
+            self.quality_balance,
         )
         return {"loss_quality": loss}
 
@@ -414,7 +454,11 @@ class SetCriterion(nn.Module):
             return {}
         return {
             "loss_qmargin" + suffix: quality_margin_loss(
-                dn_out["pred_quality"], out["dn_meta"], self.qmargin, self._norm(batch, "dn")
+                dn_out["pred_quality"],
+                out["dn_meta"],
+                self.qmargin,
+                self._norm(batch, "dn"),
+                self.qmargin_reduction,
             )
             for dn_out, suffix in layers
         }
@@ -483,6 +527,12 @@ def build_criterion(model_cfg: ModelConfig, loss_cfg: LossConfig) -> SetCriterio
         from .baseline_losses import build_baseline_criterion
 
         return build_baseline_criterion(model_cfg, loss_cfg)
+    for key, value, allowed in (
+        ("loss.quality_balance", loss_cfg.quality_balance, QUALITY_BALANCES),
+        ("loss.qmargin_reduction", loss_cfg.qmargin_reduction, QMARGIN_REDUCTIONS),
+    ):
+        if value not in allowed:
+            raise ConfigError(f"must be one of {', '.join(allowed)}, got {value!r}", key)
     lam_m, lam_q, lam_a, lam_s = (
         loss_cfg.lambda_moment,
         loss_cfg.lambda_quality,
@@ -527,4 +577,6 @@ def build_criterion(model_cfg: ModelConfig, loss_cfg: LossConfig) -> SetCriterio
         saliency_margin=loss_cfg.saliency_margin,
         rank_contrast_tau=loss_cfg.rank_contrast_tau,
         align_tau=loss_cfg.align_tau,
+        quality_balance=loss_cfg.quality_balance,
+        qmargin_reduction=loss_cfg.qmargin_reduction,
     )

@@ -1,23 +1,70 @@
 """Inference postprocessing: model output -> submission records (CONTRACTS.md "Model", paper 3.5).
 
 The direct group of the last decoder layer gives the moments, ranked by predicted quality; spans are
-converted to seconds (`span_xx * clip_sec * num_clips`, clipped to [0, duration]). Saliency is one score
-per valid clip.
+converted to seconds (`span_xx * clip_sec * num_clips`, clipped to [0, duration]). Then, by default, the
+field's inference protocol (NOTES.md 3.5; Moment-DETR, QD-DETR, BAM-DETR): every window is rounded to the
+clip grid (multiples of `clip_sec`) and kept at least one clip wide (`snap_to_clip_grid`; switch
+`model.round_to_clip`). Saliency is one score per valid clip.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import torch
 from torch import Tensor
 
 from sadetr.model.span_ops import span_cxw_to_xx
 
 
-def to_submission(out: dict, meta: list[dict], decimals: int = 4) -> list[dict]:
+def snap_to_clip_grid(windows: Tensor, clip_sec: float, duration: float) -> Tensor:
+    """Windows [N, 2] (start, end) in seconds -> the same on the clip grid, at least one clip wide.
+
+    As the public code of Moment-DETR/QD-DETR (`clip_ts`, then `round_multiple`): clamp to [0, duration],
+    round each end to the nearest multiple of `clip_sec` (torch.round: halves to even), clamp again (an
+    off-grid duration). A window that rounds to less than one clip becomes one clip from its start
+    (their `min_w_l`, `move_window_method="left"`), moved left when that passes the video's end.
+    """
+    if clip_sec <= 0:
+        raise ValueError(f"clip_sec must be > 0, got {clip_sec}")
+    win = windows.clamp(min=0.0, max=duration)  # (N, 2)
+    win = (torch.round(win / clip_sec) * clip_sec).clamp(min=0.0, max=duration)  # (N, 2)
+    width = min(clip_sec, duration)  # a video shorter than one clip: the whole video
+    start = win[:, 0]
+    end = torch.where(win[:, 1] - start < width, start + width, win[:, 1])  # (N,)
+    overflow = (end - duration).clamp(min=0.0)  # (N,) past the end: move the window left
+    return torch.stack([start - overflow, end - overflow], dim=1)
+
+
+def snap_submission(
+    records: Iterable[dict[str, Any]], clip_sec: float, durations: Mapping[Any, float], decimals: int = 4
+) -> list[dict]:
+    """Submission records with `snap_to_clip_grid` applied to `pred_relevant_windows` (order and scores
+    kept); `durations` maps each qid to its video's duration. For re-scoring prediction files written
+    without the rounding (e.g. released ones)."""
+    out = []
+    for rec in records:
+        rows = rec.get("pred_relevant_windows") or []
+        rec = dict(rec)
+        if rows:
+            win = torch.tensor([[float(r[0]), float(r[1])] for r in rows], dtype=torch.float64)  # (N, 2)
+            snapped = snap_to_clip_grid(win, clip_sec, float(durations[rec["qid"]]))
+            rec["pred_relevant_windows"] = [
+                [round(float(s), decimals), round(float(e), decimals), *r[2:]]
+                for (s, e), r in zip(snapped.tolist(), rows)
+            ]
+        out.append(rec)
+    return out
+
+
+def to_submission(out: dict, meta: list[dict], decimals: int = 4, round_to_clip: bool = True) -> list[dict]:
     """Submission records (`qid`, `query`, `vid`, `pred_relevant_windows`, `pred_saliency_scores`).
 
     out: model output (`pred_spans` [B, Nq, 2], `pred_quality` [B, Nq], `saliency_scores` [B, Lv],
     `video_mask` [B, Lv]); meta: list[B] of dict(qid, vid, query, duration, clip_sec, num_clips).
-    Windows are `[start, end, score]` sorted by score (descending), rounded to `decimals`.
+    Windows are `[start, end, score]` sorted by score (descending), rounded to `decimals`; with
+    `round_to_clip` (the default, `model.round_to_clip`) snapped to the clip grid (`snap_to_clip_grid`).
     """
     spans: Tensor = span_cxw_to_xx(out["pred_spans"].detach().float()).cpu()  # (B, Nq, 2) normalised
     quality: Tensor = out["pred_quality"].detach().float().cpu()  # (B, Nq)
@@ -27,9 +74,12 @@ def to_submission(out: dict, meta: list[dict], decimals: int = 4) -> list[dict]:
         raise ValueError(f"meta has {len(meta)} entries for a batch of {spans.shape[0]}")
     records = []
     for b, m in enumerate(meta):
-        scale = float(m["clip_sec"]) * float(m["num_clips"])  # seconds covered by the valid clips
+        clip_sec = float(m["clip_sec"])
+        scale = clip_sec * float(m["num_clips"])  # seconds covered by the valid clips
         duration = float(m["duration"])
         secs = (spans[b] * scale).clamp(min=0.0, max=duration)  # (Nq, 2)
+        if round_to_clip:
+            secs = snap_to_clip_grid(secs, clip_sec, duration)  # (Nq, 2)
         order = quality[b].argsort(descending=True)  # (Nq,)
         windows = [
             [
