@@ -217,17 +217,19 @@ def test_compare_helpers(tmp_path) -> None:
 
 # ------------------------------------------------------------------------------------------ learning
 
-# Learning. QD-DETR is scored on held-out data: it trains on 400 synthetic Charades-shaped queries and is
-# evaluated ONCE, on the 100 val queries it never saw, after its last epoch (no model selection).
-# Observed (seed 2018, this budget): MR-full-mAP 47.7 vs constant 10.0 (the trajectory is not monotone:
-# 24.0 at epoch 24, 36.7 at 27). Its DAB queries start identical (zero content, 2-d anchors), so its
-# spans and ranking follow the query only after ~1000 steps.
-# Moment-DETR does not generalise at a CPU test budget: on the same held-out split it stayed within
-# 8-14 mAP of the constant's 10 up to 750 steps (batch 8 / 16, lr 2e-3 / 1e-3). It keeps a fitting check
-# on its 32 training queries (the engine + CLI + criterion optimise), which is NOT a learning test.
+# Learning. Both baselines are scored on held-out data: trained on synthetic Charades-shaped queries and
+# evaluated ONCE, on the 100 val queries they never saw, after their last epoch (no model selection).
+# QD-DETR (400 train queries), observed (seed 2018, this budget): MR-full-mAP 47.7 vs constant 10.0 (the
+# trajectory is not monotone: 24.0 at epoch 24, 36.7 at 27). Its DAB queries start identical (zero
+# content, 2-d anchors), so its spans and ranking follow the query only after ~1000 steps.
+# Moment-DETR needs dropout off and 800 train queries: with its default dropout (0.5 on the inputs) it
+# stayed at 8-22 mAP up to 2500 steps on the 400-query split; without dropout on 400 queries the last
+# epoch (30-40) ranged 13-36 over seeds (seed 2 stalls near the constant). On 800 queries, 20 epochs
+# (2000 steps), the last epoch gave 38.2 / 40.4 / 47.0 (seeds 2018 / 1 / 2) vs constant 10.0.
 HELD_OUT_EPOCHS = 30  # x 50 steps (batch 8)
 HELD_OUT_MARGIN = 10.0  # MR-full-mAP points above the best constant span chosen on the val split itself
-FIT_EPOCHS = 40  # Moment-DETR on its 32 training queries
+MDETR_EPOCHS = 20  # x 100 steps (batch 8, 800 train queries)
+MDETR_MARGIN = 15.0  # the same, for Moment-DETR
 
 
 def synthetic_charades_set(tmp_path_factory, n_train: int, n_val: int) -> Path:
@@ -262,8 +264,17 @@ def constant_baseline_map(annotations: Path) -> float:
     return best
 
 
-def run_compare(name: str, data: Path, out: Path, epochs: int, eval_split: str, eval_every: int) -> float:
-    """`sadetr compare` (CLI, engine, evaluation) of one tiny baseline -> its best MR-full-mAP."""
+def run_compare(
+    name: str,
+    data: Path,
+    out: Path,
+    epochs: int,
+    eval_split: str,
+    eval_every: int,
+    extra: tuple[str, ...] = (),
+) -> float:
+    """`sadetr compare` (CLI, engine, evaluation) of one tiny baseline -> its best MR-full-mAP (the only
+    one when `eval_every == epochs`); `extra` are more `--set KEY=VALUE` overrides."""
     from sadetr.cli import main
 
     args = ["compare", "--models", name, "--config", "synthetic_tiny", "--config", str(data / "dataset.yaml")]
@@ -276,6 +287,7 @@ def run_compare(name: str, data: Path, out: Path, epochs: int, eval_split: str, 
         f"train.eval_every={eval_every}",
         "train.device=cpu",
         "data.cache_features=true",
+        *extra,
     ):
         args += ["--set", kv]
     assert main(args) == 0
@@ -297,11 +309,14 @@ def test_qd_detr_learns_held_out_queries(tmp_path_factory, tmp_path: Path) -> No
     assert learned > constant + HELD_OUT_MARGIN
 
 
-def test_moment_detr_fits_its_training_queries(tmp_path_factory, tmp_path: Path) -> None:
-    """Fitting, not learning: Moment-DETR trained on 32 queries and scored on those same queries must
-    beat the best constant span by 10 MR-mAP points (observed 35.2 vs 15.6)."""
-    data = synthetic_charades_set(tmp_path_factory, 32, 8)
-    fitted = run_compare("moment_detr", data, tmp_path / "cmp", FIT_EPOCHS, "train", FIT_EPOCHS // 4)
-    constant = constant_baseline_map(data / "annotations" / "train.jsonl")
-    print(f"moment_detr: MR-full-mAP on its training queries {fitted:.2f} vs constant {constant:.2f}")
-    assert fitted > constant + 10.0
+@pytest.mark.slow
+def test_moment_detr_learns_held_out_queries(tmp_path_factory, tmp_path: Path) -> None:
+    """Scored once on the val split after the last epoch (dropout off, 800 train queries), Moment-DETR
+    must beat the best constant-span predictor (chosen on that split) by a clear margin."""
+    data = synthetic_charades_set(tmp_path_factory, 800, 100)
+    no_dropout = ("model.dropout=0", "model.input_dropout=0")
+    out = tmp_path / "cmp"
+    learned = run_compare("moment_detr", data, out, MDETR_EPOCHS, "val", MDETR_EPOCHS, no_dropout)
+    constant = constant_baseline_map(data / "annotations" / "val.jsonl")
+    print(f"moment_detr: held-out MR-full-mAP {learned:.2f} vs constant {constant:.2f}")
+    assert learned > constant + MDETR_MARGIN
