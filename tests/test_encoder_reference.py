@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from sadetr.model.encoder import MultiModalAlignEncoder
+from test_decoder_reference import sine
 
 DV, DT, D, H, FFN = 6, 5, 8, 2, 12
 LV, LT = (6, 4), (4, 2)  # valid clips / tokens of the two samples (sample 1 is padded in both)
@@ -49,13 +50,6 @@ def weights(enc: MultiModalAlignEncoder) -> dict:
         "W2": enc.saliency_head.token_proj,
     }
 
-
-def sine(x: float, dim: int) -> torch.Tensor:
-    out = torch.zeros(dim)
-    for k in range(dim // 2):
-        angle = 2 * math.pi * x / 10000 ** (2 * k / dim)
-        out[2 * k], out[2 * k + 1] = math.sin(angle), math.cos(angle)
-    return out
 
 
 def attention_layer(w: dict, x, q_in, k_in, v_in):

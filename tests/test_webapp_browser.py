@@ -120,17 +120,7 @@ def app_url(tmp_path_factory):
 
 def test_query_shows_moments_and_plot_and_a_click_seeks_the_player(app_url, page):
     url, files = app_url
-    outside: list[str] = []
-
-    def record(request) -> None:
-        host = urlparse(request.url).hostname
-        if request.url.startswith(("http:", "https:", "ws:", "wss:")) and host not in (
-            "127.0.0.1",
-            "localhost",
-        ):
-            outside.append(request.url)
-
-    page.on("request", record)
+    outside = offline_recorder(page)
     page.goto(url)
     page.locator("#sadetr-player input[type=file]").set_input_files(str(files["video"]))
     video = page.locator("#sadetr-player video")
