@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sadetr.model.layers import Dropout, FeedForward, input_projection
+from sadetr.model.layers import FeedForward, input_projection
 from sadetr.model.span_ops import clip_centers, sine_embedding
 
 
@@ -54,8 +54,8 @@ class _PostNormAttentionLayer(nn.Module):
         self.norm1 = nn.LayerNorm(dim)
         self.norm2 = nn.LayerNorm(dim)
         self.ffn = FeedForward(dim, ffn_dim, dropout)
-        self.dropout1 = Dropout(dropout)
-        self.dropout2 = Dropout(dropout)
+        self.dropout1 = nn.Dropout(dropout)
+        self.dropout2 = nn.Dropout(dropout)
 
     def _attend(self, x: Tensor, q: Tensor, v: Tensor, key_mask: Tensor, keys_are_queries: bool) -> Tensor:
         """x (residual), q: [B, Lq, d]; v: [B, Lk, d]; keys q or v; key_mask: [B, Lk] bool (True = valid)."""
