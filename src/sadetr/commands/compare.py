@@ -1,8 +1,10 @@
 """`sadetr compare`: train several models under identical data, budget and evaluation, then tabulate.
 
 Each entry of `--models` is a model name (sa_detr, qd_detr, moment_detr) or a named preset (e.g.
-`table11.gaussian_mask`); every entry gets the same composed config (`--config`, `--set`), the same
-`--epochs` and `--seeds`, and the engine's training loop and evaluation. Writes into `--out`:
+`table11.gaussian_mask`); `--variant NAME=BASE,KEY=VALUE,...` adds an entry NAME: the model or preset
+BASE with its own overrides on top of the shared ones (one reading against the defaults, in one table).
+Every entry gets the same composed config (`--config`, `--set`), the same `--epochs` and `--seeds`, and
+the engine's training loop and evaluation. Writes into `--out`:
 `<entry>/` (one run directory, or `seed<k>/` sub-runs), `compare.json` (best metrics per entry: per
 seed and mean ± std; per-epoch curves), `compare.md` (the table), `compare_epochs.md` (convergence:
 MR-mAP, R1@0.5, R1@0.7 per evaluated epoch, mean ± std over the seeds, and the first epoch at which each
@@ -51,6 +53,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="sa_detr,qd_detr,moment_detr",
         help="comma-separated model names or presets (default: sa_detr,qd_detr,moment_detr)",
     )
+    p.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME=BASE,KEY=VALUE,...",
+        help="an extra entry NAME: model or preset BASE plus its own dotted overrides, e.g. "
+        "offset=sa_detr,model.anchor_offset=true (repeatable)",
+    )
     add_config_arguments(p, required=True)
     p.add_argument("--epochs", type=int, help="training epochs for every model (default: the config's)")
     p.add_argument("--seeds", help="comma-separated seeds: every model is trained once per seed")
@@ -64,30 +74,62 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def parse_models(text: str) -> list[str]:
-    """`"sa_detr,qd_detr"` -> names; each must be a model name or a preset, no duplicates."""
+def check_base(name: str, key: str) -> None:
+    """`name` must be a model name or a preset of `sadetr.model.presets`."""
     from sadetr.model.presets import list_presets
 
+    if name not in MODEL_NAMES and name not in set(list_presets()):
+        raise ConfigError(
+            f"{name!r} is neither a model ({', '.join(MODEL_NAMES)}) nor a preset (sadetr.model.presets)",
+            key=key,
+        )
+
+
+def parse_models(text: str) -> list[str]:
+    """`"sa_detr,qd_detr"` -> names; each must be a model name or a preset, no duplicates."""
     entries = [m.strip() for m in text.split(",") if m.strip()]
     if not entries or len(set(entries)) != len(entries):
         raise ConfigError(f"expected distinct comma-separated names, got {text!r}", key="--models")
-    presets = set(list_presets())
     for entry in entries:
-        if entry not in MODEL_NAMES and entry not in presets:
-            raise ConfigError(
-                f"{entry!r} is neither a model ({', '.join(MODEL_NAMES)}) nor a preset "
-                "(sadetr.model.presets)",
-                key="--models",
-            )
+        check_base(entry, "--models")
     return entries
 
 
-def entry_config(args: argparse.Namespace, entry: str) -> Any:
+def parse_variant(text: str) -> tuple[str, str, list[str]]:
+    """`"offset=sa_detr,model.anchor_offset=true"` -> ("offset", "sa_detr", ["model.anchor_offset=true"])."""
+    name, sep, rest = text.partition("=")
+    name = name.strip()
+    parts = [p.strip() for p in rest.split(",") if p.strip()]
+    if not sep or not name or not parts:
+        raise ConfigError(f"expected NAME=BASE,KEY=VALUE,..., got {text!r}", key="--variant")
+    if any(c in name for c in "/\\") or name in (".", "..") or name.startswith("."):
+        raise ConfigError(f"{name!r} cannot name a run folder", key="--variant")
+    base, overrides = parts[0], parts[1:]
+    check_base(base, "--variant")
+    bad = [o for o in overrides if "=" not in o]
+    if bad:
+        raise ConfigError(f"{name}: expected KEY=VALUE overrides, got {bad[0]!r}", key="--variant")
+    return name, base, overrides
+
+
+def entries_of(args: argparse.Namespace) -> dict[str, tuple[str, list[str]]]:
+    """{entry: (model or preset, the entry's own overrides)} of `--models` then `--variant`, in order."""
+    entries: dict[str, tuple[str, list[str]]] = {m: (m, []) for m in parse_models(args.models)}
+    for text in args.variant:
+        name, base, overrides = parse_variant(text)
+        if name in entries:
+            raise ConfigError(f"{name!r} names two entries", key="--variant")
+        entries[name] = (base, overrides)
+    return entries
+
+
+def entry_config(args: argparse.Namespace, entry: str, own: list[str] | None = None) -> Any:
     """The config of one entry: the shared config, then the model name or preset, then the user's
-    `--set` overrides, then `--epochs` (identical for every entry)."""
+    `--set` overrides, then the entry's `own` overrides (a `--variant`), then `--epochs` (identical for
+    every entry)."""
     from sadetr.config import compose_config
 
-    overrides = list(args.overrides)
+    overrides = list(args.overrides) + list(own or [])
     preset = args.preset
     if entry in MODEL_NAMES:
         overrides.insert(0, f"model.name={entry}")
@@ -267,7 +309,7 @@ def run(args: argparse.Namespace) -> int:
     from sadetr.engine.io import atomic_write_text, write_json
 
     # Every config is composed (and checked) before any training starts.
-    configs = {entry: entry_config(args, entry) for entry in parse_models(args.models)}
+    configs = {name: entry_config(args, base, own) for name, (base, own) in entries_of(args).items()}
     info, _ = init_distributed(next(iter(configs.values())).train.device)
     try:
         results = compare(args, configs)
