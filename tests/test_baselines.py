@@ -11,12 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from sadetr.model.baseline_losses import BaselineCriterion, label_loss
-from sadetr.model.build import build_model
+from sadetr.model.baselines.losses import BaselineCriterion, label_loss
+from sadetr.model.baselines.qd_detr import multihead_attention
+from sadetr.model.build import build_criterion, build_model
 from sadetr.model.config import LossConfig, ModelConfig
-from sadetr.model.losses import build_criterion
 from sadetr.model.matcher import HungarianMatcher
-from sadetr.model.qd_detr import multihead_attention
 
 SMALL = dict(video_dim=12, text_dim=10, hidden_dim=32, nheads=4, ffn_dim=64, num_queries=5)
 
@@ -179,6 +178,53 @@ def test_criterion_terms_and_weights(name: str, saliency_terms: set[str]) -> Non
     total = crit.total(losses)
     total.backward()
     assert model.class_embed.weight.grad is not None and model.class_embed.weight.grad.abs().sum() > 0
+
+
+def test_build_criterion_dispatches_on_model_name() -> None:
+    # build.py picks the criterion as it picks the model: SA-DETR's own SetCriterion (quality head, no
+    # class head) for sa_detr, the class-head BaselineCriterion for the baselines; unknown names refused.
+    from sadetr.errors import ConfigError
+    from sadetr.model.losses import SetCriterion
+
+    sa = build_criterion(ModelConfig(name="sa_detr"), LossConfig())
+    assert type(sa) is SetCriterion
+    assert "loss_quality" in sa.weight_dict and "loss_label" not in sa.weight_dict
+    for name in ("moment_detr", "qd_detr"):
+        crit = build_criterion(ModelConfig(name=name), LossConfig())
+        assert type(crit) is BaselineCriterion and "loss_quality" not in crit.weight_dict
+    with pytest.raises(ConfigError, match=r"model\.name"):
+        build_criterion(ModelConfig(name="detr"), LossConfig())
+
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+def _imported_modules(path: Path) -> set[str]:
+    """Absolute names of the modules a source file imports (relative imports resolved)."""
+    import ast
+
+    package = ".".join(path.relative_to(SRC).with_suffix("").parts[:-1])
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = package.rsplit(".", node.level - 1)[0] if node.level else ""
+            module = ".".join(x for x in (base, node.module or "") if x)
+            names.update([module] + [f"{module}.{alias.name}" for alias in node.names])
+    return names
+
+
+def test_only_build_imports_the_baselines() -> None:
+    # the baselines depend on the shared model modules, never the other way round (no import cycle):
+    # outside sadetr/model/baselines/, only sadetr/model/build.py may import the subpackage.
+    importers = {
+        str(path.relative_to(SRC))
+        for path in (SRC / "sadetr").rglob("*.py")
+        if "baselines" not in path.relative_to(SRC).parts
+        and any(m.startswith("sadetr.model.baselines") for m in _imported_modules(path))
+    }
+    assert importers == {"sadetr/model/build.py"}
 
 
 def test_table11_presets() -> None:

@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
+from sadetr.model.build import build_criterion
 from sadetr.model.config import LossConfig, ModelConfig
 from sadetr.model.losses import (
-    build_criterion,
     ctm_inter_loss,
     ctm_intra_loss,
     ctm_local_loss,

@@ -12,6 +12,7 @@ import torch
 
 from sadetr.errors import ConfigError
 from sadetr.model import build_model
+from sadetr.model.build import build_criterion
 from sadetr.model.config import LossConfig, ModelConfig
 from sadetr.model.decoder import (
     SpanAwareCrossAttention,
@@ -19,7 +20,7 @@ from sadetr.model.decoder import (
     clip_position_embedding,
     gaussian_log_mask,
 )
-from sadetr.model.losses import build_criterion, iou_bin_balanced_mean, quality_loss, quality_margin_loss
+from sadetr.model.losses import iou_bin_balanced_mean, quality_loss, quality_margin_loss
 from sadetr.model.query_init import DualPathQueryInitializer
 from sadetr.model.span_ops import gaussian_mask, sine_embedding, span_sine_embedding
 

@@ -121,7 +121,7 @@ def test_switches():
 
 def test_table4_a_is_a_dab_detr_like_baseline():
     """The `table4.a` preset: shared fusion encoder + local/global enhance, DAB-like decoder, nothing else."""
-    from sadetr.model.losses import build_criterion
+    from sadetr.model.build import build_criterion
     from sadetr.model.presets import get_preset
 
     preset = get_preset("table4.a")

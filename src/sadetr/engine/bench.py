@@ -232,8 +232,7 @@ def bench_model(settings: BenchSettings, model_name: str | None = None) -> dict[
     from sadetr.engine.inference import autocast, move_batch
     from sadetr.engine.schedule import build_optimizer
     from sadetr.engine.trainer import total_loss
-    from sadetr.model.build import build_model
-    from sadetr.model.losses import build_criterion
+    from sadetr.model.build import build_criterion, build_model
 
     if settings.threads > 0:
         torch.set_num_threads(settings.threads)

@@ -128,8 +128,7 @@ class Trainer:
             build_dataset,
             collate,
         )
-        from sadetr.model.build import build_model
-        from sadetr.model.losses import build_criterion
+        from sadetr.model.build import build_criterion, build_model
 
         validate_config(cfg)
         self.cfg, self.tcfg = cfg, cfg.train

@@ -1,7 +1,9 @@
-"""The SA-DETR model, its baselines (Moment-DETR, QD-DETR), matcher and losses.
+"""The SA-DETR model, its matcher and losses, and the pieces its baselines share; the baselines
+(Moment-DETR, QD-DETR) live in the `baselines` subpackage, which only `build` imports.
 
 Never imports the data layer, the engine or the CLI: modules take plain tensors and arguments;
-`build_model(cfg)` / `build_criterion(cfg)` are the only readers of the config.
+`build_model(cfg)` / `build_criterion(model_cfg, loss_cfg)` (`build.py`, both dispatching on `model.name`)
+are the only readers of the config.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import importlib
 # Lazy re-exports: `from sadetr.model import build_model` works without importing torch at package import.
 _LAZY = {
     "build_model": "sadetr.model.build",
+    "build_criterion": "sadetr.model.build",
     "to_submission": "sadetr.model.postprocess",
     "get_preset": "sadetr.model.presets",
     "list_presets": "sadetr.model.presets",

@@ -1,11 +1,18 @@
-"""`build_model(cfg)`: the only reader of `ModelConfig` for the architectures (dispatch on `cfg.name`)."""
+"""`build_model(cfg)` / `build_criterion(model_cfg, loss_cfg)`: the only readers of `ModelConfig` for the
+architectures and their criteria (both dispatch on `model.name`)."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from torch import nn
 
 from sadetr.errors import ConfigError
-from sadetr.model.config import ModelConfig
+from sadetr.model.config import LossConfig, ModelConfig
+
+if TYPE_CHECKING:
+    from sadetr.model.losses import SetCriterion
 
 
 def _check_common(cfg: ModelConfig, *positive: str) -> None:
@@ -81,8 +88,8 @@ def build_sa_detr(cfg: ModelConfig) -> nn.Module:
 
 def build_baseline(cfg: ModelConfig) -> nn.Module:
     """Moment-DETR or QD-DETR (docs/baselines.md); Table 11 switches qd_dynamic_anchor, qd_gaussian_mask."""
-    from sadetr.model.moment_detr import build_moment_detr
-    from sadetr.model.qd_detr import build_qd_detr
+    from sadetr.model.baselines.moment_detr import build_moment_detr
+    from sadetr.model.baselines.qd_detr import build_qd_detr
 
     _check_common(cfg, "max_text_len")
     if cfg.qd_activation not in ("relu", "prelu"):
@@ -106,3 +113,34 @@ def build_model(cfg: ModelConfig) -> nn.Module:
     if builder is None:
         raise ConfigError(f"unknown model {cfg.name!r}; valid: {', '.join(sorted(BUILDERS))}", "model.name")
     return builder(cfg)
+
+
+def sa_detr_criterion(model_cfg: ModelConfig, loss_cfg: LossConfig) -> SetCriterion:
+    """SA-DETR's criterion (eq 7-10, docs/losses.md)."""
+    from sadetr.model.losses import build_sa_detr_criterion
+
+    return build_sa_detr_criterion(model_cfg, loss_cfg)
+
+
+def baseline_criterion(model_cfg: ModelConfig, loss_cfg: LossConfig) -> SetCriterion:
+    """Moment-DETR's or QD-DETR's criterion: class head, their own weights (docs/baselines.md)."""
+    from sadetr.model.baselines.losses import build_baseline_criterion
+
+    return build_baseline_criterion(model_cfg, loss_cfg)
+
+
+# name -> criterion builder, the same names as BUILDERS.
+CRITERIA: dict[str, Callable[[ModelConfig, LossConfig], SetCriterion]] = {
+    "sa_detr": sa_detr_criterion,
+    "qd_detr": baseline_criterion,
+    "moment_detr": baseline_criterion,
+}
+
+
+def build_criterion(model_cfg: ModelConfig, loss_cfg: LossConfig) -> SetCriterion:
+    """The criterion of the model named by `model_cfg.name`, weights from `loss_cfg`."""
+    builder = CRITERIA.get(model_cfg.name)
+    if builder is None:
+        valid = ", ".join(sorted(CRITERIA))
+        raise ConfigError(f"unknown model {model_cfg.name!r}; valid: {valid}", "model.name")
+    return builder(model_cfg, loss_cfg)

@@ -17,7 +17,9 @@ take it from `SetCriterion.normalizers`, which passes this process's counts thro
 `criterion.count_reducer = mean_over_processes` (the trainer does), so each process divides by the
 global count / world size and DDP's gradient average equals one process on the global batch.
 
-The pure functions below are reused by the Moment-DETR / QD-DETR baselines.
+The pure functions below and `SetCriterion` are reused by the Moment-DETR / QD-DETR baselines
+(`sadetr.model.baselines.losses`); `build_sa_detr_criterion` builds SA-DETR's, and
+`sadetr.model.build.build_criterion` picks the one of `model.name`.
 """
 
 from __future__ import annotations
@@ -521,12 +523,8 @@ class SetCriterion(nn.Module):
         return losses
 
 
-def build_criterion(model_cfg: ModelConfig, loss_cfg: LossConfig) -> SetCriterion:
+def build_sa_detr_criterion(model_cfg: ModelConfig, loss_cfg: LossConfig) -> SetCriterion:
     """SA-DETR's criterion: terms switched on by the config and their eq 10 weights (Table 9)."""
-    if model_cfg.name in ("moment_detr", "qd_detr"):  # baselines: class head, their own weights
-        from .baseline_losses import build_baseline_criterion
-
-        return build_baseline_criterion(model_cfg, loss_cfg)
     for key, value, allowed in (
         ("loss.quality_balance", loss_cfg.quality_balance, QUALITY_BALANCES),
         ("loss.qmargin_reduction", loss_cfg.qmargin_reduction, QMARGIN_REDUCTIONS),

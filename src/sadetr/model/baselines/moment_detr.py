@@ -6,7 +6,7 @@ embeddings and zero content), a 2-way foreground/background head, a 3-layer span
 saliency head on the video memory. At the QVHighlights SF+C setting (2818-d video, 512-d text,
 d=256, 8 heads, FFN 1024, 2+2 layers, 10 queries) it has exactly 4,823,305 trainable parameters.
 
-Also owns the building blocks shared with `sadetr.model.qd_detr` (which extends this code base, as
+Also owns the building blocks shared with `sadetr.model.baselines.qd_detr` (which extends this code base, as
 QD-DETR's public code extends Moment-DETR's): `BaselineInputs`, `TrainablePositionalEncoding`,
 `clip_position_embedding` and the post-norm `EncoderLayer`.
 """

@@ -29,15 +29,15 @@ import math
 import torch
 from torch import Tensor, nn
 
-from sadetr.model.config import ModelConfig
-from sadetr.model.layers import MLP
-from sadetr.model.moment_detr import (
+from sadetr.model.baselines.moment_detr import (
     BaselineInputs,
     EncoderLayer,
     _activation,
     _baseline_output,
     _xavier_init,
 )
+from sadetr.model.config import ModelConfig
+from sadetr.model.layers import MLP
 from sadetr.model.query_init import DualPathQueryInitializer
 from sadetr.model.span_ops import gaussian_mask, span_sine_embedding
 
