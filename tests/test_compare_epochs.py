@@ -63,6 +63,45 @@ def test_variants_compose_their_own_overrides():
     assert cfgs["qd_detr"].model.name == "qd_detr" and cfgs["offset"].model.name == "sa_detr"
     assert {c.train.lr for c in cfgs.values()} == {2e-4} and {c.train.epochs for c in cfgs.values()} == {3}
     assert cfgs["sa_detr"].model.use_dn and not cfgs["dn"].model.use_dn
+    only = entries_of(argparse.Namespace(**{**vars(args), "models": ""}))
+    assert list(only) == ["offset", "dn"]
+    with pytest.raises(ConfigError):
+        entries_of(argparse.Namespace(**{**vars(args), "models": "", "variant": []}))
     for bad in (["x"], ["x="], ["x=detr"], ["../x=sa_detr"], ["sa_detr=sa_detr"], ["x=sa_detr,foo"]):
         with pytest.raises(ConfigError):
             entries_of(argparse.Namespace(**{**vars(args), "variant": bad}))
+
+
+def test_report_tabulates_runs_as_they_stand(tmp_path):
+    """`compare --report` trains nothing: it reads each run's metrics.jsonl (finished or not), takes the
+    best evaluation by the selection metric, and leaves out entries without any evaluation yet."""
+    import json
+
+    from sadetr.cli import main
+
+    def write(run: str, maps: list[float]) -> None:
+        d = tmp_path / run / "seed0"
+        d.mkdir(parents=True)
+        lines = [{"kind": "train", "epoch": 1, "global_step": 1, "loss": 3.0}]
+        lines += [
+            {"kind": "eval", "epoch": e + 1, "global_step": e, "MR-full-mAP": m, "MR-full-R1@0.5": 2 * m}
+            for e, m in enumerate(maps)
+        ]
+        (d / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines) + "{broken\n")
+
+    write("sa_detr", [1.0, 5.0, 4.0])
+    write("bins", [2.0, 3.0])
+    (tmp_path / "qd_detr" / "seed0").mkdir(parents=True)  # started, not evaluated yet
+    code = main([
+        "compare", "--models", "sa_detr,qd_detr", "--variant", "bins=sa_detr,loss.quality_balance=iou_bins",
+        "--config", "synthetic_tiny", "--seeds", "0", "--report", "--out", str(tmp_path),
+    ])
+    assert code == 0
+    res = json.loads((tmp_path / "compare.json").read_text())
+    assert res["sa_detr"]["per_seed"]["0"]["MR-full-mAP"] == 5.0
+    assert res["sa_detr"]["per_seed"]["0"]["MR-full-R1@0.5"] == 10.0
+    assert res["bins"]["per_seed"]["0"]["MR-full-mAP"] == 3.0
+    assert res["qd_detr"]["per_seed"] == {}
+    assert res["sa_detr"]["epoch_curves"]["MR-full-mAP"]["0"] == [[1, 1.0], [2, 5.0], [3, 4.0]]
+    assert "| 3 | 4.00 ± 0.00 | – | – |" in (tmp_path / "compare_epochs.md").read_text()
+    assert not (tmp_path / "sa_detr" / "seed0" / "last.ckpt").exists()  # nothing trained

@@ -51,7 +51,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--models",
         default="sa_detr,qd_detr,moment_detr",
-        help="comma-separated model names or presets (default: sa_detr,qd_detr,moment_detr)",
+        help="comma-separated model names or presets (default: sa_detr,qd_detr,moment_detr; "
+        "'' with --variant: the variants only)",
     )
     p.add_argument(
         "--variant",
@@ -65,6 +66,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int, help="training epochs for every model (default: the config's)")
     p.add_argument("--seeds", help="comma-separated seeds: every model is trained once per seed")
     p.add_argument("--resume", action="store_true", help="continue runs already in --out from last.ckpt")
+    p.add_argument(
+        "--report",
+        action="store_true",
+        help="train nothing: tabulate the runs already in --out as they stand (finished or not), e.g. "
+        "after running the entries as separate processes",
+    )
     p.add_argument(
         "--reference",
         default="qd_detr",
@@ -114,7 +121,8 @@ def parse_variant(text: str) -> tuple[str, str, list[str]]:
 
 def entries_of(args: argparse.Namespace) -> dict[str, tuple[str, list[str]]]:
     """{entry: (model or preset, the entry's own overrides)} of `--models` then `--variant`, in order."""
-    entries: dict[str, tuple[str, list[str]]] = {m: (m, []) for m in parse_models(args.models)}
+    models = parse_models(args.models) if args.models.strip() or not args.variant else []  # `--models ""`
+    entries: dict[str, tuple[str, list[str]]] = {m: (m, []) for m in models}
     for text in args.variant:
         name, base, overrides = parse_variant(text)
         if name in entries:
@@ -144,19 +152,33 @@ def entry_config(args: argparse.Namespace, entry: str, own: list[str] | None = N
     return compose_config(args.config, overrides=overrides, preset=preset)
 
 
-def eval_curve(run_dir: Path, key: str) -> list[tuple[int, float]]:
-    """(epoch, value of `key`) of every evaluation in `run_dir/metrics.jsonl`."""
+def eval_records(run_dir: Path) -> list[dict[str, Any]]:
+    """The evaluation records of `run_dir/metrics.jsonl`, in order (unreadable lines are left out)."""
     path = run_dir / "metrics.jsonl"
-    points = []
+    records = []
     if path.is_file():
         for line in path.read_text().splitlines():
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError:
                 continue
-            if rec.get("kind") == "eval" and key in rec:
-                points.append((int(rec["epoch"]), float(rec[key])))
-    return points
+            if isinstance(rec, dict) and rec.get("kind") == "eval":
+                records.append(rec)
+    return records
+
+
+def eval_curve(run_dir: Path, key: str) -> list[tuple[int, float]]:
+    """(epoch, value of `key`) of every evaluation in `run_dir/metrics.jsonl`."""
+    return [(int(rec["epoch"]), float(rec[key])) for rec in eval_records(run_dir) if key in rec]
+
+
+def best_evaluation(run_dir: Path, key: str) -> dict[str, float] | None:
+    """The evaluation of `run_dir/metrics.jsonl` with the highest `key` (its numbers), or None if none."""
+    scored = [rec for rec in eval_records(run_dir) if key in rec]
+    if not scored:
+        return None
+    best = max(scored, key=lambda rec: rec[key])  # the first of equal values, as the trainer keeps it
+    return {k: v for k, v in best.items() if isinstance(v, (int, float)) and k != "global_step"}
 
 
 def summarize_entry(per_seed: dict[int, dict[str, float]]) -> dict[str, dict[str, float]]:
@@ -291,8 +313,14 @@ def compare(args: argparse.Namespace, configs: dict[str, Any]) -> dict[str, dict
         )
         per_seed: dict[int, dict[str, float]] = {}
         for seed, run_dir in runs.items():
-            result = train(with_seed(cfg, seed), run_dir, resume=args.resume)
-            per_seed[seed] = {k: v for k, v in (result["best"] or {}).items() if k != "epoch"}
+            if args.report:
+                best = best_evaluation(run_dir, cfg.train.selection_metric)
+                if best is None:
+                    continue
+            else:
+                best = train(with_seed(cfg, seed), run_dir, resume=args.resume)["best"]
+            per_seed[seed] = {k: v for k, v in (best or {}).items() if k != "epoch"}
+        runs = {s: d for s, d in runs.items() if s in per_seed}
         results[entry] = {
             "per_seed": {str(s): m for s, m in per_seed.items()},
             "summary": summarize_entry(per_seed),

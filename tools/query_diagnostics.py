@@ -1,0 +1,145 @@
+"""What SA-DETR's queries do: ranking, width, spread and gate statistics of checkpoints on a split.
+
+The diagnosis of issue 11 (docs/model.md "Readings"): for each checkpoint, on the validation split of its
+own config, one forward in eval mode, then per query (sample) and over the split:
+
+- `top1_iou>=0.5` / `best10_iou>=0.5` / `best10_iou>=0.7`: share of samples whose quality-ranked top-1
+  window, or the best of the 10 windows, reaches that IoU with a GT window (ranking vs localisation);
+- `top1_width_s` / `gt_width_s`: median width of the top-1 window and of the GT windows, seconds;
+- `q_max_median`, `q_max<0.01`: median over samples of the highest quality, and the share of samples
+  whose highest quality is below 0.01 (the quality collapse);
+- `anchor_centre_std`: std over the 10 direct queries of their initial anchors' centres (symmetric start);
+- `dup_pairs`: share of the 45 pairs of final windows with IoU > 0.9 (near-duplicates);
+- `gate_sat_l<i>`: share of eq 3 gates ĝ below 0.01 or above 0.99 in decoder layer i (direct queries).
+
+Usage: `python tools/query_diagnostics.py CKPT [CKPT ...] [--split val] [--limit N] [--json OUT]`;
+checkpoints of the same run at several epochs give the trajectory (the `epoch` column).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def pairwise_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of windows a [N, 2] and b [M, 2] (start, end) -> [N, M]."""
+    inter = np.minimum(a[:, None, 1], b[None, :, 1]) - np.maximum(a[:, None, 0], b[None, :, 0])
+    inter = np.clip(inter, 0, None)
+    union = (a[:, 1] - a[:, 0])[:, None] + (b[:, 1] - b[:, 0])[None, :] - inter
+    return inter / np.maximum(union, 1e-9)
+
+
+def diagnose(path: Path, split: str, limit: int | None) -> dict[str, Any]:
+    """The statistics of the module docstring for one checkpoint."""
+    from torch.utils.data import DataLoader
+
+    from sadetr.data.dataset import build_dataset, collate
+    from sadetr.engine.checkpoint import load_trained_model
+    from sadetr.model.decoder import SpanBasedEnhanceBlock
+    from sadetr.model.span_ops import span_cxw_to_xx
+
+    model, cfg, state = load_trained_model(path)
+    dataset = build_dataset(cfg.data, split, seed=0)
+    n = len(dataset) if limit is None else min(limit, len(dataset))
+    nq = cfg.model.num_queries
+    gates: dict[int, list[torch.Tensor]] = {}
+    blocks = [m for m in model.modules() if isinstance(m, SpanBasedEnhanceBlock)]
+    hooks = [  # ĝ [B, Q, 1] of the direct queries
+        _wrap_gate(block, lambda g, i=i: gates.setdefault(i, []).append(g[:, :nq, 0].flatten()))
+        for i, block in enumerate(blocks)
+    ]
+    windows = {r["qid"]: r["relevant_windows"] for r in dataset.ground_truth()}
+    rows: dict[str, list[float]] = {k: [] for k in ("top1", "b5", "b7", "w1", "gtw", "qmax", "spread", "dup")}
+    loader = DataLoader(dataset, batch_sampler=[list(range(i, min(i + 32, n))) for i in range(0, n, 32)],
+                        collate_fn=collate)
+    with torch.no_grad():
+        for batch in loader:
+            out = model(batch["video_feat"], batch["video_mask"], batch["text_feat"], batch["text_mask"])
+            dur = np.array([m["duration"] for m in batch["meta"]], dtype=float)
+            spans = span_cxw_to_xx(out["pred_spans"]).clamp(0, 1).numpy() * dur[:, None, None]  # (B, Q, 2) s
+            quality = out["pred_quality"].numpy()  # (B, Q)
+            init = out.get("init_spans")
+            for b, meta in enumerate(batch["meta"]):
+                gt = np.asarray(windows[meta["qid"]], dtype=float).reshape(-1, 2)
+                iou = pairwise_iou(spans[b], gt).max(axis=1)  # (Q,)
+                top = int(np.argmax(quality[b]))
+                rows["top1"].append(float(iou[top] >= 0.5))
+                rows["b5"].append(float(iou.max() >= 0.5))
+                rows["b7"].append(float(iou.max() >= 0.7))
+                rows["w1"].append(float(spans[b, top, 1] - spans[b, top, 0]))
+                rows["gtw"].extend((gt[:, 1] - gt[:, 0]).tolist())
+                rows["qmax"].append(float(quality[b].max()))
+                if init is not None:
+                    rows["spread"].append(float(init[b, :, 0].std()))
+                pair = pairwise_iou(spans[b], spans[b])[np.triu_indices(nq, 1)]
+                rows["dup"].append(float((pair > 0.9).mean()))
+    for h in hooks:
+        h.remove()
+    qmax = np.array(rows["qmax"])
+    res: dict[str, Any] = {
+        "checkpoint": str(path),
+        "epoch": int(state.get("epoch", -1)),
+        "n": n,
+        "top1_iou>=0.5": 100 * float(np.mean(rows["top1"])),
+        "best10_iou>=0.5": 100 * float(np.mean(rows["b5"])),
+        "best10_iou>=0.7": 100 * float(np.mean(rows["b7"])),
+        "top1_width_s": float(np.median(rows["w1"])),
+        "gt_width_s": float(np.median(rows["gtw"])),
+        "q_max_median": float(np.median(qmax)),
+        "q_max<0.01": 100 * float(np.mean(qmax < 0.01)),
+        "anchor_centre_std": float(np.mean(rows["spread"])) if rows["spread"] else float("nan"),
+        "dup_pairs": 100 * float(np.mean(rows["dup"])),
+    }
+    for i, values in sorted(gates.items()):
+        g = torch.cat(values)
+        res[f"gate_sat_l{i}"] = 100 * float(((g < 0.01) | (g > 0.99)).float().mean())
+    return res
+
+
+def _wrap_gate(block: Any, record: Any) -> Any:
+    """Pass every eq 3 gate ĝ of `block` (its `gate` method) to `record(ĝ)`; -> a handle to undo it."""
+    original = block.gate
+
+    def gate(content: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
+        g = original(content, pooled)
+        record(g.detach())
+        return g
+
+    block.gate = gate
+
+    class Handle:
+        def remove(self) -> None:
+            block.gate = original
+
+    return Handle()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkpoints", nargs="+", type=Path)
+    p.add_argument("--split", default="val")
+    p.add_argument("--limit", type=int, help="first N samples of the split")
+    p.add_argument("--json", type=Path, help="also write the rows as JSON lines")
+    args = p.parse_args(argv)
+    results = [diagnose(c, args.split, args.limit) for c in args.checkpoints]
+    results.sort(key=lambda r: (str(Path(r["checkpoint"]).parent), r["epoch"]))
+    keys = list(dict.fromkeys(k for r in results for k in r if k not in ("checkpoint", "n")))
+    print("| run | " + " | ".join(keys) + " |")
+    print("|---" * (len(keys) + 1) + "|")
+    for r in results:
+        cells = [f"{r[k]:.1f}" if isinstance(r.get(k), float) else str(r.get(k, "–")) for k in keys]
+        print(f"| {Path(r['checkpoint']).parent.name} | " + " | ".join(cells) + " |")
+    if args.json:
+        args.json.write_text("".join(json.dumps(r) + "\n" for r in results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
