@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from sadetr.data.features import l2_normalize
 from sadetr.errors import CheckpointError, ConfigError, DataError
 from sadetr.video.sliding import stitch_saliency, temporal_nms, window_starts
 
@@ -44,10 +45,6 @@ class VideoFeatures:
     clip_len: float
     duration: float
     path: str | None = None
-
-
-def _l2(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
 def saliency_relevance(peaks: np.ndarray) -> np.ndarray:
@@ -210,7 +207,7 @@ class Predictor:
         if not self.normalize_video:
             return feats.astype(np.float32)
         offsets = np.cumsum([0, *self.video_dims])
-        return np.concatenate([_l2(feats[:, a:b]) for a, b in itertools.pairwise(offsets)], axis=1)
+        return np.concatenate([l2_normalize(feats[:, a:b]) for a, b in itertools.pairwise(offsets)], axis=1)
 
     @torch.no_grad()
     def _forward(self, video: np.ndarray, text: np.ndarray) -> dict[str, Any]:
@@ -285,7 +282,7 @@ class Predictor:
                 field="text_features",
             )
         if self.normalize_text:
-            text = _l2(text)
+            text = l2_normalize(text)
         if self.max_q_l > 0:
             text = text[: self.max_q_l]
         video = self._video_input(feats)

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sadetr.data.features import add_tef, l2_normalize
 from sadetr.errors import CheckpointError, DataError
 from sadetr.model.postprocess import snap_to_clip_grid
 from sadetr.model.span_ops import span_cxw_to_xx
@@ -61,10 +62,6 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _l2(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
 @dataclass
@@ -129,12 +126,8 @@ class CorpusModel:
 
     def window_input(self, video: np.ndarray) -> np.ndarray:
         """One window of normalised clip features [W, sum D] -> model input [W, Dv] (TEF appended)."""
-        if not self.use_tef:
-            return video.astype(np.float32, copy=False)
-        n = video.shape[0]
-        start = np.arange(n, dtype=np.float32) / n
-        tef = np.stack([start, start + 1.0 / n], axis=1)  # [W, 2]
-        return np.concatenate([video.astype(np.float32, copy=False), tef], axis=1)
+        video = video.astype(np.float32, copy=False)
+        return add_tef(video) if self.use_tef else video  # [W, sum D (+ 2)]
 
     def _pad(self, windows: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
         """list[B] of [W_b, Dv] -> (video [B, W, Dv], mask [B, W] bool)."""
@@ -156,7 +149,7 @@ class CorpusModel:
         if not np.abs(text).any():
             raise DataError("the query embeds to zero (all token features are 0)", field=where)
         if self.normalize_text:
-            text = _l2(text)
+            text = l2_normalize(text)
         return text[: self.max_q_l] if self.max_q_l > 0 else text
 
     # ------------------------------------------------------------------ embeddings (L_vtc, before fusion)
