@@ -137,14 +137,6 @@ class KeyMap:
 # ---------------------------------------------------------------------------------------- reading
 
 
-def _first_line(err: Exception) -> str:
-    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
-    for line in lines:  # torch's weights_only message names the refused global on one of its lines
-        if "GLOBAL" in line or "global" in line:
-            return line[:240]
-    return (lines[0] if lines else type(err).__name__)[:240]
-
-
 @dataclass
 class Release:
     """What a released checkpoint holds: the state dict, `opt` as a plain dict, the `opt` object itself
