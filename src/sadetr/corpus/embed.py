@@ -91,13 +91,16 @@ class CorpusModel:
 
     @classmethod
     def load(cls, checkpoint: str | Path, device: str | torch.device = "cpu") -> tuple[CorpusModel, str]:
-        """(model, checkpoint SHA-256) of a training checkpoint file or run directory."""
+        """(model, checkpoint SHA-256) of a training checkpoint file or run directory. A device name the
+        machine lacks (or a typo) is a `ConfigError` naming --device, before the checkpoint is read."""
+        from sadetr.devices import resolve_device
         from sadetr.engine.checkpoint import checkpoint_file, file_sha256, load_trained_model, pipeline_of
 
+        device = resolve_device(device, "--device") if isinstance(device, str) else device
         path = checkpoint_file(checkpoint).resolve()
         model, cfg, state = load_trained_model(path, map_location="cpu")
         pipeline = pipeline_of(cfg, state.get("features"), str(path))
-        corpus_model = cls(model, pipeline, torch.device(device), str(path), cfg.model.round_to_clip)
+        corpus_model = cls(model, pipeline, device, str(path), cfg.model.round_to_clip)
         return corpus_model, file_sha256(path)
 
     # ------------------------------------------------------------------ inputs
