@@ -40,17 +40,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from sadetr.corpus import CorpusSearcher
-    from sadetr.corpus.evaluate import rankings, run_queries, score, tune_alpha, tvr_submission
+    from sadetr.corpus.evaluate import rankings, read_split, run_queries, score, tune_alpha, tvr_submission
     from sadetr.corpus.index import set_alpha
     from sadetr.corpus.search import check_k
-    from sadetr.data.annotations import read_annotations
     from sadetr.engine.io import write_json
 
     searcher = CorpusSearcher.open(args.index, args.checkpoint, device=args.device)
-    gt = [
-        {"qid": a.qid, "query": a.query, "vid": a.vid, "relevant_windows": [list(w) for w in a.windows]}
-        for a in read_annotations(args.annotations)
-    ]
+    gt = read_split(args.annotations)
     k = check_k(args.k_windows, searcher)
     runs = run_queries(searcher, gt, args.text_features, k, svmr=not args.no_svmr, exhaustive=args.exhaustive)
     alpha = searcher.alpha if args.alpha is None else args.alpha

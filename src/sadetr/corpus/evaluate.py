@@ -15,6 +15,7 @@ import numpy as np
 
 from sadetr.corpus.metrics import corpus_metrics
 from sadetr.corpus.search import Candidates, CorpusSearcher, SearchHit
+from sadetr.data.annotations import read_annotations
 from sadetr.data.features import TEXT_KEY, load_feature_file
 from sadetr.errors import DataError
 
@@ -31,6 +32,15 @@ class QueryRun:
     text: np.ndarray  # [L_t, D_t] (model input)
     corpus: Candidates
     own: Candidates | None
+
+
+def read_split(path: Path) -> list[dict]:
+    """The queries of an annotation file (validated by `read_annotations`) as the dicts the corpus
+    metrics take: `qid`, `query`, `vid`, `relevant_windows` ([[start, end], ...] seconds)."""
+    return [
+        {"qid": a.qid, "query": a.query, "vid": a.vid, "relevant_windows": [list(w) for w in a.windows]}
+        for a in read_annotations(path)
+    ]
 
 
 def query_features(searcher: CorpusSearcher, text_root: Path, qid: object) -> np.ndarray:
