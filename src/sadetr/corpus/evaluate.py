@@ -72,8 +72,7 @@ def run_queries(
         rows = np.arange(searcher.num_windows) if exhaustive else searcher.retrieve(qvec, k_windows)[1]
         own = None
         if svmr:
-            own_rows = np.asarray([i for i, v in enumerate(searcher.table.video) if v == g["vid"]])
-            own = searcher.candidates(own_rows, qvec, text)
+            own = searcher.candidates(searcher.rows_of(g["vid"]), qvec, text)
         runs.append(QueryRun(g, text, searcher.candidates(rows, qvec, text), own))
     return runs
 

@@ -86,9 +86,10 @@ class CorpusSearcher:
         self._feats: OrderedDict[str, np.ndarray] = OrderedDict()  # LRU of [L, sum D] per video
         self._t0 = np.asarray(self.table.t0, np.float64)  # [N] window start (s)
         self._t1 = np.asarray(self.table.t1, np.float64)  # [N] window end (s)
-        self._rows: dict[str, list[int]] = {}
+        rows: dict[str, list[int]] = {}
         for i, vid in enumerate(self.table.video):
-            self._rows.setdefault(vid, []).append(i)
+            rows.setdefault(vid, []).append(i)
+        self._rows = {vid: np.asarray(r, dtype=np.int64) for vid, r in rows.items()}  # video -> [W_vid]
 
     @classmethod
     def open(
@@ -126,6 +127,11 @@ class CorpusSearcher:
 
     def duration(self, video: str) -> float:
         return float(self._video_meta(video)["duration"])
+
+    def rows_of(self, video: str) -> np.ndarray:
+        """Window ids [W_video] of `video` (index order)."""
+        self._video_meta(video)
+        return self._rows[video]
 
     def _video_meta(self, video: str) -> dict[str, Any]:
         if video not in self.table.videos:
@@ -210,9 +216,12 @@ class CorpusSearcher:
             ends.append(min((st + n) * clip_len, self.duration(vid)))
         moments = self.model.localize(windows, offsets, ends, text)  # spans (C, Nq, 2), quality (C, Nq)
         cosines = np.zeros(moments.quality.shape)  # (C, Nq)
+        video_cos: dict[str, np.ndarray] = {}  # a video with several contexts: its cosines once
         for c, (vid, _, _) in enumerate(contexts):
-            own = np.asarray(self._rows[vid])
-            cos = self.vectors[own].astype(np.float64) @ qvec.astype(np.float64)  # (W_vid,)
+            own = self._rows[vid]
+            if vid not in video_cos:
+                video_cos[vid] = self.vectors[own].astype(np.float64) @ qvec.astype(np.float64)  # (W_vid,)
+            cos = video_cos[vid]
             t0, t1 = self._t0[own], self._t1[own]
             m0, m1 = moments.spans[c, :, :1], moments.spans[c, :, 1:]  # (Nq, 1) each
             overlap = (np.minimum(m1, t1[None]) - np.maximum(m0, t0[None])) > 0  # (Nq, W_vid)
@@ -276,9 +285,9 @@ class CorpusSearcher:
         alpha: float | None = None,
     ) -> list[SearchHit]:
         """Single-video moment retrieval (SVMR): every window of `video`, same fusion and NMS."""
-        self._video_meta(video)
+        rows = self.rows_of(video)
         text, qvec = self.query_embedding(query, query_feats)
-        cands = self.candidates(np.asarray(self._rows[video]), qvec, text)
+        cands = self.candidates(rows, qvec, text)
         return self.rank(cands, self.alpha if alpha is None else alpha)[:top]
 
 
