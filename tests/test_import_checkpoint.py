@@ -13,6 +13,7 @@ import math
 import sys
 import types
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -291,9 +292,7 @@ def test_records_the_feature_pipeline(
     fmt: str, sources: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Source order from the recorded feature directories, TEF, 2 s clips, lengths, normalisation."""
-    src, _ = make_release(tmp_path, fmt, monkeypatch)
-    import_release(src, tmp_path / "out.ckpt")
-    _, cfg, ckpt = load_trained_model(tmp_path / "out.ckpt")
+    _, cfg, ckpt, _ = _imported(tmp_path, fmt, monkeypatch)
     feats = ckpt["features"]
     assert feats["video_sources"] == sources and feats["video_dims"] == [
         {"slowfast_features": 2304, "clip_features": 512}[s] for s in sources
@@ -369,13 +368,19 @@ def _batch(vdim: int, seed: int = 1) -> tuple[torch.Tensor, ...]:
     return video, video_mask, text, text_mask
 
 
+def _imported(tmp_path: Path, fmt: str, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, Any, dict, dict]:
+    """A synthetic release of `fmt`, imported and loaded: (model, config, checkpoint, public state)."""
+    src, state = make_release(tmp_path, fmt, monkeypatch)
+    import_release(src, tmp_path / "out.ckpt")
+    model, cfg, ckpt = load_trained_model(tmp_path / "out.ckpt")
+    return model, cfg, ckpt, state
+
+
 @pytest.mark.parametrize("fmt", ["moment_detr", "lighthouse_qd_detr"])
 def test_input_projection_and_positions_equal_the_public_equations(
     fmt: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    src, state = make_release(tmp_path, fmt, monkeypatch)
-    import_release(src, tmp_path / "out.ckpt")
-    model, _, _ = load_trained_model(tmp_path / "out.ckpt")
+    model, _, _, state = _imported(tmp_path, fmt, monkeypatch)
     video, video_mask, text, _ = _batch(2818)
     with torch.no_grad():
         vid, txt, pos_vid, pos_txt = model.inputs(video, video_mask, text)
@@ -426,9 +431,7 @@ def test_qd_detr_t2v_layer_equals_its_reference(form: str, tmp_path: Path, monke
     from sadetr.config import config_from_dict
     from sadetr.model.build import build_model
 
-    src, state = make_release(tmp_path, "qd_detr", monkeypatch)
-    import_release(src, tmp_path / "out.ckpt")
-    model, cfg, ckpt = load_trained_model(tmp_path / "out.ckpt")
+    model, cfg, ckpt, state = _imported(tmp_path, "qd_detr", monkeypatch)
     assert cfg.model.qd_t2v_form == "public"
     if form == "normed":
         tree = dict(ckpt["config"])
@@ -613,9 +616,7 @@ def reference_qd_detr(s: dict, video, video_mask, text, text_mask, n_enc=2, n_de
 def test_converted_model_equals_the_public_forward(fmt: str, tmp_path: Path, monkeypatch) -> None:
     """Spans, foreground logits and saliency of the converted model equal a forward written in this
     test from the public equations with the public tensors (padded batch: padded clips and words)."""
-    src, state = make_release(tmp_path, fmt, monkeypatch)
-    import_release(src, tmp_path / "out.ckpt")
-    model, _, _ = load_trained_model(tmp_path / "out.ckpt")
+    model, _, _, state = _imported(tmp_path, fmt, monkeypatch)
     video, video_mask, text, text_mask = _batch(2818)
     reference = {"moment_detr": reference_moment_detr, "qd_detr": reference_qd_detr}[
         fmt.removeprefix("lighthouse_")
@@ -634,9 +635,7 @@ def test_converted_model_equals_the_public_forward(fmt: str, tmp_path: Path, mon
 def test_converted_model_forward_is_finite_and_deterministic(
     fmt: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    src, _ = make_release(tmp_path, fmt, monkeypatch)
-    import_release(src, tmp_path / "out.ckpt")
-    model, _, _ = load_trained_model(tmp_path / "out.ckpt")
+    model, _, _, _ = _imported(tmp_path, fmt, monkeypatch)
     batch = _batch(2818)
     with torch.no_grad():
         a, b = model(*batch), model(*batch)
