@@ -71,7 +71,13 @@ class CorpusSearcher:
     """A corpus index, the model that built it, and the features of its videos."""
 
     def __init__(
-        self, index_dir: Path, state: Any, index: Any, model: CorpusModel, clip_dir: Path | None
+        self,
+        index_dir: Path,
+        state: Any,
+        index: Any,
+        model: CorpusModel,
+        clip_dir: Path | None,
+        clip: Any = None,
     ) -> None:
         self.index_dir = index_dir
         self.manifest = state.manifest
@@ -81,7 +87,7 @@ class CorpusSearcher:
         self.model = model
         self.clip_dir = clip_dir
         self.alpha = float(self.manifest.get("alpha") or DEFAULT_ALPHA)
-        self._clip: Any = None
+        self._clip: Any = clip  # loaded from clip_dir on the first text query, unless given
         self._stores: dict[str, Any] = {}
         self._feats: OrderedDict[str, np.ndarray] = OrderedDict()  # LRU of [L, sum D] per video
         self._t0 = np.asarray(self.table.t0, np.float64)  # [N] window start (s)
@@ -99,8 +105,11 @@ class CorpusSearcher:
         *,
         device: str = "cpu",
         clip_dir: Path | None = None,
+        clip: Any = None,
     ) -> CorpusSearcher:
-        """Open an index; `checkpoint` None = the one recorded in it; another checkpoint is refused."""
+        """Open an index; `checkpoint` None = the one recorded in it; another checkpoint is refused.
+        `clip`: an already loaded CLIP (e.g. a Predictor's) to encode text queries with, instead of
+        loading a second copy from `clip_dir`."""
         index_dir = Path(index_dir)
         state, index = read_state(index_dir)
         ckpt = Path(checkpoint) if checkpoint is not None else Path(state.manifest["checkpoint"])
@@ -108,7 +117,7 @@ class CorpusSearcher:
             raise CorpusIndexError(f"{index_dir}: its checkpoint {ckpt} is gone; pass --checkpoint")
         model, sha = CorpusModel.load(ckpt, device)
         check_compatible(state.manifest, sha, model.pipeline, index_dir)
-        return cls(index_dir, state, index, model, Path(clip_dir) if clip_dir is not None else None)
+        return cls(index_dir, state, index, model, Path(clip_dir) if clip_dir is not None else None, clip)
 
     # ------------------------------------------------------------------ properties
 
@@ -159,9 +168,9 @@ class CorpusSearcher:
             raise CheckpointError(
                 f"{self.model.source}: trained on text features {pipe['text_source']!r}; pass query features"
             )
-        if self.clip_dir is None:
-            raise CheckpointError("a text query needs the CLIP weights: give --clip (clip_dir)")
         if self._clip is None:
+            if self.clip_dir is None:
+                raise CheckpointError("a text query needs the CLIP weights: give --clip (clip_dir)")
             from sadetr.video.clip import load_clip
 
             self._clip = load_clip(self.clip_dir, device=self.model.device)

@@ -71,7 +71,10 @@ class MomentService:
         if index is not None:
             from sadetr.corpus import CorpusSearcher
 
-            searcher = CorpusSearcher.open(index, checkpoint, device=device, clip_dir=clip)
+            # the Predictor's CLIP encodes the search queries too (one copy in memory)
+            searcher = CorpusSearcher.open(
+                index, checkpoint, device=device, clip_dir=clip, clip=predictor.clip
+            )
         return cls(predictor, limits, searcher, name=Path(checkpoint).name)
 
     # ------------------------------------------------------------------ what it can do
