@@ -90,7 +90,15 @@ def rankings(
 
 def score(searcher: CorpusSearcher, runs: Sequence[QueryRun], alpha: float) -> dict[str, float]:
     """The TVR metrics (percent) of the runs at `alpha`."""
-    vcmr, svmr = rankings(searcher, runs, alpha)
+    return score_rankings(runs, *rankings(searcher, runs, alpha))
+
+
+def score_rankings(
+    runs: Sequence[QueryRun],
+    vcmr: Sequence[Sequence[SearchHit]],
+    svmr: Sequence[Sequence[SearchHit]] | None,
+) -> dict[str, float]:
+    """The TVR metrics (percent) of rankings already made by `rankings`."""
     as_tuples = lambda hs: [[(h.video, h.start, h.end) for h in r] for r in hs]  # noqa: E731
     return corpus_metrics(as_tuples(vcmr), [r.gt for r in runs], as_tuples(svmr) if svmr else None)
 
@@ -102,7 +110,7 @@ def tune_alpha(
     keys = [f"VCMR-R@{k}-IoU=0.5" for k in (1, 5, 10)]
     table = {}
     for a in alphas:
-        m = score(searcher, [r for r in runs], a)
+        m = score(searcher, runs, a)
         table[float(a)] = float(np.mean([m[k] for k in keys]))
     best = max(table, key=lambda a: (table[a], -a))
     return best, table
