@@ -191,8 +191,8 @@ def remove_videos(index_dir: Path, videos: list[str]) -> Path:
 
 
 def set_alpha(index_dir: Path, alpha: float) -> None:
-    """Record the fusion weight alpha (chosen on validation data) in the index manifest."""
-    state, _ = read_state(Path(index_dir))
-    write_state(
-        Path(index_dir), IndexState({**state.manifest, "alpha": float(alpha)}, state.vectors, state.table)
-    )
+    """Record the fusion weight alpha (chosen on validation data) in the index manifest; the vectors and
+    the faiss index are committed as they are (no rebuild: an HNSW build of a large library takes minutes)."""
+    state, index = read_state(Path(index_dir))
+    manifest = {**state.manifest, "alpha": float(alpha)}
+    write_state(Path(index_dir), IndexState(manifest, state.vectors, state.table), index)
