@@ -86,7 +86,8 @@ class CorpusSearcher:
         self.index = index
         self.model = model
         self.clip_dir = clip_dir
-        self.alpha = float(self.manifest.get("alpha") or DEFAULT_ALPHA)
+        alpha = self.manifest.get("alpha")  # None until chosen; 0.0 (rank by quality alone) is a choice
+        self.alpha = DEFAULT_ALPHA if alpha is None else float(alpha)
         self._clip: Any = clip  # loaded from clip_dir on the first text query, unless given
         self._stores: dict[str, Any] = {}
         self._feats: OrderedDict[str, np.ndarray] = OrderedDict()  # LRU of [L, sum D] per video
