@@ -144,18 +144,20 @@ def entry_config(args: argparse.Namespace, entry: str, own: list[str] | None = N
     return compose_config(args.config, overrides=overrides, preset=preset)
 
 
-def eval_curve(run_dir: Path, key: str) -> list[tuple[int, float]]:
-    """(epoch, value of `key`) of every evaluation in `run_dir/metrics.jsonl`."""
+def eval_curves(run_dir: Path, keys: tuple[str, ...]) -> dict[str, list[tuple[int, float]]]:
+    """Per key: (epoch, value of the key) of every evaluation in `run_dir/metrics.jsonl` (read once)."""
     path = run_dir / "metrics.jsonl"
-    points = []
+    points: dict[str, list[tuple[int, float]]] = {key: [] for key in keys}
     if path.is_file():
         for line in path.read_text().splitlines():
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError:
                 continue
-            if rec.get("kind") == "eval" and key in rec:
-                points.append((int(rec["epoch"]), float(rec[key])))
+            if rec.get("kind") == "eval":
+                for key in keys:
+                    if key in rec:
+                        points[key].append((int(rec["epoch"]), float(rec[key])))
     return points
 
 
@@ -293,13 +295,12 @@ def compare(args: argparse.Namespace, configs: dict[str, Any]) -> dict[str, dict
         for seed, run_dir in runs.items():
             result = train(with_seed(cfg, seed), run_dir, resume=args.resume)
             per_seed[seed] = {k: v for k, v in (result["best"] or {}).items() if k != "epoch"}
+        seed_curves = {str(s): eval_curves(d, EPOCH_KEYS) for s, d in runs.items()}  # CURVE_KEY is one
         results[entry] = {
             "per_seed": {str(s): m for s, m in per_seed.items()},
             "summary": summarize_entry(per_seed),
-            "curves": {str(s): eval_curve(d, CURVE_KEY) for s, d in runs.items()},
-            "epoch_curves": {
-                key: {str(s): eval_curve(d, key) for s, d in runs.items()} for key in EPOCH_KEYS
-            },
+            "curves": {s: c[CURVE_KEY] for s, c in seed_curves.items()},
+            "epoch_curves": {key: {s: c[key] for s, c in seed_curves.items()} for key in EPOCH_KEYS},
         }
     return results
 
