@@ -229,6 +229,7 @@ yaml_scalars = st.sampled_from(
 )
 @example(overrides=["train.lr=2020-13-45"])
 @example(overrides=["train.epochs=!!binary aGVsbG8="])
+@example(overrides=["0\n0"])  # a key with a newline is shown escaped: the message stays one line
 def test_set_overrides_raise_only_config_errors(overrides: list[str]) -> None:
     from sadetr.config import compose_config
 
