@@ -130,11 +130,6 @@ class CorpusSearcher:
     def num_windows(self) -> int:
         return len(self.table)
 
-    def feature_path(self, video: str) -> Path:
-        """The first video source's feature file of `video`."""
-        meta = self._video_meta(video)
-        return Path(meta["feat_root"]) / self.model.pipeline["video_sources"][0] / f"{video}.npz"
-
     def duration(self, video: str) -> float:
         return float(self._video_meta(video)["duration"])
 
