@@ -155,7 +155,7 @@ def random_state(shapes: dict[str, tuple], seed: int = 0) -> dict[str, torch.Ten
     return {k: torch.randn(shape, generator=gen) * 0.2 for k, shape in shapes.items()}
 
 
-def official_opt(model: str, v_feat_dirs: list[str], vdim: int, **extra) -> argparse.Namespace:
+def official_opt(v_feat_dirs: list[str], vdim: int, **extra) -> argparse.Namespace:
     """The fields of the public `opt` Namespace that matter (v_feat_dim already includes the TEF's 2)."""
     opt = argparse.Namespace(
         dset_name="hl",
@@ -217,13 +217,11 @@ def make_release(
     if fmt.startswith("lighthouse"):
         dirs = ["features/QVHighlight/clip"] + ([] if clip_only else ["features/QVHighlight/slowfast"])
         opt = EasyDict(
-            dict(
-                vars(official_opt(model, dirs, vdim)), model_name=model, dset_name="qvhighlight", device="cpu"
-            )
+            dict(vars(official_opt(dirs, vdim)), model_name=model, dset_name="qvhighlight", device="cpu")
         )
     else:
         dirs = (["features/slowfast_features"] if not clip_only else []) + ["features/clip_features"]
-        opt = official_opt(model, dirs, vdim)
+        opt = official_opt(dirs, vdim)
     return save_public(tmp_path / f"{fmt}.ckpt", state, opt, monkeypatch), state
 
 
@@ -662,7 +660,7 @@ def _expect_refusal(src: Path, tmp_path: Path, *fragments: str) -> str:
 def test_refuses_a_missing_key(tmp_path: Path) -> None:
     state = random_state(public_moment_detr(**SMALL))
     del state["transformer.decoder.norm.weight"]
-    torch.save({"model": state, "opt": official_opt("moment_detr", [], 2818)}, tmp_path / "m.ckpt")
+    torch.save({"model": state, "opt": official_opt([], 2818)}, tmp_path / "m.ckpt")
     _expect_refusal(tmp_path / "m.ckpt", tmp_path, "1 missing key(s): transformer.decoder.norm.weight")
 
 
@@ -714,14 +712,14 @@ def test_refuses_a_pickle_that_runs_code(tmp_path: Path) -> None:
 
 def test_refuses_a_feature_set_sadetr_cannot_rebuild(tmp_path: Path) -> None:
     state = random_state(public_moment_detr(vdim=2050, **SMALL))
-    opt = official_opt("moment_detr", ["features/resnet"], 2050)
+    opt = official_opt(["features/resnet"], 2050)
     torch.save({"model": state, "opt": opt}, tmp_path / "r.ckpt")
     _expect_refusal(tmp_path / "r.ckpt", tmp_path, "['features/resnet']", "--video-sources")
 
 
 def test_refuses_a_video_audio_model(tmp_path: Path) -> None:
     state = random_state(public_qd_detr(vdim=2818 + 2048, **SMALL))
-    opt = official_opt("qd_detr", ["f/slowfast_features", "f/clip_features"], 4866, a_feat_dir="f/pann")
+    opt = official_opt(["f/slowfast_features", "f/clip_features"], 4866, a_feat_dir="f/pann")
     torch.save({"model": state, "opt": opt}, tmp_path / "a.ckpt")
     _expect_refusal(tmp_path / "a.ckpt", tmp_path, "audio features (f/pann)")
 
