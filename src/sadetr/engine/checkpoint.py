@@ -149,9 +149,29 @@ def load_trained_model(
     return model.eval(), cfg, state
 
 
+def non_finite_entries(obj: Any, name: str = "") -> list[str]:
+    """Names (`aux_outputs[0].pred_spans`, a state dict's keys, ...) of the floating tensors in a nested
+    structure (model outputs, a state dict) that hold NaN or inf; one device sync when everything is
+    finite (the common case)."""
+    found: list[tuple[str, torch.Tensor]] = []
+
+    def walk(o: Any, key: str) -> None:
+        if torch.is_tensor(o):
+            if o.is_floating_point():
+                found.append((key, o))
+        elif isinstance(o, dict):
+            for k, v in o.items():
+                walk(v, f"{key}.{k}" if key else str(k))
+        elif isinstance(o, (list, tuple)):
+            for i, v in enumerate(o):
+                walk(v, f"{key}[{i}]")
+
+    walk(obj, name)
+    if not found or bool(torch.stack([t.detach().isfinite().all() for _, t in found]).all()):
+        return []
+    return [k for k, t in found if not bool(t.detach().isfinite().all())]
+
+
 def first_non_finite(state_dict: dict[str, Any]) -> str | None:
     """Name of the first floating tensor of `state_dict` that holds NaN or inf, else None."""
-    tensors = [(k, v) for k, v in state_dict.items() if torch.is_tensor(v) and v.is_floating_point()]
-    if not tensors or bool(torch.stack([v.isfinite().all() for _, v in tensors]).all()):
-        return None
-    return next(k for k, v in tensors if not bool(v.isfinite().all()))
+    return next(iter(non_finite_entries(state_dict)), None)
