@@ -238,7 +238,14 @@ def test_table11_presets() -> None:
 
 
 def test_compare_helpers(tmp_path) -> None:
-    from sadetr.commands.compare import eval_curve, format_table, parse_models, plot_curves, summarize_entry
+    from sadetr.commands.compare import (
+        eval_curves,
+        eval_records,
+        format_table,
+        parse_models,
+        plot_curves,
+        summarize_entry,
+    )
     from sadetr.errors import ConfigError
 
     assert parse_models("qd_detr, table11.gaussian_mask") == ["qd_detr", "table11.gaussian_mask"]
@@ -250,7 +257,7 @@ def test_compare_helpers(tmp_path) -> None:
         '{"kind": "eval", "epoch": 1, "global_step": 3, "MR-full-mAP": 2.5}\n'
         '{"kind": "eval", "epoch": 2, "global_step": 6, "MR-full-mAP": 4.0}\n'
     )
-    assert eval_curve(tmp_path, "MR-full-mAP") == [(1, 2.5), (2, 4.0)]
+    assert eval_curves(eval_records(tmp_path), ("MR-full-mAP",)) == {"MR-full-mAP": [(1, 2.5), (2, 4.0)]}
     results = {
         "a": {"summary": summarize_entry({0: {"MR-full-mAP": 1.0}, 1: {"MR-full-mAP": 3.0}})},
         "b": {"summary": summarize_entry({0: {"MR-full-mAP": 5.0}})},

@@ -192,3 +192,34 @@ def test_scale_benchmark_rows_report_memory_and_recall() -> None:
     ]
     assert rows[0]["recall@10_vs_flat"] == 1.0 and rows[2]["index_bytes"] > rows[0]["index_bytes"]
     assert all(r["query_ms"] > 0 for r in rows)
+
+
+def test_set_alpha_commits_the_manifest_and_keeps_the_faiss_index(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Recording alpha is a new generation with the same vectors and the same faiss index, which is
+    written as it is, not rebuilt (an HNSW build of a large library takes minutes)."""
+    from sadetr.corpus import store
+    from sadetr.corpus.index import set_alpha
+
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(300, 16)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    table = store.WindowTable()
+    for i in range(300):
+        table.append(f"v{i // 10}", i % 10, 1, 2.0, 20.0)
+    table.videos = {f"v{k}": {"feat_root": "/f", "n_clips": 10, "duration": 20.0} for k in range(30)}
+    before = store.write_state(tmp_path, store.IndexState({"kind": "hnsw", "alpha": None}, vectors, table))
+    faiss_bytes = (before / "index.faiss").read_bytes()
+
+    def no_rebuild(*_: object) -> None:
+        raise AssertionError("set_alpha rebuilt the faiss index")
+
+    monkeypatch.setattr(store, "build_faiss", no_rebuild)
+    set_alpha(tmp_path, 7.5)
+    after = store.current_generation(tmp_path)
+    assert after is not None and after != before and not before.exists()
+    assert (after / "index.faiss").read_bytes() == faiss_bytes
+    state, index = read_state(tmp_path)
+    assert state.manifest["alpha"] == 7.5 and index.ntotal == 300
+    np.testing.assert_array_equal(state.vectors, vectors)

@@ -161,3 +161,20 @@ def test_cut_exports_the_frames_of_a_moment(tmp_path, capsys) -> None:
     assert round((float(first.mean()) - 5) / 5) == 10  # the frame shown at 1.0 s of the source
     assert main(["cut", str(video), "--start", "9", "--end", "10", "-o", str(tmp_path / "x.mp4")]) == 2
     assert "past the end" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("alpha", [0.0, 7.5])
+def test_a_stored_alpha_is_the_searchers_default(index_dir: Path, tmp_path: Path, alpha: float) -> None:
+    """Every value `tune_alpha` can choose, 0 (rank by moment quality alone) included, is what the
+    reopened index searches with; an index without one uses DEFAULT_ALPHA."""
+    import shutil
+
+    from sadetr.corpus.index import set_alpha
+    from sadetr.corpus.search import DEFAULT_ALPHA
+
+    copy = tmp_path / "idx"
+    shutil.copytree(index_dir, copy)
+    assert read_state(copy)[0].manifest["alpha"] is None
+    assert CorpusSearcher.open(copy).alpha == DEFAULT_ALPHA
+    set_alpha(copy, alpha)
+    assert CorpusSearcher.open(copy).alpha == alpha

@@ -26,6 +26,12 @@ from sadetr.cli import main
 TRAIN = ["train", "--config", "synthetic_tiny"]
 
 
+def _train_argv(config: Path, out: Path, *overrides: str) -> list[str]:
+    """`sadetr train` on the tiny config + `config`, with `--set` `overrides`, into `out`."""
+    sets = [arg for kv in overrides for arg in ("--set", kv)]
+    return [*TRAIN, "--config", str(config), *sets, "--out", str(out)]
+
+
 # ----------------------------------------------------------------------------- helpers
 
 
@@ -100,7 +106,7 @@ class Case:
 
 def _existing_run(env: Env) -> list[str]:
     env.keep["before"] = _snapshot(env.run)
-    return [*TRAIN, "--config", str(env.syn["config"]), "--out", str(env.run)]
+    return _train_argv(env.syn["config"], env.run)
 
 
 def _run_unchanged(env: Env, out: str, log: str) -> None:
@@ -127,7 +133,7 @@ def _locked_run(env: Env) -> list[str]:
     )
     assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
     env.keep["holder"] = holder
-    return [*TRAIN, "--config", str(env.syn["config"]), "--out", str(out)]
+    return _train_argv(env.syn["config"], out)
 
 
 def _lock_refused(env: Env, out: str, log: str) -> None:
@@ -145,7 +151,7 @@ def _train_record(edit: Callable[[dict], None], index: int = 2) -> Callable[[Env
     def setup(env: Env) -> list[str]:
         cfg, train, _ = _dataset(env.tmp, env.syn, train=lambda recs: edit(recs[index]))
         env.keep["train"] = train
-        return [*TRAIN, "--config", str(cfg), "--out", str(env.tmp / "out")]
+        return _train_argv(cfg, env.tmp / "out")
 
     return setup
 
@@ -181,19 +187,9 @@ def _skip_in_workers(env: Env) -> list[str]:
 
     cfg, train, _ = _dataset(env.tmp, env.syn, train=spoil)
     env.keep["train"] = train
-    return [
-        *TRAIN,
-        "--config",
-        str(cfg),
-        "--set",
-        "data.on_bad_sample=skip",
-        "--set",
-        "train.num_workers=2",
-        "--set",
-        "train.epochs=1",
-        "--out",
-        str(env.tmp / "out"),
-    ]
+    return _train_argv(
+        cfg, env.tmp / "out", "data.on_bad_sample=skip", "train.num_workers=2", "train.epochs=1"
+    )
 
 
 def _skips_counted(env: Env, out: str, log: str) -> None:
@@ -205,17 +201,7 @@ def _skips_counted(env: Env, out: str, log: str) -> None:
 
 
 def _diverging(env: Env) -> list[str]:
-    return [
-        *TRAIN,
-        "--config",
-        str(env.syn["config"]),
-        "--set",
-        "train.lr=1e4",
-        "--set",
-        "train.checkpoint_every_steps=1",
-        "--out",
-        str(env.tmp / "out"),
-    ]
+    return _train_argv(env.syn["config"], env.tmp / "out", "train.lr=1e4", "train.checkpoint_every_steps=1")
 
 
 def _diverged(env: Env, out: str, log: str) -> None:
@@ -280,21 +266,13 @@ def _qid_types(env: Env) -> list[str]:
 
 
 def _typo_metric(env: Env) -> list[str]:
-    return [
-        *TRAIN,
-        "--config",
-        str(env.syn["config"]),
-        "--set",
-        "train.selection_metric=MR-ful-mAP",
-        "--out",
-        str(env.tmp / "out"),
-    ]
+    return _train_argv(env.syn["config"], env.tmp / "out", "train.selection_metric=MR-ful-mAP")
 
 
 def _val_without_windows(env: Env) -> list[str]:
     cfg, _, val = _dataset(env.tmp, env.syn, val=lambda recs: recs[4].pop("relevant_windows"))
     env.keep["val"] = val
-    return [*TRAIN, "--config", str(cfg), "--out", str(env.tmp / "out")]
+    return _train_argv(cfg, env.tmp / "out")
 
 
 CASES: dict[str, Case] = {

@@ -13,6 +13,7 @@ import math
 import sys
 import types
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -154,7 +155,7 @@ def random_state(shapes: dict[str, tuple], seed: int = 0) -> dict[str, torch.Ten
     return {k: torch.randn(shape, generator=gen) * 0.2 for k, shape in shapes.items()}
 
 
-def official_opt(model: str, v_feat_dirs: list[str], vdim: int, **extra) -> argparse.Namespace:
+def official_opt(v_feat_dirs: list[str], vdim: int, **extra) -> argparse.Namespace:
     """The fields of the public `opt` Namespace that matter (v_feat_dim already includes the TEF's 2)."""
     opt = argparse.Namespace(
         dset_name="hl",
@@ -216,13 +217,11 @@ def make_release(
     if fmt.startswith("lighthouse"):
         dirs = ["features/QVHighlight/clip"] + ([] if clip_only else ["features/QVHighlight/slowfast"])
         opt = EasyDict(
-            dict(
-                vars(official_opt(model, dirs, vdim)), model_name=model, dset_name="qvhighlight", device="cpu"
-            )
+            dict(vars(official_opt(dirs, vdim)), model_name=model, dset_name="qvhighlight", device="cpu")
         )
     else:
         dirs = (["features/slowfast_features"] if not clip_only else []) + ["features/clip_features"]
-        opt = official_opt(model, dirs, vdim)
+        opt = official_opt(dirs, vdim)
     return save_public(tmp_path / f"{fmt}.ckpt", state, opt, monkeypatch), state
 
 
@@ -291,9 +290,7 @@ def test_records_the_feature_pipeline(
     fmt: str, sources: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Source order from the recorded feature directories, TEF, 2 s clips, lengths, normalisation."""
-    src, _ = make_release(tmp_path, fmt, monkeypatch)
-    import_release(src, tmp_path / "out.ckpt")
-    _, cfg, ckpt = load_trained_model(tmp_path / "out.ckpt")
+    _, cfg, ckpt, _ = _imported(tmp_path, fmt, monkeypatch)
     feats = ckpt["features"]
     assert feats["video_sources"] == sources and feats["video_dims"] == [
         {"slowfast_features": 2304, "clip_features": 512}[s] for s in sources
@@ -369,13 +366,19 @@ def _batch(vdim: int, seed: int = 1) -> tuple[torch.Tensor, ...]:
     return video, video_mask, text, text_mask
 
 
+def _imported(tmp_path: Path, fmt: str, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, Any, dict, dict]:
+    """A synthetic release of `fmt`, imported and loaded: (model, config, checkpoint, public state)."""
+    src, state = make_release(tmp_path, fmt, monkeypatch)
+    import_release(src, tmp_path / "out.ckpt")
+    model, cfg, ckpt = load_trained_model(tmp_path / "out.ckpt")
+    return model, cfg, ckpt, state
+
+
 @pytest.mark.parametrize("fmt", ["moment_detr", "lighthouse_qd_detr"])
 def test_input_projection_and_positions_equal_the_public_equations(
     fmt: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    src, state = make_release(tmp_path, fmt, monkeypatch)
-    import_release(src, tmp_path / "out.ckpt")
-    model, _, _ = load_trained_model(tmp_path / "out.ckpt")
+    model, _, _, state = _imported(tmp_path, fmt, monkeypatch)
     video, video_mask, text, _ = _batch(2818)
     with torch.no_grad():
         vid, txt, pos_vid, pos_txt = model.inputs(video, video_mask, text)
@@ -426,9 +429,7 @@ def test_qd_detr_t2v_layer_equals_its_reference(form: str, tmp_path: Path, monke
     from sadetr.config import config_from_dict
     from sadetr.model.build import build_model
 
-    src, state = make_release(tmp_path, "qd_detr", monkeypatch)
-    import_release(src, tmp_path / "out.ckpt")
-    model, cfg, ckpt = load_trained_model(tmp_path / "out.ckpt")
+    model, cfg, ckpt, state = _imported(tmp_path, "qd_detr", monkeypatch)
     assert cfg.model.qd_t2v_form == "public"
     if form == "normed":
         tree = dict(ckpt["config"])
@@ -613,9 +614,7 @@ def reference_qd_detr(s: dict, video, video_mask, text, text_mask, n_enc=2, n_de
 def test_converted_model_equals_the_public_forward(fmt: str, tmp_path: Path, monkeypatch) -> None:
     """Spans, foreground logits and saliency of the converted model equal a forward written in this
     test from the public equations with the public tensors (padded batch: padded clips and words)."""
-    src, state = make_release(tmp_path, fmt, monkeypatch)
-    import_release(src, tmp_path / "out.ckpt")
-    model, _, _ = load_trained_model(tmp_path / "out.ckpt")
+    model, _, _, state = _imported(tmp_path, fmt, monkeypatch)
     video, video_mask, text, text_mask = _batch(2818)
     reference = {"moment_detr": reference_moment_detr, "qd_detr": reference_qd_detr}[
         fmt.removeprefix("lighthouse_")
@@ -634,9 +633,7 @@ def test_converted_model_equals_the_public_forward(fmt: str, tmp_path: Path, mon
 def test_converted_model_forward_is_finite_and_deterministic(
     fmt: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    src, _ = make_release(tmp_path, fmt, monkeypatch)
-    import_release(src, tmp_path / "out.ckpt")
-    model, _, _ = load_trained_model(tmp_path / "out.ckpt")
+    model, _, _, _ = _imported(tmp_path, fmt, monkeypatch)
     batch = _batch(2818)
     with torch.no_grad():
         a, b = model(*batch), model(*batch)
@@ -663,7 +660,7 @@ def _expect_refusal(src: Path, tmp_path: Path, *fragments: str) -> str:
 def test_refuses_a_missing_key(tmp_path: Path) -> None:
     state = random_state(public_moment_detr(**SMALL))
     del state["transformer.decoder.norm.weight"]
-    torch.save({"model": state, "opt": official_opt("moment_detr", [], 2818)}, tmp_path / "m.ckpt")
+    torch.save({"model": state, "opt": official_opt([], 2818)}, tmp_path / "m.ckpt")
     _expect_refusal(tmp_path / "m.ckpt", tmp_path, "1 missing key(s): transformer.decoder.norm.weight")
 
 
@@ -715,14 +712,14 @@ def test_refuses_a_pickle_that_runs_code(tmp_path: Path) -> None:
 
 def test_refuses_a_feature_set_sadetr_cannot_rebuild(tmp_path: Path) -> None:
     state = random_state(public_moment_detr(vdim=2050, **SMALL))
-    opt = official_opt("moment_detr", ["features/resnet"], 2050)
+    opt = official_opt(["features/resnet"], 2050)
     torch.save({"model": state, "opt": opt}, tmp_path / "r.ckpt")
     _expect_refusal(tmp_path / "r.ckpt", tmp_path, "['features/resnet']", "--video-sources")
 
 
 def test_refuses_a_video_audio_model(tmp_path: Path) -> None:
     state = random_state(public_qd_detr(vdim=2818 + 2048, **SMALL))
-    opt = official_opt("qd_detr", ["f/slowfast_features", "f/clip_features"], 4866, a_feat_dir="f/pann")
+    opt = official_opt(["f/slowfast_features", "f/clip_features"], 4866, a_feat_dir="f/pann")
     torch.save({"model": state, "opt": opt}, tmp_path / "a.ckpt")
     _expect_refusal(tmp_path / "a.ckpt", tmp_path, "audio features (f/pann)")
 

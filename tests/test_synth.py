@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ import pytest
 import yaml
 
 from sadetr.cli import main
-from sadetr.data import DataConfig, build_dataset, collate, read_annotations
+from sadetr.data import Annotation, DataConfig, build_dataset, collate, read_annotations
 from sadetr.data.synth import NOUNS, VERBS, World, generate_synthetic
 
 
@@ -57,20 +58,27 @@ def test_several_queries_per_video_point_to_different_moments(qvh: dict[str, Pat
         assert len({a.query for a in anns}) == len(anns)
 
 
-def test_features_carry_the_query_concept(qvh: dict[str, Path]) -> None:
-    """Map CLIP video features back to the latent space: the query's concept is stronger in its windows,
-    and the annotators' saliency follows it."""
-    world = World(5)
+def _concept_scores(paths: dict[str, Path], seed: int) -> Iterator[tuple[Annotation, np.ndarray, np.ndarray]]:
+    """Per training query of a dataset generated with `seed`: (annotation, the query's concept read back
+    from its video's CLIP features [L], mask of its relevant clips [L])."""
+    world = World(seed)
     back = np.linalg.pinv(world.proj_clip.astype(np.float64))  # [512, 64]
-    inside, outside, corr = [], [], []
-    for ann in read_annotations(qvh["train"]):
+    for ann in read_annotations(paths["train"]):
         words = ann.query.rstrip(".").split()
         verb = next(VERBS.index(w) for w in words if w in VERBS)
         noun = next(NOUNS.index(w) for w in words if w in NOUNS)
-        clip = load_npz(qvh["feat_root"] / "clip_features" / f"{ann.vid}.npz", "features")
+        clip = load_npz(paths["feat_root"] / "clip_features" / f"{ann.vid}.npz", "features")
         score = (clip @ back) @ world.concept[noun, verb]  # [L]
         rel = np.zeros(len(score), dtype=bool)
         rel[list(ann.relevant_clip_ids)] = True
+        yield ann, score, rel
+
+
+def test_features_carry_the_query_concept(qvh: dict[str, Path]) -> None:
+    """Map CLIP video features back to the latent space: the query's concept is stronger in its windows,
+    and the annotators' saliency follows it."""
+    inside, outside, corr = [], [], []
+    for ann, score, rel in _concept_scores(qvh, 5):
         inside.append(score[rel].mean())
         outside.append(score[~rel].mean())
         levels = np.array([sum(r) for r in ann.saliency_scores])
@@ -139,19 +147,9 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
 
 def _concept_gap(paths: dict[str, Path], seed: int) -> float:
     """Mean (inside − outside) of the query concept read back from the CLIP features, over the queries."""
-    world = World(seed)
-    back = np.linalg.pinv(world.proj_clip.astype(np.float64))  # [512, 64]
-    gaps = []
-    for ann in read_annotations(paths["train"]):
-        words = ann.query.rstrip(".").split()
-        verb = next(VERBS.index(w) for w in words if w in VERBS)
-        noun = next(NOUNS.index(w) for w in words if w in NOUNS)
-        clip = load_npz(paths["feat_root"] / "clip_features" / f"{ann.vid}.npz", "features")
-        score = (clip @ back) @ world.concept[noun, verb]  # [L]
-        rel = np.zeros(len(score), dtype=bool)
-        rel[list(ann.relevant_clip_ids)] = True
-        gaps.append(score[rel].mean() - score[~rel].mean())
-    return float(np.mean(gaps))
+    return float(
+        np.mean([score[rel].mean() - score[~rel].mean() for _, score, rel in _concept_scores(paths, seed)])
+    )
 
 
 def test_hard_preset_has_qvh_shapes_and_a_weaker_signal(tmp_path: Path) -> None:

@@ -11,15 +11,14 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import pkgutil
 import sys
 from typing import Any
 
-from sadetr import __version__, commands
+from sadetr import __version__
 from sadetr.errors import SadetrError, user_io_error_line
 
 # command -> the one-line help of `sadetr --help`; the module `sadetr.commands.<command with _ for ->`
-# is imported only when the command is parsed. A module missing here is still registered (eagerly).
+# is imported only when the command is parsed. tests/test_cli_lazy.py checks that every module is here.
 COMMANDS: dict[str, str] = {
     "app": "browser app: moments of a video, search of an index",
     "bench": "training/inference speed, memory and evaluation time",
@@ -87,13 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"sadetr {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_LazyCommandParser)
-    lazy = {command_module(name) for name in COMMANDS}
-    modules = [m.name for m in pkgutil.iter_modules(commands.__path__) if not m.name.startswith("_")]
-    for name in sorted([*COMMANDS, *(m for m in modules if m not in lazy)]):
-        if name in COMMANDS:
-            sub.add_parser(name, help=COMMANDS[name], module=command_module(name))
-        else:
-            importlib.import_module(f"sadetr.commands.{name}").register(sub)
+    for name in sorted(COMMANDS):
+        sub.add_parser(name, help=COMMANDS[name], module=command_module(name))
     return parser
 
 

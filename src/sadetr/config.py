@@ -26,8 +26,9 @@ import yaml
 from sadetr.atomic import atomic_write_text
 from sadetr.data.config import DataConfig
 from sadetr.engine.config import TrainConfig
-from sadetr.errors import ConfigError
+from sadetr.errors import ConfigError, DataError
 from sadetr.model.config import LossConfig, ModelConfig
+from sadetr.paths import read_user_text
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "configs"
 _MISSING = object()
@@ -108,11 +109,9 @@ def yaml_error_line(err: Exception) -> str:
 def _read_yaml(file: Path) -> Any:
     """The YAML document in `file` ({} when empty); unreadable, non-UTF-8 or invalid YAML -> ConfigError."""
     try:
-        text = file.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise ConfigError(f"{file}: not a UTF-8 text file ({err.reason} at byte {err.start})") from None
-    except OSError as err:
-        raise ConfigError(f"{file}: cannot read: {err.strerror or err}") from None
+        text = read_user_text(file, "YAML file")
+    except DataError as err:  # a config is the user's configuration, not data: same line, ConfigError
+        raise ConfigError(f"{file}: {err.message}") from None
     try:
         return yaml.safe_load(text) or {}
     except yaml.YAMLError as err:

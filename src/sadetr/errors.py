@@ -53,7 +53,8 @@ class ConfigError(SadetrError):
 
     def __init__(self, message: str, key: str | None = None) -> None:
         self.key = key
-        super().__init__(f"{key}: {message}" if key else message)
+        shown = key if key is None or key.isprintable() else repr(key)  # a key typed with a newline: one line
+        super().__init__(f"{shown}: {message}" if key else message)
 
 
 class CheckpointError(SadetrError):

@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from sadetr.data.features import l2_normalize
+from sadetr.engine.checkpoint import pipeline_of
 from sadetr.errors import CheckpointError, ConfigError, DataError
 from sadetr.video.sliding import stitch_saliency, temporal_nms, window_starts
 
@@ -44,10 +46,6 @@ class VideoFeatures:
     clip_len: float
     duration: float
     path: str | None = None
-
-
-def _l2(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
 def saliency_relevance(peaks: np.ndarray) -> np.ndarray:
@@ -100,23 +98,18 @@ class Predictor:
         self.cfg = cfg
         self.device = device
         self.source = source
-        data = cfg.data
-        self.video_sources: list[str] = list(features.get("video_sources") or data.video_sources)
-        self.video_dims: list[int] = list(features.get("video_dims") or data.video_dims)
-        self.text_source: str = features.get("text_source") or data.text_source
-        self.clip_len = float(features.get("clip_len") or data.clip_len)
-        self.normalize_video = bool(features.get("normalize_video", data.normalize_video))
-        self.normalize_text = bool(features.get("normalize_text", data.normalize_text))
-        self.use_tef = bool(features.get("use_tef", data.use_tef))
-        self.max_v_l = int(features.get("max_v_l") or data.max_v_l or 0)
-        self.max_q_l = int(features.get("max_q_l") or data.max_q_l or 0)
-        self.video_dim = int(features.get("video_dim") or cfg.model.video_dim)
-        self.text_dim = int(features.get("text_dim") or cfg.model.text_dim)
-        if sum(self.video_dims) + 2 * self.use_tef != self.video_dim:
-            raise CheckpointError(
-                f"{source}: feature sources {self.video_sources} with dims {self.video_dims} "
-                f"(+ TEF {self.use_tef}) do not add up to the model's {self.video_dim}"
-            )
+        pipe = pipeline_of(cfg, features, source)
+        self.video_sources: list[str] = pipe["video_sources"]
+        self.video_dims: list[int] = pipe["video_dims"]
+        self.text_source: str = pipe["text_source"]
+        self.clip_len: float = pipe["clip_len"]
+        self.normalize_video: bool = pipe["normalize_video"]
+        self.normalize_text: bool = pipe["normalize_text"]
+        self.use_tef: bool = pipe["use_tef"]
+        self.max_v_l: int = pipe["max_v_l"]
+        self.max_q_l: int = pipe["max_q_l"]
+        self.video_dim: int = pipe["video_dim"]
+        self.text_dim: int = pipe["text_dim"]
         self.clip = clip
         self.slowfast = slowfast
         self._extractor: VideoExtractor | None = None
@@ -210,7 +203,7 @@ class Predictor:
         if not self.normalize_video:
             return feats.astype(np.float32)
         offsets = np.cumsum([0, *self.video_dims])
-        return np.concatenate([_l2(feats[:, a:b]) for a, b in itertools.pairwise(offsets)], axis=1)
+        return np.concatenate([l2_normalize(feats[:, a:b]) for a, b in itertools.pairwise(offsets)], axis=1)
 
     @torch.no_grad()
     def _forward(self, video: np.ndarray, text: np.ndarray) -> dict[str, Any]:
@@ -285,7 +278,7 @@ class Predictor:
                 field="text_features",
             )
         if self.normalize_text:
-            text = _l2(text)
+            text = l2_normalize(text)
         if self.max_q_l > 0:
             text = text[: self.max_q_l]
         video = self._video_input(feats)

@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
 
     from sadetr.corpus import CorpusSearcher
     from sadetr.corpus.bench import localise_latency, scale_rows, two_stage_vs_exhaustive
-    from sadetr.data.annotations import read_annotations
+    from sadetr.corpus.evaluate import read_split
     from sadetr.engine.io import write_json
 
     torch.set_num_threads(1)
@@ -53,10 +53,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"stage 2: SA-DETR on {k} windows: {1000 * s:.1f} ms (1 thread)")
     if args.index:
         searcher = CorpusSearcher.open(args.index)
-        gt = [
-            {"qid": a.qid, "query": a.query, "vid": a.vid, "relevant_windows": [list(w) for w in a.windows]}
-            for a in read_annotations(args.annotations)
-        ]
+        gt = read_split(args.annotations)
         if args.max_queries:
             gt = gt[: args.max_queries]
         out["two_stage"] = two_stage_vs_exhaustive(searcher, gt, args.text_features, ks)

@@ -167,14 +167,14 @@ def eval_records(run_dir: Path) -> list[dict[str, Any]]:
     return records
 
 
-def eval_curve(run_dir: Path, key: str) -> list[tuple[int, float]]:
-    """(epoch, value of `key`) of every evaluation in `run_dir/metrics.jsonl`."""
-    return [(int(rec["epoch"]), float(rec[key])) for rec in eval_records(run_dir) if key in rec]
+def eval_curves(records: list[dict[str, Any]], keys: tuple[str, ...]) -> dict[str, list[tuple[int, float]]]:
+    """Per key: (epoch, value of the key) of every evaluation record that has it."""
+    return {key: [(int(rec["epoch"]), float(rec[key])) for rec in records if key in rec] for key in keys}
 
 
-def best_evaluation(run_dir: Path, key: str) -> dict[str, float] | None:
-    """The evaluation of `run_dir/metrics.jsonl` with the highest `key` (its numbers), or None if none."""
-    scored = [rec for rec in eval_records(run_dir) if key in rec]
+def best_evaluation(records: list[dict[str, Any]], key: str) -> dict[str, float] | None:
+    """The evaluation record with the highest `key` (its numbers), or None if none has it."""
+    scored = [rec for rec in records if key in rec]
     if not scored:
         return None
     best = max(scored, key=lambda rec: rec[key])  # the first of equal values, as the trainer keeps it
@@ -312,22 +312,23 @@ def compare(args: argparse.Namespace, configs: dict[str, Any]) -> dict[str, dict
             {s: args.out / entry / f"seed{s}" for s in seeds} if seeds else {cfg.train.seed: args.out / entry}
         )
         per_seed: dict[int, dict[str, float]] = {}
+        seed_curves: dict[str, dict[str, list[tuple[int, float]]]] = {}
         for seed, run_dir in runs.items():
             if args.report:
-                best = best_evaluation(run_dir, cfg.train.selection_metric)
+                records = eval_records(run_dir)
+                best = best_evaluation(records, cfg.train.selection_metric)
                 if best is None:
                     continue
             else:
                 best = train(with_seed(cfg, seed), run_dir, resume=args.resume)["best"]
+                records = eval_records(run_dir)
             per_seed[seed] = {k: v for k, v in (best or {}).items() if k != "epoch"}
-        runs = {s: d for s, d in runs.items() if s in per_seed}
+            seed_curves[str(seed)] = eval_curves(records, EPOCH_KEYS)  # CURVE_KEY is one of them
         results[entry] = {
             "per_seed": {str(s): m for s, m in per_seed.items()},
             "summary": summarize_entry(per_seed),
-            "curves": {str(s): eval_curve(d, CURVE_KEY) for s, d in runs.items()},
-            "epoch_curves": {
-                key: {str(s): eval_curve(d, key) for s, d in runs.items()} for key in EPOCH_KEYS
-            },
+            "curves": {s: c[CURVE_KEY] for s, c in seed_curves.items()},
+            "epoch_curves": {key: {s: c[key] for s, c in seed_curves.items()} for key in EPOCH_KEYS},
         }
     return results
 

@@ -40,17 +40,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from sadetr.corpus import CorpusSearcher
-    from sadetr.corpus.evaluate import rankings, run_queries, score, tune_alpha, tvr_submission
+    from sadetr.corpus.evaluate import (
+        rankings,
+        read_split,
+        run_queries,
+        score_rankings,
+        tune_alpha,
+        tvr_submission,
+    )
     from sadetr.corpus.index import set_alpha
     from sadetr.corpus.search import check_k
-    from sadetr.data.annotations import read_annotations
     from sadetr.engine.io import write_json
 
     searcher = CorpusSearcher.open(args.index, args.checkpoint, device=args.device)
-    gt = [
-        {"qid": a.qid, "query": a.query, "vid": a.vid, "relevant_windows": [list(w) for w in a.windows]}
-        for a in read_annotations(args.annotations)
-    ]
+    gt = read_split(args.annotations)
     k = check_k(args.k_windows, searcher)
     runs = run_queries(searcher, gt, args.text_features, k, svmr=not args.no_svmr, exhaustive=args.exhaustive)
     alpha = searcher.alpha if args.alpha is None else args.alpha
@@ -63,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"chosen alpha = {alpha:g}")
         if args.save_alpha:
             set_alpha(args.index, alpha)
-    metrics = score(searcher, runs, alpha)
+    vcmr, svmr = rankings(searcher, runs, alpha)  # ranked once, for the metrics and the submission
+    metrics = score_rankings(runs, vcmr, svmr)
     n_windows = searcher.num_windows if args.exhaustive else k
     print(
         f"{len(gt)} queries, corpus of {len(searcher.videos)} videos / {searcher.num_windows} windows, "
@@ -76,6 +80,5 @@ def run(args: argparse.Namespace) -> int:
             args.out, {"metrics": metrics, "alpha": alpha, "alpha_table": table, "k_windows": n_windows}
         )
     if args.submission:
-        vcmr, svmr = rankings(searcher, runs, alpha)
         write_json(args.submission, tvr_submission(gt, vcmr, searcher.videos, svmr))
     return 0

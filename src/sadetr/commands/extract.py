@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import argparse
 import math
-from typing import TYPE_CHECKING
+import os
 
 from rich.console import Console
-
-if TYPE_CHECKING:
-    import torch
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -40,29 +37,17 @@ def rank_share(videos: list, environ: dict | None = None) -> list:
     """Under torchrun (RANK / WORLD_SIZE set) this rank's share of the video list: every WORLD_SIZE-th
     video from RANK. Each video's files are written by one rank only, so the shards merge without
     coordination and a rerun skips what any rank finished."""
-    import os
-
     env = os.environ if environ is None else environ
     rank, world = int(env.get("RANK", "0")), int(env.get("WORLD_SIZE", "1"))
     return list(videos)[rank::world] if world > 1 else list(videos)
 
 
-def rank_device(device: torch.device) -> torch.device:
-    """Under torchrun, a bare `cuda` device becomes this rank's GPU, `cuda:LOCAL_RANK`."""
-    import os
-
-    import torch
-
-    if device.type == "cuda" and device.index is None and "LOCAL_RANK" in os.environ:
-        return torch.device("cuda", int(os.environ["LOCAL_RANK"]))
-    return device
-
-
 def run(args: argparse.Namespace) -> int:
+    from sadetr.devices import resolve_device
     from sadetr.errors import ConfigError
     from sadetr.paths import ensure_out_dir
     from sadetr.video.clip import load_clip
-    from sadetr.video.extract import VideoExtractor, extract_videos, list_videos, resolve_device
+    from sadetr.video.extract import VideoExtractor, extract_videos, list_videos
     from sadetr.video.slowfast import load_slowfast
 
     if not args.clip and not args.slowfast:
@@ -72,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_clips < 1:
         raise ConfigError(f"must be >= 1, got {args.batch_clips}", "--batch-clips")
     ensure_out_dir(args.out)
-    device = rank_device(resolve_device(args.device))
+    # under torchrun, `cuda` and `auto` mean this rank's GPU, cuda:LOCAL_RANK
+    device = resolve_device(args.device, "--device", local_rank=int(os.environ.get("LOCAL_RANK", "0")))
     videos = rank_share(list_videos(args.videos))
     extractor = VideoExtractor(
         clip=load_clip(args.clip) if args.clip else None,

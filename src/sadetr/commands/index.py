@@ -45,35 +45,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _video_files(spec: str) -> list[Path] | None:
-    """The video files `spec` names (folder, video, list of video paths), or None for a list of ids."""
+def _named_videos(spec: str) -> tuple[list[Path] | None, list[str]]:
+    """(video files, []) when `spec` names videos (a folder, a video, a list of video paths), else
+    (None, the video ids of the text file `spec`, one a line); the list file is read once."""
+    from sadetr.errors import DataError
+    from sadetr.paths import read_user_text
     from sadetr.video.decode import VIDEO_SUFFIXES
     from sadetr.video.extract import list_videos
 
     path = Path(spec)
     if path.is_dir() or path.suffix.lower() in VIDEO_SUFFIXES:
-        return list_videos(path)
-    lines = (
-        [x.strip() for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
-        if path.is_file()
-        else []
-    )
-    if lines and all(Path(x).suffix.lower() in VIDEO_SUFFIXES for x in lines if not x.startswith("#")):
-        return list_videos(path)
-    return None
-
-
-def _read_ids(spec: str) -> list[str]:
-    from sadetr.errors import DataError
-
-    path = Path(spec)
+        return list_videos(path), []
     if not path.is_file():
         raise DataError("no such video list, folder or video", path=path)
-    return [
-        x.strip()
-        for x in path.read_text(encoding="utf-8").splitlines()
-        if x.strip() and not x.startswith("#")
-    ]
+    raw = read_user_text(path, "video list").splitlines()
+    lines = [x.strip() for x in raw if x.strip()]
+    if lines and all(Path(x).suffix.lower() in VIDEO_SUFFIXES for x in lines if not x.startswith("#")):
+        return list_videos(path), []
+    return None, [x.strip() for x in raw if x.strip() and not x.startswith("#")]
 
 
 def _extract(args: argparse.Namespace, files: list[Path]) -> tuple[list[str], float]:
@@ -110,7 +99,8 @@ def _extract(args: argparse.Namespace, files: list[Path]) -> tuple[list[str], fl
     )
     summary = extract_videos(files, args.features, extractor)
     print(f"extract: {summary.done} extracted, {summary.skipped} already there, {summary.failed} failed")
-    done = [f for f in files if str(f) not in set(summary.failures)]
+    failed = set(summary.failures)
+    done = [f for f in files if str(f) not in failed]
     return [f.stem for f in done], sum(probe(f).duration for f in done)
 
 
@@ -128,8 +118,8 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError("building an index needs --checkpoint and --features", "index")
         videos, seconds = None, 0.0
         if args.videos:
-            files = _video_files(args.videos)
-            videos, seconds = _extract(args, files) if files is not None else (_read_ids(args.videos), 0.0)
+            files, ids = _named_videos(args.videos)
+            videos, seconds = _extract(args, files) if files is not None else (ids, 0.0)
         build_index(
             args.checkpoint,
             args.features,

@@ -8,6 +8,7 @@ sadetr search --index library.idx --query "..." --clip CLIP/ --clips-out hits/ -
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -44,19 +45,7 @@ def format_hits(hits: list, fmt: str, query: str) -> str:
     """The ranked hits as an aligned table, JSON lines, or a one-query TVR VCMR submission."""
     if fmt == "jsonl":
         return "".join(
-            json.dumps(
-                {
-                    "rank": i + 1,
-                    "video": h.video,
-                    "start": h.start,
-                    "end": h.end,
-                    "score": h.score,
-                    "retrieval_score": h.retrieval_score,
-                    "quality": h.quality,
-                }
-            )
-            + "\n"
-            for i, h in enumerate(hits)
+            json.dumps({"rank": i + 1, **dataclasses.asdict(h)}) + "\n" for i, h in enumerate(hits)
         )
     if fmt == "tvr":
         from sadetr.corpus.evaluate import tvr_submission

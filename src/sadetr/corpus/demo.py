@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -11,13 +10,11 @@ def corpus_demo(checkpoint: Path, data_root: Path, out_dir: Path, n_show: int = 
     """Build `out_dir/index` over the val videos of `data_root`, tune alpha on val, print the top hits
     of `n_show` queries and the TVR corpus metrics; returns the metrics (also in `out_dir/metrics.json`)."""
     from sadetr.corpus import CorpusSearcher, build_index
-    from sadetr.corpus.evaluate import query_features, run_queries, score, tune_alpha
+    from sadetr.corpus.evaluate import query_features, read_split, run_queries, score, tune_alpha
     from sadetr.corpus.index import set_alpha
     from sadetr.engine.io import write_json
 
-    gt = [
-        json.loads(x) for x in (data_root / "annotations" / "val.jsonl").read_text().splitlines() if x.strip()
-    ]
+    gt = read_split(data_root / "annotations" / "val.jsonl")
     videos = sorted({g["vid"] for g in gt})
     feat_root = data_root / "features"
     index = build_index(checkpoint, feat_root, out_dir / "index", videos=videos)

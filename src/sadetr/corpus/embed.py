@@ -13,7 +13,6 @@ per-window vector exists; such a checkpoint is refused.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sadetr.data.features import add_tef, l2_normalize
 from sadetr.errors import CheckpointError, DataError
 from sadetr.model.postprocess import snap_to_clip_grid
 from sadetr.model.span_ops import span_cxw_to_xx
@@ -40,31 +40,6 @@ PIPELINE_KEYS = (
     "max_v_l",
     "max_q_l",
 )
-
-
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint file, or `best.ckpt` / `last.ckpt` of a run directory (as `load_checkpoint`)."""
-    path = Path(path)
-    if path.is_dir():
-        for name in ("best.ckpt", "last.ckpt"):
-            if (path / name).is_file():
-                return (path / name).resolve()
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
-    return path.resolve()
-
-
-def file_sha256(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes (the identity of a checkpoint in an index manifest)."""
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _l2(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
 @dataclass
@@ -116,25 +91,24 @@ class CorpusModel:
 
     @classmethod
     def load(cls, checkpoint: str | Path, device: str | torch.device = "cpu") -> tuple[CorpusModel, str]:
-        """(model, checkpoint SHA-256) of a training checkpoint file or run directory."""
-        from sadetr.engine.checkpoint import load_trained_model
+        """(model, checkpoint SHA-256) of a training checkpoint file or run directory. A device name the
+        machine lacks (or a typo) is a `ConfigError` naming --device, before the checkpoint is read."""
+        from sadetr.devices import resolve_device
+        from sadetr.engine.checkpoint import checkpoint_file, file_sha256, load_trained_model, pipeline_of
 
-        path = resolve_checkpoint(checkpoint)
+        device = resolve_device(device, "--device") if isinstance(device, str) else device
+        path = checkpoint_file(checkpoint).resolve()
         model, cfg, state = load_trained_model(path, map_location="cpu")
-        pipeline = feature_pipeline_of(cfg, state)
-        corpus_model = cls(model, pipeline, torch.device(device), str(path), cfg.model.round_to_clip)
+        pipeline = pipeline_of(cfg, state.get("features"), str(path))
+        corpus_model = cls(model, pipeline, device, str(path), cfg.model.round_to_clip)
         return corpus_model, file_sha256(path)
 
     # ------------------------------------------------------------------ inputs
 
     def window_input(self, video: np.ndarray) -> np.ndarray:
         """One window of normalised clip features [W, sum D] -> model input [W, Dv] (TEF appended)."""
-        if not self.use_tef:
-            return video.astype(np.float32, copy=False)
-        n = video.shape[0]
-        start = np.arange(n, dtype=np.float32) / n
-        tef = np.stack([start, start + 1.0 / n], axis=1)  # [W, 2]
-        return np.concatenate([video.astype(np.float32, copy=False), tef], axis=1)
+        video = video.astype(np.float32, copy=False)
+        return add_tef(video) if self.use_tef else video  # [W, sum D (+ 2)]
 
     def _pad(self, windows: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
         """list[B] of [W_b, Dv] -> (video [B, W, Dv], mask [B, W] bool)."""
@@ -156,7 +130,7 @@ class CorpusModel:
         if not np.abs(text).any():
             raise DataError("the query embeds to zero (all token features are 0)", field=where)
         if self.normalize_text:
-            text = _l2(text)
+            text = l2_normalize(text)
         return text[: self.max_q_l] if self.max_q_l > 0 else text
 
     # ------------------------------------------------------------------ embeddings (L_vtc, before fusion)
@@ -220,28 +194,3 @@ class CorpusModel:
         lo = np.asarray(offsets, dtype=np.float64)[:, None, None]
         hi = np.asarray(ends, dtype=np.float64)[:, None, None]
         return Moments(np.clip(secs, lo, hi), np.concatenate(quality).astype(np.float64))
-
-
-def feature_pipeline_of(cfg: Any, state: dict[str, Any]) -> dict[str, Any]:
-    """The checkpoint's recorded feature pipeline, completed from its config (as `Predictor`)."""
-    features = dict(state.get("features") or {})
-    data = cfg.data
-    out = {
-        "video_sources": list(features.get("video_sources") or data.video_sources),
-        "video_dims": [int(d) for d in (features.get("video_dims") or data.video_dims)],
-        "text_source": features.get("text_source") or data.text_source,
-        "video_dim": int(features.get("video_dim") or cfg.model.video_dim),
-        "text_dim": int(features.get("text_dim") or cfg.model.text_dim),
-        "clip_len": float(features.get("clip_len") or data.clip_len),
-        "normalize_video": bool(features.get("normalize_video", data.normalize_video)),
-        "normalize_text": bool(features.get("normalize_text", data.normalize_text)),
-        "use_tef": bool(features.get("use_tef", data.use_tef)),
-        "max_v_l": int(features.get("max_v_l") or data.max_v_l or 0),
-        "max_q_l": int(features.get("max_q_l") or data.max_q_l or 0),
-    }
-    if sum(out["video_dims"]) + 2 * out["use_tef"] != out["video_dim"]:
-        raise CheckpointError(
-            f"feature sources {out['video_sources']} with dims {out['video_dims']} (+ TEF {out['use_tef']}) "
-            f"do not add up to the model's {out['video_dim']}"
-        )
-    return out

@@ -15,6 +15,7 @@ import numpy as np
 
 from sadetr.corpus.metrics import corpus_metrics
 from sadetr.corpus.search import Candidates, CorpusSearcher, SearchHit
+from sadetr.data.annotations import read_annotations
 from sadetr.data.features import TEXT_KEY, load_feature_file
 from sadetr.errors import DataError
 
@@ -31,6 +32,15 @@ class QueryRun:
     text: np.ndarray  # [L_t, D_t] (model input)
     corpus: Candidates
     own: Candidates | None
+
+
+def read_split(path: Path) -> list[dict]:
+    """The queries of an annotation file (validated by `read_annotations`) as the dicts the corpus
+    metrics take: `qid`, `query`, `vid`, `relevant_windows` ([[start, end], ...] seconds)."""
+    return [
+        {"qid": a.qid, "query": a.query, "vid": a.vid, "relevant_windows": [list(w) for w in a.windows]}
+        for a in read_annotations(path)
+    ]
 
 
 def query_features(searcher: CorpusSearcher, text_root: Path, qid: object) -> np.ndarray:
@@ -62,8 +72,7 @@ def run_queries(
         rows = np.arange(searcher.num_windows) if exhaustive else searcher.retrieve(qvec, k_windows)[1]
         own = None
         if svmr:
-            own_rows = np.asarray([i for i, v in enumerate(searcher.table.video) if v == g["vid"]])
-            own = searcher.candidates(own_rows, qvec, text)
+            own = searcher.candidates(searcher.rows_of(g["vid"]), qvec, text)
         runs.append(QueryRun(g, text, searcher.candidates(rows, qvec, text), own))
     return runs
 
@@ -81,7 +90,15 @@ def rankings(
 
 def score(searcher: CorpusSearcher, runs: Sequence[QueryRun], alpha: float) -> dict[str, float]:
     """The TVR metrics (percent) of the runs at `alpha`."""
-    vcmr, svmr = rankings(searcher, runs, alpha)
+    return score_rankings(runs, *rankings(searcher, runs, alpha))
+
+
+def score_rankings(
+    runs: Sequence[QueryRun],
+    vcmr: Sequence[Sequence[SearchHit]],
+    svmr: Sequence[Sequence[SearchHit]] | None,
+) -> dict[str, float]:
+    """The TVR metrics (percent) of rankings already made by `rankings`."""
     as_tuples = lambda hs: [[(h.video, h.start, h.end) for h in r] for r in hs]  # noqa: E731
     return corpus_metrics(as_tuples(vcmr), [r.gt for r in runs], as_tuples(svmr) if svmr else None)
 
@@ -93,7 +110,7 @@ def tune_alpha(
     keys = [f"VCMR-R@{k}-IoU=0.5" for k in (1, 5, 10)]
     table = {}
     for a in alphas:
-        m = score(searcher, [r for r in runs], a)
+        m = score(searcher, runs, a)
         table[float(a)] = float(np.mean([m[k] for k in keys]))
     best = max(table, key=lambda a: (table[a], -a))
     return best, table

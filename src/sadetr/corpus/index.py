@@ -60,7 +60,7 @@ def library_videos(pipeline: dict, feat_root: Path) -> list[str]:
     return [v for v in vids if all((feat_root / s / f"{v}.npz").is_file() for s in sources[1:])]
 
 
-def windowing(pipeline: dict, window: int | None, stride: int | None) -> tuple[int, int]:
+def windowing(window: int | None, stride: int | None) -> tuple[int, int]:
     """(window, stride) of the retrieval windows in clips: default DEFAULT_WINDOW, stride window / 2."""
     window = int(window or DEFAULT_WINDOW)
     stride = int(stride or max(1, window // 2))
@@ -118,7 +118,7 @@ def build_index(
                 f"{out_dir}: index uses window {old_w} / stride {old_s}; cannot add with {window} / {stride}"
             )
         window, stride = old_w, old_s
-    window, stride = windowing(pipe, window, stride)
+    window, stride = windowing(window, stride)
     if videos is None:
         videos = library_videos(pipe, feat_root)
         if not videos and existing is None:
@@ -191,8 +191,8 @@ def remove_videos(index_dir: Path, videos: list[str]) -> Path:
 
 
 def set_alpha(index_dir: Path, alpha: float) -> None:
-    """Record the fusion weight alpha (chosen on validation data) in the index manifest."""
-    state, _ = read_state(Path(index_dir))
-    write_state(
-        Path(index_dir), IndexState({**state.manifest, "alpha": float(alpha)}, state.vectors, state.table)
-    )
+    """Record the fusion weight alpha (chosen on validation data) in the index manifest; the vectors and
+    the faiss index are committed as they are (no rebuild: an HNSW build of a large library takes minutes)."""
+    state, index = read_state(Path(index_dir))
+    manifest = {**state.manifest, "alpha": float(alpha)}
+    write_state(Path(index_dir), IndexState(manifest, state.vectors, state.table), index)

@@ -71,7 +71,13 @@ class CorpusSearcher:
     """A corpus index, the model that built it, and the features of its videos."""
 
     def __init__(
-        self, index_dir: Path, state: Any, index: Any, model: CorpusModel, clip_dir: Path | None
+        self,
+        index_dir: Path,
+        state: Any,
+        index: Any,
+        model: CorpusModel,
+        clip_dir: Path | None,
+        clip: Any = None,
     ) -> None:
         self.index_dir = index_dir
         self.manifest = state.manifest
@@ -80,15 +86,17 @@ class CorpusSearcher:
         self.index = index
         self.model = model
         self.clip_dir = clip_dir
-        self.alpha = float(self.manifest.get("alpha") or DEFAULT_ALPHA)
-        self._clip: Any = None
+        alpha = self.manifest.get("alpha")  # None until chosen; 0.0 (rank by quality alone) is a choice
+        self.alpha = DEFAULT_ALPHA if alpha is None else float(alpha)
+        self._clip: Any = clip  # loaded from clip_dir on the first text query, unless given
         self._stores: dict[str, Any] = {}
         self._feats: OrderedDict[str, np.ndarray] = OrderedDict()  # LRU of [L, sum D] per video
         self._t0 = np.asarray(self.table.t0, np.float64)  # [N] window start (s)
         self._t1 = np.asarray(self.table.t1, np.float64)  # [N] window end (s)
-        self._rows: dict[str, list[int]] = {}
+        rows: dict[str, list[int]] = {}
         for i, vid in enumerate(self.table.video):
-            self._rows.setdefault(vid, []).append(i)
+            rows.setdefault(vid, []).append(i)
+        self._rows = {vid: np.asarray(r, dtype=np.int64) for vid, r in rows.items()}  # video -> [W_vid]
 
     @classmethod
     def open(
@@ -98,8 +106,11 @@ class CorpusSearcher:
         *,
         device: str = "cpu",
         clip_dir: Path | None = None,
+        clip: Any = None,
     ) -> CorpusSearcher:
-        """Open an index; `checkpoint` None = the one recorded in it; another checkpoint is refused."""
+        """Open an index; `checkpoint` None = the one recorded in it; another checkpoint is refused.
+        `clip`: an already loaded CLIP (e.g. a Predictor's) to encode text queries with, instead of
+        loading a second copy from `clip_dir`."""
         index_dir = Path(index_dir)
         state, index = read_state(index_dir)
         ckpt = Path(checkpoint) if checkpoint is not None else Path(state.manifest["checkpoint"])
@@ -107,7 +118,7 @@ class CorpusSearcher:
             raise CorpusIndexError(f"{index_dir}: its checkpoint {ckpt} is gone; pass --checkpoint")
         model, sha = CorpusModel.load(ckpt, device)
         check_compatible(state.manifest, sha, model.pipeline, index_dir)
-        return cls(index_dir, state, index, model, Path(clip_dir) if clip_dir is not None else None)
+        return cls(index_dir, state, index, model, Path(clip_dir) if clip_dir is not None else None, clip)
 
     # ------------------------------------------------------------------ properties
 
@@ -119,13 +130,13 @@ class CorpusSearcher:
     def num_windows(self) -> int:
         return len(self.table)
 
-    def feature_path(self, video: str) -> Path:
-        """The first video source's feature file of `video`."""
-        meta = self._video_meta(video)
-        return Path(meta["feat_root"]) / self.model.pipeline["video_sources"][0] / f"{video}.npz"
-
     def duration(self, video: str) -> float:
         return float(self._video_meta(video)["duration"])
+
+    def rows_of(self, video: str) -> np.ndarray:
+        """Window ids [W_video] of `video` (index order)."""
+        self._video_meta(video)
+        return self._rows[video]
 
     def _video_meta(self, video: str) -> dict[str, Any]:
         if video not in self.table.videos:
@@ -153,9 +164,9 @@ class CorpusSearcher:
             raise CheckpointError(
                 f"{self.model.source}: trained on text features {pipe['text_source']!r}; pass query features"
             )
-        if self.clip_dir is None:
-            raise CheckpointError("a text query needs the CLIP weights: give --clip (clip_dir)")
         if self._clip is None:
+            if self.clip_dir is None:
+                raise CheckpointError("a text query needs the CLIP weights: give --clip (clip_dir)")
             from sadetr.video.clip import load_clip
 
             self._clip = load_clip(self.clip_dir, device=self.model.device)
@@ -210,9 +221,12 @@ class CorpusSearcher:
             ends.append(min((st + n) * clip_len, self.duration(vid)))
         moments = self.model.localize(windows, offsets, ends, text)  # spans (C, Nq, 2), quality (C, Nq)
         cosines = np.zeros(moments.quality.shape)  # (C, Nq)
+        video_cos: dict[str, np.ndarray] = {}  # a video with several contexts: its cosines once
         for c, (vid, _, _) in enumerate(contexts):
-            own = np.asarray(self._rows[vid])
-            cos = self.vectors[own].astype(np.float64) @ qvec.astype(np.float64)  # (W_vid,)
+            own = self._rows[vid]
+            if vid not in video_cos:
+                video_cos[vid] = self.vectors[own].astype(np.float64) @ qvec.astype(np.float64)  # (W_vid,)
+            cos = video_cos[vid]
             t0, t1 = self._t0[own], self._t1[own]
             m0, m1 = moments.spans[c, :, :1], moments.spans[c, :, 1:]  # (Nq, 1) each
             overlap = (np.minimum(m1, t1[None]) - np.maximum(m0, t0[None])) > 0  # (Nq, W_vid)
@@ -276,9 +290,9 @@ class CorpusSearcher:
         alpha: float | None = None,
     ) -> list[SearchHit]:
         """Single-video moment retrieval (SVMR): every window of `video`, same fusion and NMS."""
-        self._video_meta(video)
+        rows = self.rows_of(video)
         text, qvec = self.query_embedding(query, query_feats)
-        cands = self.candidates(np.asarray(self._rows[video]), qvec, text)
+        cands = self.candidates(rows, qvec, text)
         return self.rank(cands, self.alpha if alpha is None else alpha)[:top]
 
 

@@ -9,7 +9,8 @@
 
 A new state is written into a fresh generation folder and becomes live only when CURRENT names it, so a
 build that fails or is killed leaves the previous index as it was. The vectors are the source of truth;
-the faiss index is rebuilt from them at every commit (adding or removing videos never edits it in place).
+the faiss index is rebuilt from them at every commit that changes them (adding or removing videos never
+edits it in place); a commit of the manifest alone (`set_alpha`) writes the live faiss index unchanged.
 """
 
 from __future__ import annotations
@@ -149,8 +150,9 @@ def current_generation(index_dir: Path) -> Path | None:
     return gen
 
 
-def write_state(index_dir: Path, state: IndexState) -> Path:
-    """Write `state` as a new generation, make it live (CURRENT), delete older ones; returns its folder."""
+def write_state(index_dir: Path, state: IndexState, index: Any = None) -> Path:
+    """Write `state` as a new generation, make it live (CURRENT), delete older ones; returns its folder.
+    `index`: the faiss index of exactly `state.vectors` when only the manifest changed; None builds one."""
     faiss = _faiss()
 
     index_dir.mkdir(parents=True, exist_ok=True)
@@ -162,7 +164,9 @@ def write_state(index_dir: Path, state: IndexState) -> Path:
     try:
         np.save(staging / "vectors.npy", np.ascontiguousarray(state.vectors, dtype=np.float32))
         _write_sqlite(staging / "meta.sqlite", state.table)
-        faiss.write_index(build_faiss(state.vectors, state.manifest["kind"]), str(staging / "index.faiss"))
+        if index is None:
+            index = build_faiss(state.vectors, state.manifest["kind"])
+        faiss.write_index(index, str(staging / "index.faiss"))
         manifest = {
             **state.manifest,
             "format": FORMAT,

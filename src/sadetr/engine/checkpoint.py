@@ -8,7 +8,9 @@ plain types and tensors so that it loads with `torch.load(weights_only=True)` (n
 
 from __future__ import annotations
 
+import hashlib
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +45,55 @@ def feature_pipeline(data_cfg: Any, model_cfg: Any) -> dict[str, Any]:
     }
 
 
+def pipeline_of(cfg: Any, features: Mapping[str, Any] | None, source: str = "") -> dict[str, Any]:
+    """The feature pipeline of a loaded checkpoint: its `features` entry, completed from its config for
+    keys an older checkpoint lacks. Sources whose dims (+ 2 TEF) do not give the model's video input are
+    a `CheckpointError` naming `source`."""
+    features = features or {}
+    data = cfg.data
+    out = {
+        "video_sources": list(features.get("video_sources") or data.video_sources),
+        "video_dims": [int(d) for d in (features.get("video_dims") or data.video_dims)],
+        "text_source": features.get("text_source") or data.text_source,
+        "video_dim": int(features.get("video_dim") or cfg.model.video_dim),
+        "text_dim": int(features.get("text_dim") or cfg.model.text_dim),
+        "clip_len": float(features.get("clip_len") or data.clip_len),
+        "normalize_video": bool(features.get("normalize_video", data.normalize_video)),
+        "normalize_text": bool(features.get("normalize_text", data.normalize_text)),
+        "use_tef": bool(features.get("use_tef", data.use_tef)),
+        "max_v_l": int(features.get("max_v_l") or data.max_v_l or 0),
+        "max_q_l": int(features.get("max_q_l") or data.max_q_l or 0),
+    }
+    if sum(out["video_dims"]) + 2 * out["use_tef"] != out["video_dim"]:
+        raise CheckpointError(
+            f"{source}: feature sources {out['video_sources']} with dims {out['video_dims']} "
+            f"(+ TEF {out['use_tef']}) do not add up to the model's {out['video_dim']}"
+        )
+    return out
+
+
+def checkpoint_file(path: str | os.PathLike[str]) -> Path:
+    """`path` if it is a file, else `best.ckpt` (or `last.ckpt`) of the run directory `path`; none of
+    them is a `CheckpointError`."""
+    path = Path(path)
+    if path.is_dir():
+        for name in ("best.ckpt", "last.ckpt"):
+            if (path / name).is_file():
+                return path / name
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    return path
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks (the identity of a checkpoint)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> None:
     """`torch.save` to a temp file in the same directory, fsync, then `os.replace` (never a partial file).
 
@@ -55,14 +106,7 @@ def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> None
 
 def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint written by `save_checkpoint`; any problem is a `CheckpointError`."""
-    path = Path(path)
-    if path.is_dir():
-        for name in ("best.ckpt", "last.ckpt"):
-            if (path / name).is_file():
-                path = path / name
-                break
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
+    path = checkpoint_file(path)
     state = load_weights(path, "checkpoint", map_location=map_location)  # weights_only: no code runs
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: not a sadetr checkpoint (top level is {type(state).__name__})")
@@ -105,9 +149,29 @@ def load_trained_model(
     return model.eval(), cfg, state
 
 
+def non_finite_entries(obj: Any, name: str = "") -> list[str]:
+    """Names (`aux_outputs[0].pred_spans`, a state dict's keys, ...) of the floating tensors in a nested
+    structure (model outputs, a state dict) that hold NaN or inf; one device sync when everything is
+    finite (the common case)."""
+    found: list[tuple[str, torch.Tensor]] = []
+
+    def walk(o: Any, key: str) -> None:
+        if torch.is_tensor(o):
+            if o.is_floating_point():
+                found.append((key, o))
+        elif isinstance(o, dict):
+            for k, v in o.items():
+                walk(v, f"{key}.{k}" if key else str(k))
+        elif isinstance(o, (list, tuple)):
+            for i, v in enumerate(o):
+                walk(v, f"{key}[{i}]")
+
+    walk(obj, name)
+    if not found or bool(torch.stack([t.detach().isfinite().all() for _, t in found]).all()):
+        return []
+    return [k for k, t in found if not bool(t.detach().isfinite().all())]
+
+
 def first_non_finite(state_dict: dict[str, Any]) -> str | None:
     """Name of the first floating tensor of `state_dict` that holds NaN or inf, else None."""
-    tensors = [(k, v) for k, v in state_dict.items() if torch.is_tensor(v) and v.is_floating_point()]
-    if not tensors or bool(torch.stack([v.isfinite().all() for _, v in tensors]).all()):
-        return None
-    return next(k for k, v in tensors if not bool(v.isfinite().all()))
+    return next(iter(non_finite_entries(state_dict)), None)

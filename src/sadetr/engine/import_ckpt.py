@@ -11,7 +11,6 @@ Predictor rebuild exactly the inputs the released model was trained on.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import re
 from collections import OrderedDict
@@ -136,14 +135,6 @@ class KeyMap:
 
 
 # ---------------------------------------------------------------------------------------- reading
-
-
-def _first_line(err: Exception) -> str:
-    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
-    for line in lines:  # torch's weights_only message names the refused global on one of its lines
-        if "GLOBAL" in line or "global" in line:
-            return line[:240]
-    return (lines[0] if lines else type(err).__name__)[:240]
 
 
 @dataclass
@@ -388,7 +379,7 @@ def import_release(
     Returns a summary: format, model config, feature pipeline, parameter count, provenance.
     """
     from sadetr.config import Config, config_to_dict
-    from sadetr.engine.checkpoint import feature_pipeline, save_checkpoint
+    from sadetr.engine.checkpoint import feature_pipeline, file_sha256, save_checkpoint
     from sadetr.model.build import build_model
 
     src = Path(src)
@@ -416,7 +407,7 @@ def import_release(
         "format": fmt.name,
         "repository": fmt.repository,
         "file": src.name,
-        "sha256": hashlib.sha256(src.read_bytes()).hexdigest(),
+        "sha256": file_sha256(src),
         "epoch": release.epoch if isinstance(release.epoch, int) else None,
     }
     save_checkpoint(

@@ -24,7 +24,13 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from sadetr.config import Config, config_from_dict, config_to_dict, save_config
-from sadetr.engine.checkpoint import feature_pipeline, load_checkpoint, save_checkpoint
+from sadetr.engine.checkpoint import (
+    feature_pipeline,
+    first_non_finite,
+    load_checkpoint,
+    non_finite_entries,
+    save_checkpoint,
+)
 from sadetr.engine.distributed import (
     ShardedBatchSampler,
     barrier,
@@ -79,28 +85,6 @@ def selection_metric_names(ground_truth: list[dict[str, Any]]) -> list[str]:
         for g in ground_truth
     ]
     return list(evaluate(submission, ground_truth)["brief"])
-
-
-def non_finite_entries(obj: Any, name: str = "") -> list[str]:
-    """Names (`aux_outputs[0].pred_spans`, ...) of the floating tensors in a nested output that hold NaN
-    or inf; one device sync when everything is finite (the common case)."""
-    found: list[tuple[str, torch.Tensor]] = []
-
-    def walk(o: Any, key: str) -> None:
-        if torch.is_tensor(o):
-            if o.is_floating_point():
-                found.append((key, o))
-        elif isinstance(o, dict):
-            for k, v in o.items():
-                walk(v, f"{key}.{k}" if key else str(k))
-        elif isinstance(o, (list, tuple)):
-            for i, v in enumerate(o):
-                walk(v, f"{key}[{i}]")
-
-    walk(obj, name)
-    if not found or bool(torch.stack([t.detach().isfinite().all() for _, t in found]).all()):
-        return []
-    return [k for k, t in found if not bool(t.detach().isfinite().all())]
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -257,8 +241,6 @@ class Trainer:
 
     def save(self, name: str) -> None:
         """Write `name` (last.ckpt / best.ckpt) on rank 0; every rank contributes its RNG state."""
-        from sadetr.engine.checkpoint import first_non_finite
-
         bad = first_non_finite(unwrap(self.model).state_dict())
         if bad is not None:  # never overwrite a good checkpoint with NaN weights
             raise self._diverged("weights", [bad], in_step=False)
@@ -273,8 +255,6 @@ class Trainer:
         if not path.is_file():
             log.info("%s: no checkpoint yet, starting from scratch", self.run_dir)
             return
-        from sadetr.engine.checkpoint import first_non_finite
-
         state = load_checkpoint(path, map_location=self.device)
         bad = first_non_finite(state["model"]) if isinstance(state["model"], dict) else None
         if bad is not None:

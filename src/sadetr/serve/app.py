@@ -259,18 +259,7 @@ def create_app(service: MomentService) -> FastAPI:
             raise NoIndex("no corpus index on this server (start it with --index INDEX_DIR)")
         hits = await service.submit(service.search, query, top=body.top, k_windows=body.k_windows)
         return SearchResponse(
-            query=query,
-            hits=[
-                SearchHit(
-                    video=h.video,
-                    start=h.start,
-                    end=h.end,
-                    score=h.score,
-                    retrieval_score=h.retrieval_score,
-                    quality=h.quality,
-                )
-                for h in hits
-            ],
+            query=query, hits=[SearchHit.model_validate(h, from_attributes=True) for h in hits]
         )
 
     return app

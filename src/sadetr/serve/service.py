@@ -71,7 +71,10 @@ class MomentService:
         if index is not None:
             from sadetr.corpus import CorpusSearcher
 
-            searcher = CorpusSearcher.open(index, checkpoint, device=device, clip_dir=clip)
+            # the Predictor's CLIP encodes the search queries too (one copy in memory)
+            searcher = CorpusSearcher.open(
+                index, checkpoint, device=device, clip_dir=clip, clip=predictor.clip
+            )
         return cls(predictor, limits, searcher, name=Path(checkpoint).name)
 
     # ------------------------------------------------------------------ what it can do
@@ -137,21 +140,18 @@ class MomentService:
             raise DataError(f"not a readable video ({err.message})", field="video") from err
         except Exception as err:  # PyAV raises its own errors on garbage bytes
             raise DataError("not a readable video", field="video") from err
-        if duration > self.limits.max_video_s:
-            raise DataError(
-                f"video is {duration:.0f} s long; this server accepts at most "
-                f"{self.limits.max_video_s:.0f} s",
-                field="video",
-            )
+        self._check_length(duration, f"video is {duration:.0f} s long", "video")
         return duration
 
     def check_features(self, feats: np.ndarray) -> None:
         seconds = feats.shape[0] * self.predictor.clip_len
+        self._check_length(seconds, f"{feats.shape[0]} clips = {seconds:.0f} s", "features")
+
+    def _check_length(self, seconds: float, what: str, field: str) -> None:
+        """`DataError` on `field` ("<what>; this server accepts at most N s") past `limits.max_video_s`."""
         if seconds > self.limits.max_video_s:
             raise DataError(
-                f"{feats.shape[0]} clips = {seconds:.0f} s; this server accepts at most "
-                f"{self.limits.max_video_s:.0f} s",
-                field="features",
+                f"{what}; this server accepts at most {self.limits.max_video_s:.0f} s", field=field
             )
 
     # ------------------------------------------------------------------ work (runs on the model thread)
