@@ -525,16 +525,16 @@ MUTATIONS: tuple[Mutation, ...] = (
     _m(
         "decoder.dn_mask_repeat",
         DEC,
-        "self_attn_mask.repeat_interleave(self.nheads, dim=0)",
-        "self_attn_mask.repeat(self.nheads, 1, 1)",
+        "attend = ~self_attn_mask[:, None]",
+        "attend = ~self_attn_mask.roll(1, dims=0)[:, None]",
         DEC_T,
     ),
     _m("decoder.eq1_without_ps", DEC, "qk = content + span_pos  # eq 1", "qk = content  # eq 1", DEC_T),
     _m(
         "decoder.eq1_values_with_ps",
         DEC,
-        "self.self_attn(qk, qk, content,",
-        "self.self_attn(qk, qk, qk,",
+        "multihead_attention(self.self_attn, qk, content,",
+        "multihead_attention(self.self_attn, qk, qk,",
         DEC_T,
     ),
     _m(

@@ -17,7 +17,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from sadetr.model.layers import MLP, FeedForward
+from sadetr.model.layers import MLP, FeedForward, multihead_attention
 from sadetr.model.span_ops import (
     clip_centers,
     gaussian_mask,
@@ -201,7 +201,6 @@ class SpanAwareQueryRefiner(nn.Module):
         gate_scale: bool = False,
     ) -> None:
         super().__init__()
-        self.nheads = nheads
         self.self_attn = nn.MultiheadAttention(dim, nheads, dropout=dropout, batch_first=True)
         self.norm1 = nn.LayerNorm(dim)
         self.span_enhance = (
@@ -233,10 +232,12 @@ class SpanAwareQueryRefiner(nn.Module):
         self_attn_mask: [B, Q, Q] bool, True = blocked (the denoiser's mask), or None.
         """
         qk = content + span_pos  # eq 1: (Q + P_S), (K + P_S)
-        mask = None
         if self_attn_mask is not None:
-            mask = self_attn_mask.repeat_interleave(self.nheads, dim=0)  # (B*h, Q, Q)
-        sa, _ = self.self_attn(qk, qk, content, attn_mask=mask, need_weights=False)
+            attend = ~self_attn_mask[:, None]  # (B, 1, Q, Q), True = attend, the same for every head
+        else:
+            attend = qk.new_ones(1, 1, 1, 1, dtype=torch.bool)
+        # (B, Q, d), laid out [Q, B, d] as nn.MultiheadAttention's output: dropout1 draws the same mask
+        sa = multihead_attention(self.self_attn, qk, content, attend, keys_are_queries=True, query_major=True)
         content = self.norm1(content + self.dropout1(sa))  # Ĉ, eq 1
         if self.span_enhance is not None:
             content = self.span_enhance(content, spans, memory, video_mask, sentence)  # C̄, eq 2-3

@@ -14,6 +14,9 @@ import math
 import torch
 from torch import Tensor
 
+# Eq 5's mask values below this are 0 (`gaussian_mask`): far under fp32/fp64 resolution relative to a logit.
+GAUSSIAN_MASK_FLOOR = 1e-30
+
 
 def span_cxw_to_xx(cxw: Tensor) -> Tensor:
     """(center, width) -> (start, end), any leading shape.
@@ -130,11 +133,18 @@ def gaussian_mask(spans_cxw: Tensor, video_mask: Tensor, alpha: float, min_width
     spans_cxw: [B, Q, 2]; video_mask: [B, L] bool -> [B, Q, L]; padded clips get 0.
 
     Departure from the literal text: eq 5 writes i/L_v with i = 1..L_v; NOTES.md uses clip centres.
+
+    Values below `GAUSSIAN_MASK_FLOOR` are set to 0. That changes no result: eq 6 multiplies logits by the
+    mask, and a logit times 1e-30 moves the softmax input by < 1e-29, below float64's resolution of 1.
+    It keeps the mask, the modulated logits and their gradients clear of subnormal floats (the tail of the
+    Gaussian below 1.2e-38), which the CPU computes about 10x slower: with them one [256, 64, 40] x
+    [256, 40, 75] backward matmul of the cross-attention took 20 ms instead of 2 ms.
     """
     t = clip_centers(video_mask)  # (B, L)
     c = spans_cxw[..., 0:1]  # (B, Q, 1)
     w = spans_cxw[..., 1:2].clamp(min=min_width)  # (B, Q, 1)
     mask = torch.exp(-alpha * (t[:, None, :] - c) ** 2 / w**2)  # (B, Q, L)
+    mask = mask.masked_fill(mask < GAUSSIAN_MASK_FLOOR, 0.0)  # no subnormal floats downstream
     return mask * video_mask[:, None, :].to(mask.dtype)
 
 
