@@ -88,10 +88,12 @@ def attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, dropout_p: float) -
     """
     if dropout_p == 0.0:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    # A query with no key attends to all keys instead (no NaN row), and its output is set to 0 after:
+    # the small mask and the [.., Lq, d_h] output are touched, not the [.., Lq, Lk] weights.
+    no_key = ~mask.any(dim=-1, keepdim=True)  # (B, 1 or h, 1 or Lq, 1)
     logits = (q * (1.0 / math.sqrt(q.shape[-1]))) @ k.transpose(-1, -2)  # (B, h, Lq, Lk)
-    weights = logits.masked_fill(~mask, float("-inf")).softmax(dim=-1)
-    weights = weights.masked_fill(~mask.any(dim=-1, keepdim=True), 0.0)  # a fully masked row: 0, not NaN
-    return F.dropout(weights, dropout_p) @ v  # (B, h, Lq, d_h)
+    weights = logits.masked_fill(~(mask | no_key), float("-inf")).softmax(dim=-1)
+    return (F.dropout(weights, dropout_p) @ v).masked_fill(no_key, 0.0)  # (B, h, Lq, d_h)
 
 
 def multihead_attention(
