@@ -65,7 +65,7 @@ SPAN_T = (
 MATCH_T = ("test_matcher.py", "test_losses.py")
 LOSS_T = ("test_losses.py",)
 DN_T = ("test_denoising.py", "test_decoder_reference.py", "test_sa_detr.py")
-DEC_T = ("test_decoder.py", "test_decoder_reference.py", "test_sa_detr.py")
+DEC_T = ("test_decoder.py", "test_decoder_reference.py", "test_decoder_fast_path.py", "test_sa_detr.py")
 ENC_T = ("test_encoder.py", "test_encoder_reference.py", "test_sa_detr.py")
 QI_T = ("test_query_init.py", "test_sa_detr.py")
 EVAL_T = ("test_eval.py",)
@@ -201,7 +201,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         "span_ops.align_reads_padding",
         SPAN,
         "pos = torch.minimum(pos.clamp(min=0), (lengths - 1)[:, None, None])",
-        "pos = pos.clamp(min=0, max=features.shape[1] - 1)",
+        "pos = pos.clamp(min=0, max=video_mask.shape[1] - 1)",
         SPAN_T,
     ),
     # ------------------------------------------------------------------------------------ matcher
@@ -525,16 +525,16 @@ MUTATIONS: tuple[Mutation, ...] = (
     _m(
         "decoder.dn_mask_repeat",
         DEC,
-        "self_attn_mask.repeat_interleave(self.nheads, dim=0)",
-        "self_attn_mask.repeat(self.nheads, 1, 1)",
+        "attend = ~self_attn_mask[:, None]",
+        "attend = ~self_attn_mask.roll(1, dims=0)[:, None]",
         DEC_T,
     ),
     _m("decoder.eq1_without_ps", DEC, "qk = content + span_pos  # eq 1", "qk = content  # eq 1", DEC_T),
     _m(
         "decoder.eq1_values_with_ps",
         DEC,
-        "self.self_attn(qk, qk, content,",
-        "self.self_attn(qk, qk, qk,",
+        "multihead_attention(self.self_attn, qk, content,",
+        "multihead_attention(self.self_attn, qk, qk,",
         DEC_T,
     ),
     _m(
@@ -569,15 +569,29 @@ MUTATIONS: tuple[Mutation, ...] = (
     _m(
         "decoder.eq2_scale_multiplied",
         DEC,
-        "self.text_proj(sentence)) / math.sqrt(",
-        "self.text_proj(sentence)) * math.sqrt(",
+        "s_hi * frac) / math.sqrt(content.shape[-1])",
+        "s_hi * frac) * math.sqrt(content.shape[-1])",
         DEC_T,
     ),
     _m(
         "decoder.eq2_sum_pool",
         DEC,
-        "pooled = (sampled * scores[..., None]).mean(dim=2)",
-        "pooled = (sampled * scores[..., None]).sum(dim=2)",
+        "w_lo, w_hi = scores * (1 - frac) / self.num_points, scores * frac / self.num_points",
+        "w_lo, w_hi = scores * (1 - frac), scores * frac",
+        DEC_T,
+    ),
+    _m(
+        "decoder.eq2_scores_swapped_interpolation",
+        DEC,
+        "scores = (s_lo * (1 - frac) + s_hi * frac)",
+        "scores = (s_lo * frac + s_hi * (1 - frac))",
+        DEC_T,
+    ),
+    _m(
+        "decoder.eq2_scores_drop_w_v_bias",
+        DEC,
+        "+ (text @ self.video_proj.bias)[:, None]",
+        "+ 0.0",
         DEC_T,
     ),
     _m(

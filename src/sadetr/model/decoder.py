@@ -17,14 +17,14 @@ import math
 import torch
 from torch import Tensor, nn
 
-from sadetr.model.layers import MLP, FeedForward
+from sadetr.model.layers import MLP, FeedForward, multihead_attention
 from sadetr.model.span_ops import (
     clip_centers,
     gaussian_mask,
     inverse_sigmoid,
     sine_embedding,
     span_sine_embedding,
-    temporal_align,
+    temporal_align_points,
 )
 
 GAUSSIAN_MODES = ("logits", "probs")
@@ -77,12 +77,28 @@ class SpanBasedEnhanceBlock(nn.Module):
     def forward(
         self, content: Tensor, spans: Tensor, memory: Tensor, video_mask: Tensor, sentence: Tensor
     ) -> Tensor:
-        """Ĉ [B, Q, d], spans [B, Q, 2] cxw, M_v [B, L, d], M_t [B, d] -> C̄ [B, Q, d]."""
-        sampled = temporal_align(memory, spans, video_mask, self.num_points)  # M_s (B, Q, N_s, d)
-        scores = torch.einsum("bqkd,bd->bqk", self.video_proj(sampled), self.text_proj(sentence)) / math.sqrt(
-            content.shape[-1]
-        )  # s (B, Q, N_s), eq 2, no softmax
-        pooled = (sampled * scores[..., None]).mean(dim=2)  # M̂_s (B, Q, d), eq 2
+        """Ĉ [B, Q, d], spans [B, Q, 2] cxw, M_v [B, L, d], M_t [B, d] -> C̄ [B, Q, d].
+
+        Eq 2 without materialising M_s [B, Q, N_s, d]: a sampled point is `(1 - f) m_lo + f m_hi` (Temporal
+        Align), so its score `⟨W_v M_s, W_t M_t⟩` interpolates the per-clip scores `⟨W_v m_l, W_t M_t⟩`
+        [B, L], and M̂_s = mean_k s_k M_s,k is a weighted sum of clips, `P @ M_v` with P [B, Q, L].
+        The same math as `span_enhance_reference` (tests/test_decoder_fast_path.py) in fewer FLOPs.
+        """
+        lo, hi, frac = temporal_align_points(spans, video_mask, self.num_points, memory.dtype)  # (B, Q, N_s)
+        text = self.text_proj(sentence)  # W_t M_t (B, d)
+        clip_scores = (
+            torch.einsum("bld,bd->bl", memory, text @ self.video_proj.weight)
+            + (text @ self.video_proj.bias)[:, None]
+        )  # ⟨W_v m_l, W_t M_t⟩ (B, L)
+        bsz, num_q, _ = lo.shape
+        s_lo = clip_scores.gather(1, lo.view(bsz, -1)).view_as(frac)  # (B, Q, N_s)
+        s_hi = clip_scores.gather(1, hi.view(bsz, -1)).view_as(frac)  # (B, Q, N_s)
+        scores = (s_lo * (1 - frac) + s_hi * frac) / math.sqrt(content.shape[-1])  # s, eq 2, no softmax
+        # P[b, q, l]: the weight of clip l in M̂_s = mean over the N_s points of s_k times their interpolation
+        w_lo, w_hi = scores * (1 - frac) / self.num_points, scores * frac / self.num_points  # (B, Q, N_s)
+        weights = w_lo.new_zeros(bsz, num_q, memory.shape[1])  # (B, Q, L)
+        weights = weights.scatter_add(2, lo, w_lo).scatter_add(2, hi, w_hi)
+        pooled = torch.bmm(weights.to(memory.dtype), memory)  # M̂_s (B, Q, d), eq 2
         gate = self.gate(content, pooled)  # ĝ (B, Q, 1), eq 3
         return self.fuse_proj((pooled + content) * gate) + content  # C̄, eq 3
 
@@ -185,7 +201,6 @@ class SpanAwareQueryRefiner(nn.Module):
         gate_scale: bool = False,
     ) -> None:
         super().__init__()
-        self.nheads = nheads
         self.self_attn = nn.MultiheadAttention(dim, nheads, dropout=dropout, batch_first=True)
         self.norm1 = nn.LayerNorm(dim)
         self.span_enhance = (
@@ -217,10 +232,12 @@ class SpanAwareQueryRefiner(nn.Module):
         self_attn_mask: [B, Q, Q] bool, True = blocked (the denoiser's mask), or None.
         """
         qk = content + span_pos  # eq 1: (Q + P_S), (K + P_S)
-        mask = None
         if self_attn_mask is not None:
-            mask = self_attn_mask.repeat_interleave(self.nheads, dim=0)  # (B*h, Q, Q)
-        sa, _ = self.self_attn(qk, qk, content, attn_mask=mask, need_weights=False)
+            attend = ~self_attn_mask[:, None]  # (B, 1, Q, Q), True = attend, the same for every head
+        else:
+            attend = qk.new_ones(1, 1, 1, 1, dtype=torch.bool)
+        # (B, Q, d), laid out [Q, B, d] as nn.MultiheadAttention's output: dropout1 draws the same mask
+        sa = multihead_attention(self.self_attn, qk, content, attend, keys_are_queries=True, query_major=True)
         content = self.norm1(content + self.dropout1(sa))  # Ĉ, eq 1
         if self.span_enhance is not None:
             content = self.span_enhance(content, spans, memory, video_mask, sentence)  # C̄, eq 2-3

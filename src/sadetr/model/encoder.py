@@ -15,34 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sadetr.model.layers import FeedForward, input_projection
+from sadetr.model.layers import FeedForward, input_projection, multihead_attention
 from sadetr.model.span_ops import clip_centers, sine_embedding
-
-
-def multihead_attention(
-    attn: nn.MultiheadAttention, q: Tensor, v: Tensor, key_mask: Tensor, keys_are_queries: bool
-) -> Tensor:
-    """`attn`'s math (its own weights) through `F.scaled_dot_product_attention`, without its mask checks.
-
-    q: [B, Lq, d]; v: [B, Lk, d]; the keys are q (self-attention, Lk = Lq) or v (cross-attention), so
-    one in-projection GEMM serves both; key_mask: [B, Lk] bool (True = valid) -> [B, Lq, d].
-    Attention dropout is `attn.dropout` in training.
-    """
-    d, h = attn.embed_dim, attn.num_heads
-    w, b = attn.in_proj_weight, attn.in_proj_bias  # (3d, d), (3d,)
-    bsz, lq, lk = q.shape[0], q.shape[1], v.shape[1]
-    if keys_are_queries:
-        q_, k_ = F.linear(q, w[: 2 * d], b[: 2 * d]).chunk(2, dim=-1)  # (B, Lq, d) each
-        v_ = F.linear(v, w[2 * d :], b[2 * d :])  # (B, Lk, d)
-    else:
-        q_ = F.linear(q, w[:d], b[:d])  # (B, Lq, d)
-        k_, v_ = F.linear(v, w[d:], b[d:]).chunk(2, dim=-1)  # (B, Lk, d) each
-    heads = (q_.view(bsz, lq, h, d // h), k_.view(bsz, lk, h, d // h), v_.view(bsz, lk, h, d // h))
-    qh, kh, vh = (x.transpose(1, 2) for x in heads)  # (B, h, L, d/h)
-    out = F.scaled_dot_product_attention(
-        qh, kh, vh, attn_mask=key_mask[:, None, None, :], dropout_p=attn.dropout if attn.training else 0.0
-    )  # (B, h, Lq, d/h)
-    return attn.out_proj(out.transpose(1, 2).reshape(bsz, lq, d))  # (B, Lq, d)
 
 
 class _PostNormAttentionLayer(nn.Module):
@@ -59,7 +33,9 @@ class _PostNormAttentionLayer(nn.Module):
 
     def _attend(self, x: Tensor, q: Tensor, v: Tensor, key_mask: Tensor, keys_are_queries: bool) -> Tensor:
         """x (residual), q: [B, Lq, d]; v: [B, Lk, d]; keys q or v; key_mask: [B, Lk] bool (True = valid)."""
-        attn = multihead_attention(self.attn, q, v, key_mask, keys_are_queries)  # (B, Lq, d)
+        attn = multihead_attention(
+            self.attn, q, v, key_mask[:, None, None, :], keys_are_queries
+        )  # (B, Lq, d)
         x = self.norm1(x + self.dropout1(attn))
         return self.norm2(x + self.dropout2(self.ffn(x)))
 

@@ -1,10 +1,12 @@
 """Building blocks shared by SA-DETR and the baselines: the input projection stack, the DETR MLP, the
-Transformer FFN. One definition each, so that every model's parameters have the same layout.
+Transformer FFN, and multi-head attention on `nn.MultiheadAttention`'s weights without its overhead.
+One definition each, so that every model's parameters have the same layout.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -72,3 +74,59 @@ class MLP(nn.Module):
         layer = self.layers[-1]
         assert isinstance(layer, nn.Linear)
         return layer
+
+
+def attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, dropout_p: float) -> Tensor:
+    """softmax(q kᵀ / √d_h, masked) v per head, dropout `dropout_p` on the weights.
+
+    q: [B, h, Lq, d_h]; k, v: [B, h, Lk, d_h]; mask: bool, broadcastable to [B, h, Lq, Lk], True = attend
+    -> [B, h, Lq, d_h]; a query with no key to attend gets 0 (as `F.scaled_dot_product_attention`).
+    Without dropout: `F.scaled_dot_product_attention` (its fused CPU kernel). With dropout, SDPA runs
+    this math written out on the CPU anyway, but through a `_safe_softmax` that scans the whole logit
+    tensor twice more; here the same math, and the same dropout mask (`F.dropout` on the same weights
+    tensor draws the same random numbers), with a plain softmax.
+    """
+    if dropout_p == 0.0:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    # A query with no key attends to all keys instead (no NaN row), and its output is set to 0 after:
+    # the small mask and the [.., Lq, d_h] output are touched, not the [.., Lq, Lk] weights.
+    no_key = ~mask.any(dim=-1, keepdim=True)  # (B, 1 or h, 1 or Lq, 1)
+    logits = (q * (1.0 / math.sqrt(q.shape[-1]))) @ k.transpose(-1, -2)  # (B, h, Lq, Lk)
+    weights = logits.masked_fill(~(mask | no_key), float("-inf")).softmax(dim=-1)
+    return (F.dropout(weights, dropout_p) @ v).masked_fill(no_key, 0.0)  # (B, h, Lq, d_h)
+
+
+def multihead_attention(
+    attn: nn.MultiheadAttention,
+    q: Tensor,
+    v: Tensor,
+    mask: Tensor,
+    keys_are_queries: bool,
+    query_major: bool = False,
+) -> Tensor:
+    """`attn`'s math (its own weights, so its state_dict) through `attention`, without its mask checks.
+
+    q: [B, Lq, d]; v: [B, Lk, d]; the keys are q (self-attention, Lk = Lq) or v (cross-attention), so
+    one in-projection GEMM serves both; mask: bool [B, 1, 1 or Lq, Lk] (True = attend) -> [B, Lq, d].
+    Attention dropout is `attn.dropout` in training.
+
+    query_major: the result is laid out in memory as [Lq, B, d] (a transposed view), as
+    `nn.MultiheadAttention(batch_first=True)` returns it. A dropout after it draws its mask in memory
+    order, so the layout decides which random number lands on which element: the decoder keeps the
+    layout that it had with `nn.MultiheadAttention` and so its random streams.
+    """
+    d, h = attn.embed_dim, attn.num_heads
+    w, b = attn.in_proj_weight, attn.in_proj_bias  # (3d, d), (3d,)
+    bsz, lq, lk = q.shape[0], q.shape[1], v.shape[1]
+    if keys_are_queries:
+        q_, k_ = F.linear(q, w[: 2 * d], b[: 2 * d]).chunk(2, dim=-1)  # (B, Lq, d) each
+        v_ = F.linear(v, w[2 * d :], b[2 * d :])  # (B, Lk, d)
+    else:
+        q_ = F.linear(q, w[:d], b[:d])  # (B, Lq, d)
+        k_, v_ = F.linear(v, w[d:], b[d:]).chunk(2, dim=-1)  # (B, Lk, d) each
+    heads = (q_.view(bsz, lq, h, d // h), k_.view(bsz, lk, h, d // h), v_.view(bsz, lk, h, d // h))
+    qh, kh, vh = (x.transpose(1, 2) for x in heads)  # (B, h, L, d/h)
+    out = attention(qh, kh, vh, mask, attn.dropout if attn.training else 0.0)  # (B, h, Lq, d/h)
+    if query_major:
+        return attn.out_proj(out.permute(2, 0, 1, 3).reshape(lq, bsz, d)).transpose(0, 1)  # (B, Lq, d)
+    return attn.out_proj(out.transpose(1, 2).reshape(bsz, lq, d))  # (B, Lq, d)
