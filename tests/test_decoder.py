@@ -17,7 +17,7 @@ def identity_(lin: torch.nn.Linear) -> None:
 
 
 def test_span_based_enhance_block_by_hand():
-    block = SpanBasedEnhanceBlock(2, num_points=2)
+    block = SpanBasedEnhanceBlock(2, num_points=2, gate_scale=False)  # NOTES.md's literal eq 3
     for lin in (block.video_proj, block.text_proj, block.fuse_proj):
         identity_(lin)
     memory = torch.tensor([[[9.0, 9.0], [1.0, 0.0], [0.0, 2.0], [7.0, 7.0]]])  # M_v, 4 clips

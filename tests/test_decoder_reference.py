@@ -94,13 +94,14 @@ def reference_layer(wl: dict, C, S, P_S, M_v, P_Mv, n_valid, M_t, blocked):
         heads.append(logits.masked_fill(blocked, float("-inf")).softmax(-1) @ v[:, sl])
     (g1, b1), (g2, b2), (g3, b3) = wl["norms"]
     C_hat = F.layer_norm(C + torch.cat(heads, -1) @ wo.T + bo, (D,), g1, b1)
-    # eq 2-3: span based enhance, M_t-weighted sampled clips, no softmax; gate ĝ = sigmoid(<Ĉ, M̂_s>)
+    # eq 2-3: span based enhance, M_t-weighted sampled clips, no softmax; gate ĝ = sigmoid(<Ĉ, M̂_s> / √d)
+    # (`model.gate_scale`, the measured default)
     C_bar = torch.zeros_like(C_hat)
     for i in range(Q):
         M_s = align(M_v, n_valid, float(S[i, 0]), float(S[i, 1]))  # (N_s, d)
         s = wl["W_v"](M_s) @ wl["W_t"](M_t) / math.sqrt(D)  # (N_s,)
         pooled = (s[:, None] * M_s).mean(0)
-        gate = torch.sigmoid(C_hat[i] @ pooled)
+        gate = torch.sigmoid(C_hat[i] @ pooled / math.sqrt(D))
         C_bar[i] = wl["W_f"]((pooled + C_hat[i]) * gate) + C_hat[i]
     # eq 5: Gaussian mask around each span over the clip centres; eq 4 + 6: concatenated content and
     # position per head, scaled by sqrt(2 d_head), logits times the mask, padded clips excluded

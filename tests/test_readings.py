@@ -115,8 +115,8 @@ def test_position_projection_is_applied():
 def test_gate_scale_by_hand():
     d = 16
     content, pooled = torch.full((1, 1, d), 0.5), torch.ones(1, 1, d)  # ⟨Ĉ, M̂_s⟩ = 8
-    unscaled = SpanBasedEnhanceBlock(d, 2).gate(content, pooled)
-    scaled = SpanBasedEnhanceBlock(d, 2, gate_scale=True).gate(content, pooled)
+    unscaled = SpanBasedEnhanceBlock(d, 2, gate_scale=False).gate(content, pooled)
+    scaled = SpanBasedEnhanceBlock(d, 2).gate(content, pooled)  # the default (measured, issue 11)
     assert unscaled.item() == pytest.approx(1 / (1 + math.exp(-8.0)))
     assert scaled.item() == pytest.approx(1 / (1 + math.exp(-8.0 / 4.0)))  # / √16
 
@@ -191,6 +191,14 @@ def _cfg(**kw) -> ModelConfig:
 
 
 ALL_ON = dict(gaussian_mode="probs", position_mode="projected", gate_scale=True, anchor_offset=True)
+
+
+def test_measured_defaults():
+    """The readings chosen by the full-size convergence benchmark (docs/model.md "Readings")."""
+    assert ModelConfig().gate_scale and LossConfig().quality_balance == "iou_bins"
+    assert SpanBasedEnhanceBlock(16, 2).gate_div == 4.0
+    crit = build_criterion(_cfg(), LossConfig())
+    assert crit.quality_balance == "iou_bins"
 
 
 def test_defaults_add_no_parameters_and_switches_train():

@@ -285,6 +285,20 @@ MUTATIONS: tuple[Mutation, ...] = (
         LOSS_T,
     ),
     _m(
+        "losses.eq8_bins_divide_by_filled",
+        LOSS,
+        "    return total / len(bins)",
+        "    return total / max(1, sum(bool(m.any()) for m in bins))",
+        ("test_readings.py",),
+    ),
+    _m(
+        "losses.eq8_default_plain_mean",
+        "model/config.py",
+        'quality_balance: str = "iou_bins"  # eq 8',
+        'quality_balance: str = "none"  # eq 8',
+        ("test_readings.py",),
+    ),
+    _m(
         "losses.qmargin_swapped",
         LOSS,
         "(q[:, :, 1] - q[:, :, 0] + margin)",
@@ -599,6 +613,13 @@ MUTATIONS: tuple[Mutation, ...] = (
         DEC,
         "dot = (content * pooled).sum(-1, keepdim=True)  # (B, Q, 1)",
         "dot = (content * pooled).mean(-1, keepdim=True)  # (B, Q, 1)",
+        DEC_T,
+    ),
+    _m(
+        "decoder.eq3_gate_unscaled",
+        DEC,
+        "return torch.sigmoid(dot / self.gate_div if self.gate_div != 1.0 else dot)",
+        "return torch.sigmoid(dot)",
         DEC_T,
     ),
     _m(

@@ -334,7 +334,7 @@ class SetCriterion(nn.Module):
         rank_contrast_tau: float = 0.5,
         align_tau: float = 0.07,
         count_reducer: CountReducer | None = None,
-        quality_balance: str = "none",
+        quality_balance: str = "iou_bins",
         qmargin_reduction: str = "pairs",
     ) -> None:
         super().__init__()
