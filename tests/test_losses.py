@@ -410,8 +410,9 @@ def test_qmargin_gradient_reaches_only_valid_noise_quality() -> None:
 
 def test_count_reducer_sets_the_divisors_of_count_normalised_terms() -> None:
     """The public DDP hook: doubling every count (as if the other process had twice our counts) halves
-    exactly the count-normalised terms (L_M, L_init, L_noise, eq 9, L_local) and nothing else; the hook
-    sees this batch's local counts, once per forward."""
+    exactly the count-normalised terms (L_M, L_init, L_noise, eq 9, L_local, and eq 8 with its default
+    IoU-bin balance) and nothing else; the hook sees this batch's local counts: the normalisers once per
+    forward, then eq 8's three bin counts once per decoder layer."""
     out = _fake_out(torch.Generator().manual_seed(8))
     crit = build_criterion(ModelConfig(), LossConfig())
     local = crit(out, _batch())
@@ -424,8 +425,13 @@ def test_count_reducer_sets_the_divisors_of_count_normalised_terms() -> None:
     crit.count_reducer = doubled
     reduced = crit(out, _batch())
     num_pos = GROUPS * sum(len(t) for t in GT)  # positive noise queries = eq 9 pairs
-    assert seen == [[sum(len(t) for t in GT), num_pos, float(out["video_mask"].sum())]]
-    halved = ("loss_l1", "loss_giou", "loss_init_", "loss_dn_", "loss_qmargin", "loss_ctm_local")
+    assert seen[0] == [sum(len(t) for t in GT), num_pos, float(out["video_mask"].sum())]
+    n_layers = 1 + len(out["aux_outputs"])
+    assert len(seen) == 1 + n_layers
+    assert all(len(c) == 3 and sum(c) == len(GT) * NQ for c in seen[1:])  # every direct query in one bin
+    halved = (
+        "loss_l1", "loss_giou", "loss_init_", "loss_dn_", "loss_qmargin", "loss_ctm_local", "loss_quality"
+    )
     for k, v in local.items():
         factor = 0.5 if k.startswith(halved) else 1.0
         assert reduced[k].item() == pytest.approx(factor * v.item(), rel=1e-6, abs=1e-9), k

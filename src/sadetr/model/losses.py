@@ -110,15 +110,23 @@ QUALITY_BALANCES = ("none", "iou_bins")
 QMARGIN_REDUCTIONS = ("pairs", "gt")
 
 
-def iou_bin_balanced_mean(errors: Tensor, target: Tensor) -> Tensor:
+def iou_bin_balanced_mean(
+    errors: Tensor, target: Tensor, count_reducer: Callable[[Tensor], Tensor] | None = None
+) -> Tensor:
     """BAM-DETR's balancing of eq 8: the mean of `errors` within each IoU bin of `target` (IoU > 0.7,
-    0.3 < IoU <= 0.7, IoU <= 0.3; an empty bin adds 0), summed and divided by 3. Both [B, Q]."""
+    0.3 < IoU <= 0.7, IoU <= 0.3; an empty bin adds 0), summed and divided by 3. Both [B, Q].
+
+    count_reducer: maps this process's 3 bin counts to the counts to divide by (DDP: the global count /
+    world size, so that the gradient average equals one process on the global batch); None: local."""
     low, high = QUALITY_BINS
     bins = (target > high, (target > low) & (target <= high), target <= low)
+    counts = torch.stack([members.sum() for members in bins]).to(errors.dtype)  # (3,)
+    if count_reducer is not None:
+        counts = count_reducer(counts)
     total = errors.new_zeros(())
-    for members in bins:
-        if members.any():
-            total = total + errors[members].mean()
+    for members, count in zip(bins, counts.tolist()):
+        if count > 0:
+            total = total + errors[members].sum() / count
     return total / len(bins)
 
 
@@ -129,6 +137,7 @@ def quality_loss(
     matches: Sequence[Match],
     matched_weight: float,
     balance: str = "none",
+    count_reducer: Callable[[Tensor], Tensor] | None = None,
 ) -> Tensor:
     """Eq 8: `mean_j c_j·|q_j − max_n IoU(m_j, m_n)|`, c_j = w_q for matched queries, 1 otherwise.
 
@@ -143,7 +152,7 @@ def quality_loss(
         weight[b, p.to(weight.device)] = matched_weight
     errors = weight * (pred_quality - target).abs()  # (B, Q)
     if balance == "iou_bins":
-        return iou_bin_balanced_mean(errors, target)
+        return iou_bin_balanced_mean(errors, target, count_reducer)
     return errors.mean()
 
 
@@ -417,6 +426,7 @@ class SetCriterion(nn.Module):
             matches,
             self.quality_matched_weight,
             self.quality_balance,
+            self.count_reducer,
         )
         return {"loss_quality": loss}
 
