@@ -1,4 +1,4 @@
-"""The readings of issue 11 (docs/model.md "Readings"): each switch by hand, and the defaults unchanged.
+"""The readings of issue 11 (docs/model.md "Readings"): each switch by hand, and the measured defaults.
 
 eq 6 `gaussian_mode`, eq 4 `position_mode`, eq 3 `gate_scale`, S_d `anchor_offset` (model), eq 9
 `qmargin_reduction` and eq 8 `quality_balance` (loss)."""
