@@ -28,14 +28,6 @@ import numpy as np
 import torch
 
 
-def pairwise_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of windows a [N, 2] and b [M, 2] (start, end) -> [N, M]."""
-    inter = np.minimum(a[:, None, 1], b[None, :, 1]) - np.maximum(a[:, None, 0], b[None, :, 0])
-    inter = np.clip(inter, 0, None)
-    union = (a[:, 1] - a[:, 0])[:, None] + (b[:, 1] - b[:, 0])[None, :] - inter
-    return inter / np.maximum(union, 1e-9)
-
-
 def diagnose(path: Path, split: str, limit: int | None) -> dict[str, Any]:
     """The statistics of the module docstring for one checkpoint."""
     from torch.utils.data import DataLoader
@@ -43,7 +35,7 @@ def diagnose(path: Path, split: str, limit: int | None) -> dict[str, Any]:
     from sadetr.data.dataset import build_dataset, collate
     from sadetr.engine.checkpoint import load_trained_model
     from sadetr.model.decoder import SpanBasedEnhanceBlock
-    from sadetr.model.span_ops import span_cxw_to_xx
+    from sadetr.model.span_ops import span_cxw_to_xx, temporal_iou
 
     model, cfg, state = load_trained_model(path)
     dataset = build_dataset(cfg.data, split, seed=0)
@@ -57,29 +49,29 @@ def diagnose(path: Path, split: str, limit: int | None) -> dict[str, Any]:
     ]
     windows = {r["qid"]: r["relevant_windows"] for r in dataset.ground_truth()}
     rows: dict[str, list[float]] = {k: [] for k in ("top1", "b5", "b7", "w1", "gtw", "qmax", "spread", "dup")}
-    loader = DataLoader(dataset, batch_sampler=[list(range(i, min(i + 32, n))) for i in range(0, n, 32)],
-                        collate_fn=collate)
+    loader = DataLoader(
+        dataset, batch_sampler=[list(range(i, min(i + 32, n))) for i in range(0, n, 32)], collate_fn=collate
+    )
+    pairs = torch.triu_indices(nq, nq, 1)  # the 45 pairs of the 10 windows
     with torch.no_grad():
         for batch in loader:
             out = model(batch["video_feat"], batch["video_mask"], batch["text_feat"], batch["text_mask"])
-            dur = np.array([m["duration"] for m in batch["meta"]], dtype=float)
-            spans = span_cxw_to_xx(out["pred_spans"]).clamp(0, 1).numpy() * dur[:, None, None]  # (B, Q, 2) s
-            quality = out["pred_quality"].numpy()  # (B, Q)
-            init = out.get("init_spans")
+            dur = torch.tensor([m["duration"] for m in batch["meta"]], dtype=torch.float32)
+            spans = span_cxw_to_xx(out["pred_spans"]).clamp(0, 1) * dur[:, None, None]  # (B, Q, 2) s
             for b, meta in enumerate(batch["meta"]):
-                gt = np.asarray(windows[meta["qid"]], dtype=float).reshape(-1, 2)
-                iou = pairwise_iou(spans[b], gt).max(axis=1)  # (Q,)
-                top = int(np.argmax(quality[b]))
+                gt = torch.tensor(windows[meta["qid"]], dtype=torch.float32).reshape(-1, 2)
+                iou = temporal_iou(spans[b], gt)[0].max(dim=1).values  # (Q,)
+                top = int(out["pred_quality"][b].argmax())
                 rows["top1"].append(float(iou[top] >= 0.5))
                 rows["b5"].append(float(iou.max() >= 0.5))
                 rows["b7"].append(float(iou.max() >= 0.7))
                 rows["w1"].append(float(spans[b, top, 1] - spans[b, top, 0]))
                 rows["gtw"].extend((gt[:, 1] - gt[:, 0]).tolist())
-                rows["qmax"].append(float(quality[b].max()))
-                if init is not None:
-                    rows["spread"].append(float(init[b, :, 0].std()))
-                pair = pairwise_iou(spans[b], spans[b])[np.triu_indices(nq, 1)]
-                rows["dup"].append(float((pair > 0.9).mean()))
+                rows["qmax"].append(float(out["pred_quality"][b].max()))
+                if out.get("init_spans") is not None:
+                    rows["spread"].append(float(out["init_spans"][b, :, 0].std()))
+                self_iou = temporal_iou(spans[b], spans[b])[0][pairs[0], pairs[1]]  # (45,)
+                rows["dup"].append(float((self_iou > 0.9).float().mean()))
     for h in hooks:
         h.remove()
     qmax = np.array(rows["qmax"])

@@ -1,0 +1,62 @@
+"""`tools/query_diagnostics.py` (issue 11's diagnosis) agrees with the evaluation and the annotations."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def diagnostics():
+    path = ROOT / "tools" / "query_diagnostics.py"
+    spec = importlib.util.spec_from_file_location("query_diagnostics", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["query_diagnostics"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_diagnostics_match_the_evaluation(diagnostics, tiny_checkpoint: Path) -> None:
+    """The top-1 share at IoU >= 0.5 is the evaluation's R1@0.5 of the same (unrounded) predictions; the
+    best of the 10 windows is at least the top-1; the GT width is the annotations' median."""
+    from sadetr.data.dataset import build_dataset, collate
+    from sadetr.engine.checkpoint import load_trained_model
+    from sadetr.engine.inference import predict_dataset, score
+
+    res = diagnostics.diagnose(tiny_checkpoint, "val", None)
+    model, cfg, _ = load_trained_model(tiny_checkpoint)
+    dataset = build_dataset(cfg.data, "val", seed=0)
+    import torch
+
+    preds = predict_dataset(model, dataset, collate, torch.device("cpu"), round_to_clip=False)
+    metrics = score(preds, dataset.ground_truth())["brief"]
+    assert res["n"] == len(dataset)
+    assert res["top1_iou>=0.5"] == pytest.approx(metrics["MR-full-R1@0.5"], abs=0.006)  # brief: 2 decimals
+    top_widths = [p["pred_relevant_windows"][0][1] - p["pred_relevant_windows"][0][0] for p in preds]
+    assert res["top1_width_s"] == pytest.approx(float(np.median(top_widths)), abs=1e-3)  # 4-decimal windows
+    from sadetr.model.span_ops import temporal_iou
+
+    gt_rows = dataset.ground_truth()
+    windows = {g["qid"]: torch.tensor(g["relevant_windows"], dtype=torch.float32) for g in gt_rows}
+    best = [
+        float(temporal_iou(torch.tensor(p["pred_relevant_windows"])[:, :2], windows[p["qid"]])[0].max())
+        for p in preds
+    ]
+    for thr in (0.5, 0.7):  # the best of the 10 windows, by hand from the submission
+        expected = 100 * float(np.mean([b >= thr for b in best]))
+        assert res[f"best10_iou>={thr}"] == pytest.approx(expected, abs=1e-6)
+    assert res["best10_iou>=0.5"] >= res["top1_iou>=0.5"]
+    gt = [json.loads(x) for x in Path(cfg.data.val_path).read_text().splitlines()]
+    widths = [e - s for g in gt for s, e in g["relevant_windows"]]
+    assert res["gt_width_s"] == pytest.approx(float(np.median(widths)))
+    n_layers = cfg.model.n_dec_layers
+    assert [k for k in res if k.startswith("gate_sat_l")] == [f"gate_sat_l{i}" for i in range(n_layers)]
+    assert all(0.0 <= res[k] <= 100.0 for k in res if k.startswith(("gate_sat", "dup", "q_max<", "top1_iou")))
