@@ -111,7 +111,7 @@ QMARGIN_REDUCTIONS = ("pairs", "gt")
 
 
 def iou_bin_balanced_mean(
-    errors: Tensor, target: Tensor, count_reducer: Callable[[Tensor], Tensor] | None = None
+    errors: Tensor, target: Tensor, count_reducer: CountReducer | None = None
 ) -> Tensor:
     """BAM-DETR's balancing of eq 8: the mean of `errors` within each IoU bin of `target` (IoU > 0.7,
     0.3 < IoU <= 0.7, IoU <= 0.3; an empty bin adds 0), summed and divided by 3. Both [B, Q].
@@ -137,7 +137,7 @@ def quality_loss(
     matches: Sequence[Match],
     matched_weight: float,
     balance: str = "none",
-    count_reducer: Callable[[Tensor], Tensor] | None = None,
+    count_reducer: CountReducer | None = None,
 ) -> Tensor:
     """Eq 8: `mean_j c_j·|q_j − max_n IoU(m_j, m_n)|`, c_j = w_q for matched queries, 1 otherwise.
 
