@@ -60,3 +60,36 @@ def test_diagnostics_match_the_evaluation(diagnostics, tiny_checkpoint: Path) ->
     n_layers = cfg.model.n_dec_layers
     assert [k for k in res if k.startswith("gate_sat_l")] == [f"gate_sat_l{i}" for i in range(n_layers)]
     assert all(0.0 <= res[k] <= 100.0 for k in res if k.startswith(("gate_sat", "dup", "q_max<", "top1_iou")))
+
+
+def test_layer_refinement_and_oracle_ranking(diagnostics, tiny_checkpoint: Path) -> None:
+    """The last layer's figures are those of the final windows; the oracle ranking (true IoU) is never
+    below the quality ranking; the per-layer best IoU and width error match a hand computation."""
+    import torch
+
+    from sadetr.data.dataset import build_dataset, collate
+    from sadetr.engine.checkpoint import load_trained_model
+    from sadetr.engine.inference import predict_dataset, score
+
+    res = diagnostics.diagnose(tiny_checkpoint, "val", None)
+    model, cfg, _ = load_trained_model(tiny_checkpoint)
+    dataset = build_dataset(cfg.data, "val", seed=0)
+    preds = predict_dataset(model, dataset, collate, torch.device("cpu"))  # clip grid, as the diagnosis
+    assert res["mAP"] == pytest.approx(
+        score(preds, dataset.ground_truth())["brief"]["MR-full-mAP"], abs=0.006
+    )
+    assert res["oracle_mAP"] >= res["mAP"]
+    n_layers = cfg.model.n_dec_layers
+    assert [k for k in res if k.startswith("best_iou_")] == ["best_iou_init"] + [
+        f"best_iou_l{i}" for i in range(n_layers)
+    ]
+    # by hand: a window 2 s wider than its GT window, and one off by far
+    rows: dict = {}
+    out = {
+        "pred_spans": torch.tensor([[[0.5, 0.2], [0.1, 0.1]]]),  # (1, 2, 2) cxw; the video is 100 s
+        "aux_outputs": [{"pred_spans": torch.tensor([[[0.9, 0.1], [0.1, 0.1]]])}],
+    }
+    gt = [torch.tensor([[41.0, 59.0]])]  # 18 s wide; the first window is [40, 60]
+    diagnostics._layer_refinement(out, torch.tensor([100.0]), gt, rows)  # raw IoU; diagnose reports %
+    assert rows["l1"][0] == [pytest.approx(18 / 20)] and rows["l1"][1] == [pytest.approx(2.0, abs=1e-4)]
+    assert rows["l0"][0] == [pytest.approx(0.0)] and "init" not in rows

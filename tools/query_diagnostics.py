@@ -10,7 +10,12 @@ own config, one forward in eval mode, then per query (sample) and over the split
   whose highest quality is below 0.01 (the quality collapse);
 - `anchor_centre_std`: std over the 10 direct queries of their initial anchors' centres (symmetric start);
 - `dup_pairs`: share of the 45 pairs of final windows with IoU > 0.9 (near-duplicates);
-- `gate_sat_l<i>`: share of eq 3 gates ĝ below 0.01 or above 0.99 in decoder layer i (direct queries).
+- `gate_sat_l<i>`: share of eq 3 gates ĝ below 0.01 or above 0.99 in decoder layer i (direct queries);
+- `best_iou_<layer>` / `width_err_<layer>` for `init` (the anchors S_d) and each decoder layer `l<i>`:
+  mean over samples of the best of the 10 windows' IoU (%), and the median of that window's width minus its
+  GT window's width, seconds (what each layer's refinement adds, and a width bias);
+- `mAP` / `oracle_mAP`: MR-full mAP of the submission (clip grid as `predict`) and of the same windows
+  ranked by their true IoU (the ceiling of any quality ranking: localisation, not ranking, limits it).
 
 Usage: `python tools/query_diagnostics.py CKPT [CKPT ...] [--split val] [--limit N] [--json OUT]`;
 checkpoints of the same run at several epochs give the trajectory (the `epoch` column).
@@ -34,7 +39,9 @@ def diagnose(path: Path, split: str, limit: int | None) -> dict[str, Any]:
 
     from sadetr.data.dataset import build_dataset, collate
     from sadetr.engine.checkpoint import load_trained_model
+    from sadetr.eval.evaluate import evaluate
     from sadetr.model.decoder import SpanBasedEnhanceBlock
+    from sadetr.model.postprocess import to_submission
     from sadetr.model.span_ops import span_cxw_to_xx, temporal_iou
 
     model, cfg, state = load_trained_model(path)
@@ -53,14 +60,23 @@ def diagnose(path: Path, split: str, limit: int | None) -> dict[str, Any]:
         dataset, batch_sampler=[list(range(i, min(i + 32, n))) for i in range(0, n, 32)], collate_fn=collate
     )
     pairs = torch.triu_indices(nq, nq, 1)  # the 45 pairs of the 10 windows
+    layer_rows: dict[str, tuple[list[float], list[float]]] = {}  # layer -> (best IoU, width error)
+    submission: list[dict] = []
+    oracle: list[dict] = []
     with torch.no_grad():
         for batch in loader:
             out = model(batch["video_feat"], batch["video_mask"], batch["text_feat"], batch["text_mask"])
             dur = torch.tensor([m["duration"] for m in batch["meta"]], dtype=torch.float32)
             spans = span_cxw_to_xx(out["pred_spans"]).clamp(0, 1) * dur[:, None, None]  # (B, Q, 2) s
-            for b, meta in enumerate(batch["meta"]):
-                gt = torch.tensor(windows[meta["qid"]], dtype=torch.float32).reshape(-1, 2)
-                iou = temporal_iou(spans[b], gt)[0].max(dim=1).values  # (Q,)
+            gts = [torch.tensor(windows[m["qid"]], dtype=torch.float32).reshape(-1, 2) for m in batch["meta"]]
+            _layer_refinement(out, dur, gts, layer_rows)
+            submission.extend(to_submission(out, batch["meta"]))
+            true_iou = torch.stack(
+                [temporal_iou(spans[b], g)[0].max(dim=1).values for b, g in enumerate(gts)]
+            )
+            oracle.extend(to_submission({**out, "pred_quality": true_iou}, batch["meta"]))  # ranked by IoU
+            for b, gt in enumerate(gts):
+                iou = true_iou[b]  # (Q,)
                 top = int(out["pred_quality"][b].argmax())
                 rows["top1"].append(float(iou[top] >= 0.5))
                 rows["b5"].append(float(iou.max() >= 0.5))
@@ -92,7 +108,35 @@ def diagnose(path: Path, split: str, limit: int | None) -> dict[str, Any]:
     for i, values in sorted(gates.items()):
         g = torch.cat(values)
         res[f"gate_sat_l{i}"] = 100 * float(((g < 0.01) | (g > 0.99)).float().mean())
+    for name, (best, width_err) in layer_rows.items():
+        res[f"best_iou_{name}"] = 100 * float(np.mean(best))
+        res[f"width_err_{name}"] = float(np.median(width_err))
+    ground_truth = dataset.ground_truth()[:n]
+    res["mAP"] = evaluate(submission, ground_truth)["brief"]["MR-full-mAP"]
+    res["oracle_mAP"] = evaluate(oracle, ground_truth)["brief"]["MR-full-mAP"]
     return res
+
+
+def _layer_refinement(
+    out: dict, dur: torch.Tensor, gts: list[torch.Tensor], rows: dict[str, tuple[list[float], list[float]]]
+) -> None:
+    """Per layer (`init` = S_d, then `l<i>`): each sample's best IoU of the 10 windows and that window's
+    width minus its GT window's width (s), appended to `rows[layer]`. dur [B]; gts: B × [G, 2] seconds."""
+    from sadetr.model.span_ops import span_cxw_to_xx, temporal_iou
+
+    decoder = [a["pred_spans"] for a in out.get("aux_outputs", [])] + [out["pred_spans"]]  # (B, Q, 2) each
+    layers = [(f"l{i}", s) for i, s in enumerate(decoder)]
+    if out.get("init_spans") is not None:
+        layers.insert(0, ("init", out["init_spans"]))
+    for name, layer_spans in layers:
+        secs = span_cxw_to_xx(layer_spans.float()).clamp(0, 1) * dur[:, None, None]  # (B, Q, 2)
+        best, width_err = rows.setdefault(name, ([], []))
+        for b, gt in enumerate(gts):
+            iou = temporal_iou(secs[b], gt)[0]  # (Q, G)
+            j = int(iou.max(dim=1).values.argmax())  # the best window
+            k = int(iou[j].argmax())  # its GT window
+            best.append(float(iou[j, k]))
+            width_err.append(float((secs[b, j, 1] - secs[b, j, 0]) - (gt[k, 1] - gt[k, 0])))
 
 
 def _wrap_gate(block: Any, record: Any) -> Any:
@@ -127,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     print("|---" * (len(keys) + 1) + "|")
     for r in results:
         cells = [f"{r[k]:.1f}" if isinstance(r.get(k), float) else str(r.get(k, "–")) for k in keys]
-        print(f"| {Path(r['checkpoint']).parent.name} | " + " | ".join(cells) + " |")
+        run = Path(r["checkpoint"]).parent
+        print(f"| {run.parent.name}/{run.name} | " + " | ".join(cells) + " |")
     if args.json:
         args.json.write_text("".join(json.dumps(r) + "\n" for r in results))
     return 0
