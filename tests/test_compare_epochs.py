@@ -92,10 +92,22 @@ def test_report_tabulates_runs_as_they_stand(tmp_path):
     write("sa_detr", [1.0, 5.0, 4.0])
     write("bins", [2.0, 3.0])
     (tmp_path / "qd_detr" / "seed0").mkdir(parents=True)  # started, not evaluated yet
-    code = main([
-        "compare", "--models", "sa_detr,qd_detr", "--variant", "bins=sa_detr,loss.quality_balance=iou_bins",
-        "--config", "synthetic_tiny", "--seeds", "0", "--report", "--out", str(tmp_path),
-    ])
+    code = main(
+        [
+            "compare",
+            "--models",
+            "sa_detr,qd_detr",
+            "--variant",
+            "bins=sa_detr,loss.quality_balance=iou_bins",
+            "--config",
+            "synthetic_tiny",
+            "--seeds",
+            "0",
+            "--report",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     assert code == 0
     res = json.loads((tmp_path / "compare.json").read_text())
     assert res["sa_detr"]["per_seed"]["0"]["MR-full-mAP"] == 5.0

@@ -151,4 +151,3 @@ def test_state_dict_keys_unchanged_by_the_fast_path() -> None:
     keys = MultiModalAlignEncoder(40, 24, hidden_dim=32, nheads=4, ffn_dim=64).state_dict().keys()
     assert "fusion_layers.0.attn.in_proj_weight" in keys and "global_layers.1.attn.out_proj.bias" in keys
     assert not any("dropout" in k for k in keys)
-

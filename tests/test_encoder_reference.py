@@ -51,7 +51,6 @@ def weights(enc: MultiModalAlignEncoder) -> dict:
     }
 
 
-
 def attention_layer(w: dict, x, q_in, k_in, v_in):
     """Post-norm layer on one sample: x, q_in [Lq, d]; k_in, v_in [Lk, d] (valid keys only)."""
     wq, bq, wk, bk, wv, bv = w["qkv"]

@@ -430,7 +430,13 @@ def test_count_reducer_sets_the_divisors_of_count_normalised_terms() -> None:
     assert len(seen) == 1 + n_layers
     assert all(len(c) == 3 and sum(c) == len(GT) * NQ for c in seen[1:])  # every direct query in one bin
     halved = (
-        "loss_l1", "loss_giou", "loss_init_", "loss_dn_", "loss_qmargin", "loss_ctm_local", "loss_quality"
+        "loss_l1",
+        "loss_giou",
+        "loss_init_",
+        "loss_dn_",
+        "loss_qmargin",
+        "loss_ctm_local",
+        "loss_quality",
     )
     for k, v in local.items():
         factor = 0.5 if k.startswith(halved) else 1.0

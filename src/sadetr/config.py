@@ -240,6 +240,28 @@ def config_from_dict(tree: Mapping[str, Any]) -> Config:
     return cfg
 
 
+# Defaults changed by measurement (docs/model.md "Readings"), with the value a run had before the key
+# existed: a stored config (checkpoint) without the key was trained with that value, not the new default.
+LEGACY_DEFAULTS: dict[str, Any] = {
+    "model.gate_scale": False,
+    "loss.quality_balance": "none",
+}
+
+
+def stored_config(tree: Mapping[str, Any]) -> Config:
+    """`config_from_dict` of a config stored with a run or checkpoint: a key of `LEGACY_DEFAULTS` that it
+    lacks (written before the key existed) takes its legacy value, so old checkpoints keep their model."""
+    if not isinstance(tree, Mapping):
+        return config_from_dict(tree)  # its ConfigError
+    tree = dict(tree)  # (the caller's mapping is left as it is)
+    for dotted, value in LEGACY_DEFAULTS.items():
+        section, key = dotted.split(".")
+        part = tree.get(section, {})
+        if isinstance(part, Mapping) and key not in part:
+            tree[section] = {**part, key: value}
+    return config_from_dict(tree)
+
+
 def config_to_dict(cfg: Any) -> dict[str, Any]:
     """Plain YAML/JSON-friendly dict (tuples become lists) of a config dataclass."""
 

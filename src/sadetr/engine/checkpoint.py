@@ -121,13 +121,13 @@ def load_trained_model(
 ) -> tuple[torch.nn.Module, Any, dict[str, Any]]:
     """(model built from the checkpoint's own config with its weights, in eval mode; its `Config`; the
     checkpoint dict). A config or weights that do not fit this sadetr version raise `CheckpointError`."""
-    from sadetr.config import config_from_dict
+    from sadetr.config import stored_config
     from sadetr.errors import ConfigError
     from sadetr.model.build import build_model
 
     state = load_checkpoint(path, map_location=map_location)
     try:
-        cfg = config_from_dict(state["config"])
+        cfg = stored_config(state["config"])
     except ConfigError as err:
         raise CheckpointError(f"{path}: its config does not fit this sadetr version ({err})") from None
     model = build_model(cfg.model)

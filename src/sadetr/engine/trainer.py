@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from sadetr.config import Config, config_from_dict, config_to_dict, save_config
+from sadetr.config import Config, config_to_dict, save_config, stored_config
 from sadetr.engine.checkpoint import (
     feature_pipeline,
     first_non_finite,
@@ -259,7 +259,7 @@ class Trainer:
         bad = first_non_finite(state["model"]) if isinstance(state["model"], dict) else None
         if bad is not None:
             raise CheckpointError(f"{path}: parameter {bad!r} holds NaN/inf values; it cannot be resumed")
-        saved = config_from_dict(state["config"])
+        saved = stored_config(state["config"])
         if saved.model != self.cfg.model:
             raise CheckpointError(f"{path}: was trained with a different model config")
         unwrap(self.model).load_state_dict(state["model"])
