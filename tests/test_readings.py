@@ -196,14 +196,20 @@ ALL_ON = dict(gaussian_mode="probs", position_mode="projected", gate_scale=True,
 def test_measured_defaults():
     """The readings chosen by the full-size convergence benchmark (docs/model.md "Readings")."""
     assert ModelConfig().gate_scale and LossConfig().quality_balance == "iou_bins"
+    assert ModelConfig().position_mode == "projected"
     assert SpanBasedEnhanceBlock(16, 2).gate_div == 4.0
     crit = build_criterion(_cfg(), LossConfig())
     assert crit.quality_balance == "iou_bins"
 
 
-def test_defaults_add_no_parameters_and_switches_train():
-    names = {n for n, _ in build_model(_cfg()).named_parameters()}
+def test_literal_readings_add_no_parameters_and_switches_train():
+    """NOTES.md's readings have no W_p and no o_q; the switches add exactly those, and all of them train."""
+    names = {n for n, _ in build_model(_cfg(position_mode="raw")).named_parameters()}
     assert not any("pos_proj" in n or "anchor_offset" in n for n in names)
+    default = {n for n, _ in build_model(_cfg()).named_parameters()}  # the measured default: projected
+    assert default - names == {
+        f"decoder.layers.{i}.cross_attn.pos_proj.{p}" for i in range(2) for p in ("weight", "bias")
+    }
     torch.manual_seed(0)
     model = build_model(_cfg(**ALL_ON)).train()
     extra = {n for n, _ in model.named_parameters()} - names

@@ -292,6 +292,13 @@ MUTATIONS: tuple[Mutation, ...] = (
         ("test_readings.py",),
     ),
     _m(
+        "decoder.eq4_default_raw",
+        "model/config.py",
+        'position_mode: str = "projected"  # eq 4',
+        'position_mode: str = "raw"  # eq 4',
+        ("test_readings.py",),
+    ),
+    _m(
         "losses.eq8_default_plain_mean",
         "model/config.py",
         'quality_balance: str = "iou_bins"  # eq 8',

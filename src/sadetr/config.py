@@ -244,6 +244,7 @@ def config_from_dict(tree: Mapping[str, Any]) -> Config:
 # existed: a stored config (checkpoint) without the key was trained with that value, not the new default.
 LEGACY_DEFAULTS: dict[str, Any] = {
     "model.gate_scale": False,
+    "model.position_mode": "raw",
     "loss.quality_balance": "none",
 }
 

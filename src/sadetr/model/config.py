@@ -50,9 +50,10 @@ class ModelConfig:
     gaussian_alpha: float = 2.0  # alpha
     use_span_enhance: bool = True  # Span Based Enhance Block (eq 2-3)
     num_align_points: int = 10  # N_s
-    # Readings of eq 3, 4, 6 and of S_d (docs/model.md "Readings"); the defaults are NOTES.md's.
+    # Readings of eq 3, 4, 6 and of S_d (docs/model.md "Readings"); defaults: NOTES.md's unless marked.
     gaussian_mode: str = "logits"  # eq 6: logits (l ⊙ m, as written) | probs (l + log m = p ⊙ m renormalised)
-    position_mode: str = "raw"  # eq 4 P_Mv: raw (sine of t_i) | projected (W_p·PE(t_i, 1/L_v), as PE(S))
+    # Departure from NOTES.md (measured, docs/model.md "Readings"): raw positions cost late-epoch precision.
+    position_mode: str = "projected"  # eq 4 P_Mv: projected (W_p·PE(t_i, 1/L_v)) | raw (sine of t_i)
     # Departure from NOTES.md (measured, docs/model.md "Readings"): the unscaled 256-d gate saturates.
     gate_scale: bool = True  # eq 3: ĝ = sigmoid(⟨Ĉ, M̂_s⟩ / √d) (false: the unscaled dot product)
     anchor_offset: bool = False  # S_d = sigmoid(MLP_3(M_g) + o_q), o_q learnable, spread at init

@@ -6,8 +6,9 @@ above + FFN), and the shared prediction head (anchor offsets and quality). Direc
 run through the same layers as one sequence; the self-attention mask keeps them apart.
 
 Readings (switches of `ModelConfig`, docs/model.md "Readings"): `gaussian_mode` (eq 6 on logits or
-probabilities), `position_mode` (eq 4's P_Mv raw or projected), `gate_scale` (eq 3's gate /√d, the
-measured default, or unscaled as NOTES.md reads it).
+probabilities), `position_mode` (eq 4's P_Mv projected, the
+measured default, or raw as NOTES.md reads it), `gate_scale` (eq 3's gate /√d, the measured default, or
+unscaled as NOTES.md reads it).
 """
 
 from __future__ import annotations
@@ -267,7 +268,7 @@ class SpanAwareRefineDecoder(nn.Module):
         gaussian_alpha: float = 2.0,
         num_align_points: int = 10,
         gaussian_mode: str = "logits",
-        position_mode: str = "raw",
+        position_mode: str = "projected",
         gate_scale: bool = True,
     ) -> None:
         super().__init__()
