@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from sadetr.engine.checkpoint import load_checkpoint
 
@@ -79,7 +78,15 @@ def test_two_processes_equal_one(tmp_path: Path, synthetic_qvh: dict) -> None:
             bound = a["global_step"] * LR
             assert (b["model"][name] - tensor).abs().max().item() <= bound, name
             continue
-        torch.testing.assert_close(b["model"][name], tensor, rtol=1e-4, atol=1e-5, msg=name)
+        # Everywhere else equal to float tolerance, but for a few entries (at most 1 % of a tensor): where an
+        # entry's gradient is at the level of reduction-order noise, Adam's g/sqrt(v) turns that noise into
+        # a visible step (eq 4's projected positions give a handful: 10 of 90k entries of the video
+        # projection, seen at 5e-5). A real DDP fault (a shard's gradient lost, not averaged) moves most
+        # entries by up to lr per step, which both checks catch.
+        diff = (b["model"][name] - tensor).abs()
+        off = diff > 1e-5 + 1e-4 * tensor.abs()
+        assert off.float().mean().item() <= 0.01, (name, int(off.sum()))
+        assert diff.max().item() <= 0.1 * LR, name
     # the parameters did move: Adam's first moments are not zero (not two untouched initialisations)
     assert all(s["exp_avg"].abs().sum() > 0 for s in a["optimizer"]["state"].values())
 

@@ -41,6 +41,7 @@ def weights(dec: SpanAwareRefineDecoder) -> dict:
                 "W_t": enh.text_proj,
                 "W_f": enh.fuse_proj,
                 "ca": (ca.q_proj, ca.k_proj, ca.v_proj, ca.out_proj),
+                "W_p": ca.pos_proj,  # eq 4's projection of P_Mv (`position_mode: projected`), or None
                 "ffn": (layer.ffn.net[0], layer.ffn.net[3]),
             }
         )
@@ -107,6 +108,8 @@ def reference_layer(wl: dict, C, S, P_S, M_v, P_Mv, n_valid, M_t, blocked):
     # position per head, scaled by sqrt(2 d_head), logits times the mask, padded clips excluded
     W_q, W_k, W_vv, W_o = wl["ca"]
     qc, kc, vc = W_q(C_bar), W_k(M_v), W_vv(M_v)
+    if wl["W_p"] is not None:  # projected: this layer's W_p · PE(t_j, 1/L_v) (the measured default)
+        P_Mv = wl["W_p"](P_Mv)
     out = []
     for i in range(Q):
         c, w = float(S[i, 0]), max(float(S[i, 1]), 1e-4)
@@ -130,9 +133,15 @@ def reference_layer(wl: dict, C, S, P_S, M_v, P_Mv, n_valid, M_t, blocked):
 
 def reference_decoder(dec, content, spans, memory, n_valid, sentence, blocked):
     """The whole decoder for one sample: per layer P_S = MLP_2(PE(S)), the layer, the head
-    S' = sigmoid(logit(S) + MLP_3(C)) (logit clamped at 1e-3), q = sigmoid(linear(C))."""
+    S' = sigmoid(logit(S) + MLP_3(C)) (logit clamped at 1e-3), q = sigmoid(linear(C)).
+    P_Mv: raw, sine(t_j) over d channels; projected, each clip as the span (t_j, 1/L_v) in PE(S)'s layout
+    (its projection W_p is per layer, in `reference_layer`)."""
     W = weights(dec)
-    P_Mv = torch.stack([sine((j + 0.5) / n_valid, D) for j in range(memory.shape[0])])
+    t = [(j + 0.5) / n_valid for j in range(memory.shape[0])]
+    if dec.position_mode == "raw":
+        P_Mv = torch.stack([sine(tj, D) for tj in t])
+    else:
+        P_Mv = torch.stack([torch.cat([sine(tj, D // 2), sine(1 / n_valid, D // 2)]) for tj in t])
     C, S, outs = content, spans, []
     for wl in W["layers"]:
         pe = torch.stack([torch.cat([sine(float(c), D // 2), sine(float(w), D // 2)]) for c, w in S])
@@ -147,12 +156,19 @@ def reference_decoder(dec, content, spans, memory, n_valid, sentence, blocked):
 # ------------------------------------------------------------------------------------------ inputs
 
 
-def make_decoder(seed: int = 0) -> SpanAwareRefineDecoder:
+def make_decoder(seed: int = 0, position_mode: str = "projected") -> SpanAwareRefineDecoder:
     """A small decoder with every parameter random (LayerNorms and MLP_3's zero-initialised last layer
     included), so that no term of the reference can hide behind an identity or a zero."""
     torch.manual_seed(seed)
     dec = SpanAwareRefineDecoder(
-        dim=D, nheads=H, ffn_dim=FFN, dropout=0.0, num_layers=2, gaussian_alpha=ALPHA, num_align_points=NS
+        dim=D,
+        nheads=H,
+        ffn_dim=FFN,
+        dropout=0.0,
+        num_layers=2,
+        gaussian_alpha=ALPHA,
+        num_align_points=NS,
+        position_mode=position_mode,
     ).eval()
     with torch.no_grad():
         for name, p in dec.named_parameters():
@@ -212,8 +228,9 @@ def batch_inputs(seed: int = 0):
 # ------------------------------------------------------------------------------------------ tests
 
 
-def test_decoder_matches_reference_with_different_denoising_masks() -> None:
-    dec = make_decoder()
+@pytest.mark.parametrize("position_mode", ["projected", "raw"])
+def test_decoder_matches_reference_with_different_denoising_masks(position_mode: str) -> None:
+    dec = make_decoder(position_mode=position_mode)
     content, spans, memory, vmask, sentence, mask, _, _ = batch_inputs()
     assert not torch.equal(mask[0], mask[1])  # the two samples really have different masks
     with torch.no_grad():
