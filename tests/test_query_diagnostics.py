@@ -79,6 +79,9 @@ def test_layer_refinement_and_oracle_ranking(diagnostics, tiny_checkpoint: Path)
         score(preds, dataset.ground_truth())["brief"]["MR-full-mAP"], abs=0.006
     )
     assert res["oracle_mAP"] >= res["mAP"]
+    windows = {g["qid"]: g["relevant_windows"] for g in dataset.ground_truth()}
+    oracle = score(diagnostics.oracle_ranked(preds, windows), dataset.ground_truth())["brief"]["MR-full-mAP"]
+    assert res["oracle_mAP"] == pytest.approx(oracle, abs=0.006)
     n_layers = cfg.model.n_dec_layers
     assert [k for k in res if k.startswith("best_iou_")] == ["best_iou_init"] + [
         f"best_iou_l{i}" for i in range(n_layers)
@@ -93,3 +96,21 @@ def test_layer_refinement_and_oracle_ranking(diagnostics, tiny_checkpoint: Path)
     diagnostics._layer_refinement(out, torch.tensor([100.0]), gt, rows)  # raw IoU; diagnose reports %
     assert rows["l1"][0] == [pytest.approx(18 / 20)] and rows["l1"][1] == [pytest.approx(2.0, abs=1e-4)]
     assert rows["l0"][0] == [pytest.approx(0.0)] and "init" not in rows
+
+
+def test_oracle_ranking_puts_the_truest_window_first(diagnostics) -> None:
+    """`oracle_ranked` scores the submitted windows by their IoU with the GT and ranks them by it; the
+    quality scores are left behind."""
+    rec = {
+        "qid": 7,
+        "pred_relevant_windows": [[0.0, 10.0, 0.9], [20.0, 30.0, 0.5], [18.0, 30.0, 0.1]],
+        "pred_saliency_scores": [0.1],
+    }
+    (ranked,) = diagnostics.oracle_ranked([rec], {7: [[20.0, 30.0]]})
+    assert ranked["pred_relevant_windows"] == [
+        [20.0, 30.0, pytest.approx(1.0)],
+        [18.0, 30.0, pytest.approx(10 / 12)],
+        [0.0, 10.0, pytest.approx(0.0)],
+    ]
+    assert rec["pred_relevant_windows"][0] == [0.0, 10.0, 0.9]  # the input record is left as it is
+    assert ranked["pred_saliency_scores"] == [0.1]

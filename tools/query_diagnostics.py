@@ -14,8 +14,8 @@ own config, one forward in eval mode, then per query (sample) and over the split
 - `best_iou_<layer>` / `width_err_<layer>` for `init` (the anchors S_d) and each decoder layer `l<i>`:
   mean over samples of the best of the 10 windows' IoU (%), and the median of that window's width minus its
   GT window's width, seconds (what each layer's refinement adds, and a width bias);
-- `mAP` / `oracle_mAP`: MR-full mAP of the submission (clip grid as `predict`) and of the same windows
-  ranked by their true IoU (the ceiling of any quality ranking: localisation, not ranking, limits it).
+- `mAP` / `oracle_mAP`: MR-full mAP of the submission (clip grid as `predict`) and of the same submitted
+  windows scored and ranked by their true IoU (`oracle_ranked`: the ceiling of any quality score).
 
 Usage: `python tools/query_diagnostics.py CKPT [CKPT ...] [--split val] [--limit N] [--json OUT]`;
 checkpoints of the same run at several epochs give the trajectory (the `epoch` column).
@@ -54,7 +54,8 @@ def diagnose(path: Path, split: str, limit: int | None) -> dict[str, Any]:
         _wrap_gate(block, lambda g, i=i: gates.setdefault(i, []).append(g[:, :nq, 0].flatten()))
         for i, block in enumerate(blocks)
     ]
-    windows = {r["qid"]: r["relevant_windows"] for r in dataset.ground_truth()}
+    ground_truth = dataset.ground_truth()
+    windows = {r["qid"]: r["relevant_windows"] for r in ground_truth}
     rows: dict[str, list[float]] = {k: [] for k in ("top1", "b5", "b7", "w1", "gtw", "qmax", "spread", "dup")}
     loader = DataLoader(
         dataset, batch_sampler=[list(range(i, min(i + 32, n))) for i in range(0, n, 32)], collate_fn=collate
@@ -62,19 +63,14 @@ def diagnose(path: Path, split: str, limit: int | None) -> dict[str, Any]:
     pairs = torch.triu_indices(nq, nq, 1)  # the 45 pairs of the 10 windows
     layer_rows: dict[str, tuple[list[float], list[float]]] = {}  # layer -> (best IoU, width error)
     submission: list[dict] = []
-    oracle: list[dict] = []
     with torch.no_grad():
         for batch in loader:
             out = model(batch["video_feat"], batch["video_mask"], batch["text_feat"], batch["text_mask"])
             dur = torch.tensor([m["duration"] for m in batch["meta"]], dtype=torch.float32)
             spans = span_cxw_to_xx(out["pred_spans"]).clamp(0, 1) * dur[:, None, None]  # (B, Q, 2) s
             gts = [torch.tensor(windows[m["qid"]], dtype=torch.float32).reshape(-1, 2) for m in batch["meta"]]
-            _layer_refinement(out, dur, gts, layer_rows)
+            true_iou = _layer_refinement(out, dur, gts, layer_rows)  # (B, Q) the final windows' IoU
             submission.extend(to_submission(out, batch["meta"]))
-            true_iou = torch.stack(
-                [temporal_iou(spans[b], g)[0].max(dim=1).values for b, g in enumerate(gts)]
-            )
-            oracle.extend(to_submission({**out, "pred_quality": true_iou}, batch["meta"]))  # ranked by IoU
             for b, gt in enumerate(gts):
                 iou = true_iou[b]  # (Q,)
                 top = int(out["pred_quality"][b].argmax())
@@ -111,17 +107,34 @@ def diagnose(path: Path, split: str, limit: int | None) -> dict[str, Any]:
     for name, (best, width_err) in layer_rows.items():
         res[f"best_iou_{name}"] = 100 * float(np.mean(best))
         res[f"width_err_{name}"] = float(np.median(width_err))
-    ground_truth = dataset.ground_truth()[:n]
-    res["mAP"] = evaluate(submission, ground_truth)["brief"]["MR-full-mAP"]
-    res["oracle_mAP"] = evaluate(oracle, ground_truth)["brief"]["MR-full-mAP"]
+    res["mAP"] = evaluate(submission, ground_truth[:n])["brief"]["MR-full-mAP"]
+    res["oracle_mAP"] = evaluate(oracle_ranked(submission, windows), ground_truth[:n])["brief"]["MR-full-mAP"]
     return res
+
+
+def oracle_ranked(submission: list[dict], windows: dict[Any, list]) -> list[dict]:
+    """The records with each window's score replaced by its true IoU with the qid's GT `windows`, best
+    first (ties in submitted order): the best any quality score could do with these windows. The score
+    is what the evaluation ranks by (it sorts each query's windows), the order is what R1 reads."""
+    from sadetr.model.span_ops import temporal_iou
+
+    out = []
+    for rec in submission:
+        rows = rec["pred_relevant_windows"]
+        gt = torch.tensor(windows[rec["qid"]], dtype=torch.float64).reshape(-1, 2)
+        pred = torch.tensor([r[:2] for r in rows], dtype=torch.float64).reshape(-1, 2)
+        iou = temporal_iou(pred, gt)[0].max(dim=1).values.tolist()  # (N,)
+        order = sorted(range(len(rows)), key=lambda i: -iou[i])
+        out.append({**rec, "pred_relevant_windows": [[*rows[i][:2], iou[i]] for i in order]})
+    return out
 
 
 def _layer_refinement(
     out: dict, dur: torch.Tensor, gts: list[torch.Tensor], rows: dict[str, tuple[list[float], list[float]]]
-) -> None:
+) -> torch.Tensor:
     """Per layer (`init` = S_d, then `l<i>`): each sample's best IoU of the 10 windows and that window's
-    width minus its GT window's width (s), appended to `rows[layer]`. dur [B]; gts: B × [G, 2] seconds."""
+    width minus its GT window's width (s), appended to `rows[layer]`. dur [B]; gts: B × [G, 2] seconds.
+    Returns the last layer's (the final windows') IoU of each window with its best GT window: [B, Q]."""
     from sadetr.model.span_ops import span_cxw_to_xx, temporal_iou
 
     decoder = [a["pred_spans"] for a in out.get("aux_outputs", [])] + [out["pred_spans"]]  # (B, Q, 2) each
@@ -131,12 +144,15 @@ def _layer_refinement(
     for name, layer_spans in layers:
         secs = span_cxw_to_xx(layer_spans.float()).clamp(0, 1) * dur[:, None, None]  # (B, Q, 2)
         best, width_err = rows.setdefault(name, ([], []))
+        per_window = []
         for b, gt in enumerate(gts):
             iou = temporal_iou(secs[b], gt)[0]  # (Q, G)
-            j = int(iou.max(dim=1).values.argmax())  # the best window
+            per_window.append(iou.max(dim=1).values)
+            j = int(per_window[-1].argmax())  # the best window
             k = int(iou[j].argmax())  # its GT window
             best.append(float(iou[j, k]))
             width_err.append(float((secs[b, j, 1] - secs[b, j, 0]) - (gt[k, 1] - gt[k, 0])))
+    return torch.stack(per_window)  # the last layer's (B, Q)
 
 
 def _wrap_gate(block: Any, record: Any) -> Any:
