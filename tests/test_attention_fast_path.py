@@ -43,6 +43,20 @@ def test_attention_equals_sdpa(dropout: float, key_padding: bool) -> None:
         assert torch.equal(ours[0][0, :, 2], torch.zeros_like(ours[0][0, :, 2]))  # no key: 0, not NaN
 
 
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_attention_without_mask_equals_an_all_true_mask(dropout: float) -> None:
+    """mask=None (the decoder's self-attention without denoising queries) is the all-true mask: the same
+    output, gradients and dropout draws. (A broadcast all-true mask has stride 0 in its last dimension,
+    which CUDA's memory-efficient SDPA kernel refuses: fp32 inference on a GPU crashed with it.)"""
+    q, k, v, _ = _qkv(1)
+    everything = torch.ones(1, 1, 1, 1, dtype=torch.bool)
+    none = _run(lambda a, b, c: attention(a, b, c, None, dropout), (q, k, v), 5)
+    full = _run(lambda a, b, c: attention(a, b, c, everything, dropout), (q, k, v), 5)
+    torch.testing.assert_close(none[0], full[0], rtol=1e-6, atol=1e-7)
+    for a, b in zip(none[1], full[1], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+
+
 @pytest.mark.parametrize("keys_are_queries", [True, False])
 def test_multihead_attention_equals_nn_multihead_attention_with_dropout(keys_are_queries: bool) -> None:
     """In training, with a dropout after it (as the layers have): the same seed, the same result, for the

@@ -233,10 +233,8 @@ class SpanAwareQueryRefiner(nn.Module):
         self_attn_mask: [B, Q, Q] bool, True = blocked (the denoiser's mask), or None.
         """
         qk = content + span_pos  # eq 1: (Q + P_S), (K + P_S)
-        if self_attn_mask is not None:
-            attend = ~self_attn_mask[:, None]  # (B, 1, Q, Q), True = attend, the same for every head
-        else:
-            attend = qk.new_ones(1, 1, 1, 1, dtype=torch.bool)
+        # (B, 1, Q, Q), True = attend, the same for every head; None: every query sees every query
+        attend = None if self_attn_mask is None else ~self_attn_mask[:, None]
         # (B, Q, d), laid out [Q, B, d] as nn.MultiheadAttention's output: dropout1 draws the same mask
         sa = multihead_attention(self.self_attn, qk, content, attend, keys_are_queries=True, query_major=True)
         content = self.norm1(content + self.dropout1(sa))  # Ĉ, eq 1

@@ -76,11 +76,13 @@ class MLP(nn.Module):
         return layer
 
 
-def attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, dropout_p: float) -> Tensor:
+def attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, dropout_p: float) -> Tensor:
     """softmax(q kᵀ / √d_h, masked) v per head, dropout `dropout_p` on the weights.
 
-    q: [B, h, Lq, d_h]; k, v: [B, h, Lk, d_h]; mask: bool, broadcastable to [B, h, Lq, Lk], True = attend
-    -> [B, h, Lq, d_h]; a query with no key to attend gets 0 (as `F.scaled_dot_product_attention`).
+    q: [B, h, Lq, d_h]; k, v: [B, h, Lk, d_h]; mask: bool, broadcastable to [B, h, Lq, Lk], True = attend,
+    or None (every key) -> [B, h, Lq, d_h]; a query with no key to attend gets 0 (as
+    `F.scaled_dot_product_attention`). A mask broadcast along its last dimension must be None instead:
+    CUDA's memory-efficient SDPA kernel refuses a bias whose last dimension has stride 0.
     Without dropout: `F.scaled_dot_product_attention` (its fused CPU kernel). With dropout, SDPA runs
     this math written out on the CPU anyway, but through a `_safe_softmax` that scans the whole logit
     tensor twice more; here the same math, and the same dropout mask (`F.dropout` on the same weights
@@ -88,10 +90,12 @@ def attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, dropout_p: float) -
     """
     if dropout_p == 0.0:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    logits = (q * (1.0 / math.sqrt(q.shape[-1]))) @ k.transpose(-1, -2)  # (B, h, Lq, Lk)
+    if mask is None:
+        return F.dropout(logits.softmax(dim=-1), dropout_p) @ v  # (B, h, Lq, d_h)
     # A query with no key attends to all keys instead (no NaN row), and its output is set to 0 after:
     # the small mask and the [.., Lq, d_h] output are touched, not the [.., Lq, Lk] weights.
     no_key = ~mask.any(dim=-1, keepdim=True)  # (B, 1 or h, 1 or Lq, 1)
-    logits = (q * (1.0 / math.sqrt(q.shape[-1]))) @ k.transpose(-1, -2)  # (B, h, Lq, Lk)
     weights = logits.masked_fill(~(mask | no_key), float("-inf")).softmax(dim=-1)
     return (F.dropout(weights, dropout_p) @ v).masked_fill(no_key, 0.0)  # (B, h, Lq, d_h)
 
@@ -100,14 +104,15 @@ def multihead_attention(
     attn: nn.MultiheadAttention,
     q: Tensor,
     v: Tensor,
-    mask: Tensor,
+    mask: Tensor | None,
     keys_are_queries: bool,
     query_major: bool = False,
 ) -> Tensor:
     """`attn`'s math (its own weights, so its state_dict) through `attention`, without its mask checks.
 
     q: [B, Lq, d]; v: [B, Lk, d]; the keys are q (self-attention, Lk = Lq) or v (cross-attention), so
-    one in-projection GEMM serves both; mask: bool [B, 1, 1 or Lq, Lk] (True = attend) -> [B, Lq, d].
+    one in-projection GEMM serves both; mask: bool [B, 1, 1 or Lq, Lk] (True = attend), or None (every
+key) -> [B, Lq, d].
     Attention dropout is `attn.dropout` in training.
 
     query_major: the result is laid out in memory as [Lq, B, d] (a transposed view), as
