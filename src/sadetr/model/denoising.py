@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from sadetr.errors import ConfigError
 from sadetr.model.config import ModelConfig
+from sadetr.model.span_ops import pad_spans
 
 # Anchor given to padded slots: a valid span (so downstream span ops stay finite); never read as a key.
 PAD_ANCHOR = (0.5, 0.5)
@@ -170,13 +171,8 @@ class SpanDenoiser(nn.Module):
         max_gt = max(counts, default=0)
         if max_gt == 0:
             return None
-        ref = targets[0]
-        device, dtype = ref.device, ref.dtype if ref.is_floating_point() else torch.float32
-        gt = torch.tensor(PAD_ANCHOR, device=device, dtype=dtype).repeat(bsz, max_gt, 1)  # (B, M, 2)
-        pos_valid = torch.zeros(bsz, max_gt, dtype=torch.bool, device=device)  # (B, M)
-        for b, t in enumerate(targets):
-            gt[b, : counts[b]] = t.to(dtype)
-            pos_valid[b, : counts[b]] = True
+        gt, pos_valid = pad_spans(targets, fill=PAD_ANCHOR)  # (B, M, 2) padded with PAD_ANCHOR, (B, M)
+        device, dtype = gt.device, gt.dtype
 
         groups = gt[:, None].expand(bsz, self.num_groups, max_gt, 2)  # (B, G, M, 2)
         pos = noise_spans(groups, 0.0, self.sigma_p, generator)  # (B, G, M, 2)

@@ -36,7 +36,12 @@ from torch import Tensor, nn
 from sadetr.errors import ConfigError
 from sadetr.model.config import LossConfig, ModelConfig
 from sadetr.model.matcher import HungarianMatcher, Match, build_matcher
-from sadetr.model.span_ops import paired_generalized_temporal_iou, span_cxw_to_xx, temporal_iou
+from sadetr.model.span_ops import (
+    pad_spans,
+    paired_generalized_temporal_iou,
+    paired_temporal_iou,
+    span_cxw_to_xx,
+)
 
 # QD-DETR's rank-contrastive term: thresholds r = 1..11 over QVHighlights' summed levels (0..12),
 # and the sum over thresholds divided by 12 (kept as in QD-DETR so its loss weights carry over).
@@ -49,14 +54,33 @@ MAX_LOGIT_SCALE = math.log(100.0)
 # ----------------------------------------------------------------------------------------------- L_M
 
 
+def matched_index(matches: Sequence[Match], sizes: Sequence[int], device: torch.device) -> Tensor:
+    """The matched pairs as one index [3, K] on `device`: (sample, prediction, GT row in the batch's
+    concatenated GT). Built on the host from the matcher's host tensors and moved in one copy."""
+    rows = [
+        (torch.full_like(p, b), p, j + offset)
+        for b, ((p, j), offset) in enumerate(zip(matches, _offsets(sizes)))
+    ]
+    index = (
+        torch.stack([torch.cat(part) for part in zip(*rows)])
+        if rows
+        else torch.zeros(3, 0, dtype=torch.int64)
+    )
+    return index.to(device, non_blocking=True)  # (3, K)
+
+
+def _offsets(sizes: Sequence[int]) -> list[int]:
+    """Start of each sample's GT rows in the concatenated GT: [0, N_0, N_0 + N_1, ...]."""
+    return [sum(sizes[:b]) for b in range(len(sizes))]
+
+
 def matched_spans(
     pred_spans: Tensor, targets: Sequence[Tensor], matches: Sequence[Match]
 ) -> tuple[Tensor, Tensor]:
     """Gather matched (prediction, GT) pairs: [B, Q, 2] + matches -> ([K, 2], [K, 2]), K = Σ len(match)."""
-    batch_idx = torch.cat([torch.full_like(p, b) for b, (p, _) in enumerate(matches)]).to(pred_spans.device)
-    src_idx = torch.cat([p for p, _ in matches]).to(pred_spans.device)
-    src = pred_spans[batch_idx, src_idx]  # (K, 2)
-    tgt = torch.cat([t[j.to(t.device)] for t, (_, j) in zip(targets, matches)]).to(src)  # (K, 2)
+    index = matched_index(matches, [int(t.shape[0]) for t in targets], pred_spans.device)  # (3, K)
+    src = pred_spans[index[0], index[1]]  # (K, 2)
+    tgt = torch.cat(list(targets)).to(src)[index[2]]  # (K, 2)
     return src, tgt
 
 
@@ -80,9 +104,7 @@ def dn_positive_spans(dn_spans: Tensor, targets: Sequence[Tensor], dn_meta: dict
     groups, max_gt = dn_meta["num_groups"], dn_meta["max_gt"]
     polarities = 2 if dn_meta["has_negatives"] else 1
     pred = dn_spans.view(bsz, groups, polarities, max_gt, 2)[:, :, 0]  # (B, G, M, 2) positives
-    gt = dn_spans.new_zeros(bsz, max_gt, 2)  # (B, M, 2)
-    for b, t in enumerate(targets):
-        gt[b, : t.shape[0]] = t.to(gt)
+    gt = pad_spans(targets)[0].to(dn_spans)  # (B, M, 2)
     valid = dn_meta["pos_valid"].to(dn_spans.device)[:, None, :].expand(bsz, groups, max_gt)  # (B, G, M)
     return pred[valid], gt[:, None].expand(bsz, groups, max_gt, 2)[valid]  # (K, 2), (K, 2)
 
@@ -93,15 +115,14 @@ def dn_positive_spans(dn_spans: Tensor, targets: Sequence[Tensor], dn_meta: dict
 def quality_targets(pred_spans: Tensor, targets: Sequence[Tensor]) -> Tensor:
     """Eq 8 target: max temporal IoU (not gIoU) of each prediction with its sample's GT, detached: [B, Q].
     A sample without GT gets 0."""
-    rows = []
     with torch.no_grad():
-        for b, t in enumerate(targets):
-            if t.shape[0] == 0:
-                rows.append(pred_spans.new_zeros(pred_spans.shape[1]))
-                continue
-            iou, _ = temporal_iou(span_cxw_to_xx(pred_spans[b]), span_cxw_to_xx(t.to(pred_spans)))  # (Q, N_b)
-            rows.append(iou.max(dim=1).values)
-    return torch.stack(rows).detach()  # (B, Q)
+        gt, valid = pad_spans(targets)  # (B, M, 2), (B, M)
+        if gt.shape[1] == 0:
+            return pred_spans.new_zeros(pred_spans.shape[:2])
+        pred_xx = span_cxw_to_xx(pred_spans.detach())[:, :, None]  # (B, Q, 1, 2)
+        iou = paired_temporal_iou(pred_xx, span_cxw_to_xx(gt.to(pred_spans))[:, None])  # (B, Q, M)
+        iou = iou.masked_fill(~valid[:, None, :], 0.0)  # padded GT rows never count
+        return iou.max(dim=2).values  # (B, Q)
 
 
 # BAM-DETR's IoU bins of the quality loss: (0.7, 1], (0.3, 0.7], [0, 0.3].
@@ -120,14 +141,13 @@ def iou_bin_balanced_mean(
     world size, so that the gradient average equals one process on the global batch); None: local."""
     low, high = QUALITY_BINS
     bins = (target > high, (target > low) & (target <= high), target <= low)
-    counts = torch.stack([members.sum() for members in bins]).to(errors.dtype)  # (3,)
+    members = torch.stack(bins).to(errors.dtype)  # (3, B, Q) one-hot bin of each query
+    counts = members.sum(dim=(1, 2))  # (3,)
     if count_reducer is not None:
         counts = count_reducer(counts)
-    total = errors.new_zeros(())
-    for members, count in zip(bins, counts.tolist()):
-        if count > 0:
-            total = total + errors[members].sum() / count
-    return total / len(bins)
+    sums = (members * errors).sum(dim=(1, 2))  # (3,)
+    # an empty bin has sum 0 and adds 0; no host sync on its count
+    return (sums / counts.clamp(min=1e-12)).sum() / len(bins)
 
 
 def quality_loss(
@@ -148,8 +168,8 @@ def quality_loss(
         raise ValueError(f"quality balance must be one of {QUALITY_BALANCES}, got {balance!r}")
     target = quality_targets(pred_spans, targets)  # (B, Q)
     weight = torch.ones_like(target)  # (B, Q)
-    for b, (p, _) in enumerate(matches):
-        weight[b, p.to(weight.device)] = matched_weight
+    index = matched_index(matches, [int(t.shape[0]) for t in targets], weight.device)  # (3, K)
+    weight[index[0], index[1]] = matched_weight
     errors = weight * (pred_quality - target).abs()  # (B, Q)
     if balance == "iou_bins":
         return iou_bin_balanced_mean(errors, target, count_reducer)
@@ -280,15 +300,12 @@ def saliency_rank_loss(
         labels = torch.cat([labels, torch.zeros_like(labels)], dim=1)  # (B, 2L)
         valid = torch.cat([valid, valid], dim=1)  # (B, 2L)
     log_prob = (scores / tau).masked_fill(~valid, float("-inf")).log_softmax(dim=1)  # (B, L')
-    total = scores.new_zeros(())
-    for r in RANK_LEVELS:
-        pos = (labels >= r) & valid  # (B, L')
-        if not pos.any():
-            continue
-        num_pos = pos.sum(dim=1)  # (B,)
-        mean_pos = torch.where(pos, log_prob, torch.zeros_like(log_prob)).sum(dim=1) / num_pos.clamp(min=1)
-        total = total + (-mean_pos * (num_pos > 0)).mean()
-    return total / RANK_NORM
+    levels = torch.tensor(RANK_LEVELS, device=scores.device, dtype=labels.dtype)  # (R,)
+    pos = (labels[None] >= levels[:, None, None]) & valid[None]  # (R, B, L') all levels at once
+    num_pos = pos.sum(dim=2)  # (R, B)
+    # a sample without positives at a level has mean_pos 0 there: it adds 0 but counts in the batch mean
+    mean_pos = torch.where(pos, log_prob[None], 0.0).sum(dim=2) / num_pos.clamp(min=1)  # (R, B)
+    return -mean_pos.mean(dim=1).sum() / RANK_NORM
 
 
 def saliency_neg_loss(scores_neg: Tensor, video_mask: Tensor) -> Tensor:
@@ -388,14 +405,15 @@ class SetCriterion(nn.Module):
         """The loss divisors of this batch: `spans` (#GT spans), `dn` (#positive noise queries = #eq 9
         pairs), `clips` (#valid clips), after `count_reducer` (called exactly once, on every process)."""
         dn_meta = out.get("dn_meta")
-        num_dn = 0.0
+        clips = out["video_mask"].sum().to(torch.float64)  # () on the device
+        num_dn = clips.new_zeros(())
         if out.get("dn_outputs") and dn_meta is not None:
-            num_dn = float(dn_meta["num_groups"] * int(dn_meta["pos_valid"].sum()))
-        local = [float(sum(int(t.shape[0]) for t in batch["spans"])), num_dn, float(out["video_mask"].sum())]
-        counts = torch.tensor(local, dtype=torch.float64, device=out["pred_spans"].device)  # (K,)
+            num_dn = dn_meta["num_groups"] * dn_meta["pos_valid"].sum().to(torch.float64)
+        num_spans = clips.new_tensor(float(sum(int(t.shape[0]) for t in batch["spans"])))  # from the host
+        counts = torch.stack([num_spans, num_dn, clips])  # (K,), no device sync until the reduction below
         if self.count_reducer is not None:
             counts = self.count_reducer(counts)
-        return dict(zip(NORMALIZER_KEYS, counts.tolist()))
+        return dict(zip(NORMALIZER_KEYS, counts.tolist()))  # (K,): the step's one sync of the criterion
 
     def _num_spans(self, batch: dict) -> float:
         num = self._norm(batch, "spans")

@@ -10,6 +10,7 @@ mask / length and uses the sample's own `L_v`.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -86,6 +87,32 @@ def paired_generalized_temporal_iou(spans1: Tensor, spans2: Tensor) -> Tensor:
         min=0
     )
     return inter / union.clamp(min=1e-12) - (enclosing - union) / enclosing.clamp(min=1e-12)
+
+
+def pad_spans(spans: Sequence[Tensor], fill: tuple[float, float] = (0.0, 0.0)) -> tuple[Tensor, Tensor]:
+    """A batch's spans in one tensor: list[B] of [N_i, 2] -> ([B, M, 2], [B, M] bool valid), M = max N_i.
+
+    Padded rows hold `fill`. Built with one concatenation and one scatter, whatever B (no per-sample
+    kernels: on a GPU each would be a launch); the index arithmetic runs on the host.
+
+    >>> padded, valid = pad_spans([torch.tensor([[0.2, 0.1]]), torch.tensor([[0.5, 0.2], [0.7, 0.1]])])
+    >>> padded[0].tolist(), valid.tolist()
+    ([[0.20000000298023224, 0.10000000149011612], [0.0, 0.0]], [[True, False], [True, True]])
+    """
+    if not spans:
+        raise ValueError("pad_spans needs at least one sample")
+    counts = [int(t.shape[0]) for t in spans]  # host integers: the index arithmetic needs no kernels
+    bsz, max_n = len(spans), max(counts)
+    flat = torch.cat([t.reshape(-1, 2) for t in spans])  # (N, 2)
+    device = flat.device
+    dtype = flat.dtype if flat.is_floating_point() else torch.float32
+    slots = [b * max_n + j for b, n in enumerate(counts) for j in range(n)]  # (N,) row of each span
+    padded = torch.tensor(fill, dtype=dtype, device=device).repeat(bsz * max_n, 1)  # (B*M, 2)
+    padded = padded.index_copy(
+        0, torch.tensor(slots, dtype=torch.int64).to(device, non_blocking=True), flat.to(dtype)
+    )
+    valid = torch.tensor([[j < n for j in range(max_n)] for n in counts], dtype=torch.bool).view(bsz, max_n)
+    return padded.view(bsz, max_n, 2), valid.to(device, non_blocking=True)
 
 
 def inverse_sigmoid(x: Tensor, eps: float = 1e-3) -> Tensor:
