@@ -61,10 +61,11 @@ SPAN_T = (
     "test_decoder_reference.py",
     "test_matcher.py",
     "test_losses.py",
+    "test_loss_fast_path.py",
 )
 MATCH_T = ("test_matcher.py", "test_losses.py")
-LOSS_T = ("test_losses.py",)
-DN_T = ("test_denoising.py", "test_decoder_reference.py", "test_sa_detr.py")
+LOSS_T = ("test_losses.py", "test_loss_fast_path.py")
+DN_T = ("test_denoising.py", "test_decoder_reference.py", "test_sa_detr.py", "test_loss_fast_path.py")
 DEC_T = ("test_decoder.py", "test_decoder_reference.py", "test_decoder_fast_path.py", "test_sa_detr.py")
 ENC_T = ("test_encoder.py", "test_encoder_reference.py", "test_sa_detr.py")
 QI_T = ("test_query_init.py", "test_sa_detr.py")
@@ -129,6 +130,13 @@ MUTATIONS: tuple[Mutation, ...] = (
         SPAN,
         "    return inter / union.clamp(min=1e-12)\n",
         "    return inter / (union + inter).clamp(min=1e-12)\n",
+        SPAN_T,
+    ),
+    _m(
+        "span_ops.pad_spans_no_row_start",
+        SPAN,
+        "slots = [b * max_n + j for b, n in enumerate(counts) for j in range(n)]",
+        "slots = [b + j for b, n in enumerate(counts) for j in range(n)]",
         SPAN_T,
     ),
     _m("span_ops.inverse_sigmoid_sign", SPAN, "torch.log(x / (1 - x))", "torch.log(x / (1 + x))", SPAN_T),
@@ -266,15 +274,15 @@ MUTATIONS: tuple[Mutation, ...] = (
     _m(
         "losses.quality_mean_iou",
         LOSS,
-        "rows.append(iou.max(dim=1).values)",
-        "rows.append(iou.mean(dim=1))",
+        "return iou.max(dim=2).values  # (B, Q)",
+        "return iou.mean(dim=2)  # (B, Q)",
         LOSS_T,
     ),
     _m(
         "losses.quality_no_matched_weight",
         LOSS,
-        "weight[b, p.to(weight.device)] = matched_weight",
-        "weight[b, p.to(weight.device)] = 1.0",
+        "weight[index[0], index[1]] = matched_weight",
+        "weight[index[0], index[1]] = 1.0",
         LOSS_T,
     ),
     _m(
@@ -287,8 +295,8 @@ MUTATIONS: tuple[Mutation, ...] = (
     _m(
         "losses.eq8_bins_divide_by_filled",
         LOSS,
-        "    return total / len(bins)",
-        "    return total / max(1, sum(bool(m.any()) for m in bins))",
+        "return (sums / counts.clamp(min=1e-12)).sum() / len(bins)",
+        "return (sums / counts.clamp(min=1e-12)).sum() / (counts > 0).sum()",
         ("test_readings.py",),
     ),
     _m(
@@ -420,7 +428,13 @@ MUTATIONS: tuple[Mutation, ...] = (
         "RANK_LEVELS = tuple(range(0, 12))",
         LOSS_T,
     ),
-    _m("losses.rank_strict_level", LOSS, "pos = (labels >= r) & valid", "pos = (labels > r) & valid", LOSS_T),
+    _m(
+        "losses.rank_strict_level",
+        LOSS,
+        "(labels[None] >= levels[:, None, None])",
+        "(labels[None] > levels[:, None, None])",
+        LOSS_T,
+    ),
     _m(
         "losses.rank_neg_pass_keeps_labels",
         LOSS,
@@ -432,8 +446,8 @@ MUTATIONS: tuple[Mutation, ...] = (
     _m(
         "losses.rank_sum_over_batch",
         LOSS,
-        "(-mean_pos * (num_pos > 0)).mean()",
-        "(-mean_pos * (num_pos > 0)).sum()",
+        "return -mean_pos.mean(dim=1).sum() / RANK_NORM",
+        "return -mean_pos.sum(dim=1).sum() / RANK_NORM",
         LOSS_T,
     ),
     _m("losses.sal_neg_sign", LOSS, "(F.softplus(scores_neg) *", "(F.softplus(-scores_neg) *", LOSS_T),
@@ -454,8 +468,15 @@ MUTATIONS: tuple[Mutation, ...] = (
     _m(
         "losses.dn_count_without_groups",
         LOSS,
-        'num_dn = float(dn_meta["num_groups"] * int(dn_meta["pos_valid"].sum()))',
-        'num_dn = float(int(dn_meta["pos_valid"].sum()))',
+        'num_dn = dn_meta["num_groups"] * dn_meta["pos_valid"].sum()',
+        'num_dn = 1 * dn_meta["pos_valid"].sum()',
+        LOSS_T,
+    ),
+    _m(
+        "losses.matched_gt_without_offset",
+        LOSS,
+        "(torch.full_like(p, b), p, j + offset)",
+        "(torch.full_like(p, b), p, j)",
         LOSS_T,
     ),
     _m("losses.dn_first_layer_as_last", LOSS, 'layers = [(dn[-1], "")]', 'layers = [(dn[0], "")]', LOSS_T),
@@ -546,8 +567,8 @@ MUTATIONS: tuple[Mutation, ...] = (
     _m(
         "decoder.dn_mask_repeat",
         DEC,
-        "attend = ~self_attn_mask[:, None]",
-        "attend = ~self_attn_mask.roll(1, dims=0)[:, None]",
+        "else ~self_attn_mask[:, None]",
+        "else ~self_attn_mask.roll(1, dims=0)[:, None]",
         DEC_T,
     ),
     _m("decoder.eq1_without_ps", DEC, "qk = content + span_pos  # eq 1", "qk = content  # eq 1", DEC_T),
