@@ -133,3 +133,25 @@ def test_seed_summary_and_parsing() -> None:
     s = summarize({0: {"R1": 50.0, "mAP": 40.0}, 1: {"R1": 54.0, "mAP": 40.0}, 2: {"R1": 52.0}})
     assert s["R1"]["mean"] == pytest.approx(52.0) and s["R1"]["std"] == pytest.approx(2.0)
     assert s["mAP"] == {"mean": 40.0, "std": 0.0, "min": 40.0, "max": 40.0, "n": 2}
+
+
+def test_num_workers_auto_is_four_on_cuda_at_most_half_the_cpus_and_none_on_cpu(monkeypatch) -> None:
+    from sadetr.engine.trainer import resolve_num_workers
+
+    assert resolve_num_workers(-1, torch.device("cpu")) == 0
+    assert resolve_num_workers(3, torch.device("cpu")) == 3
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    assert resolve_num_workers(-1, torch.device("cuda")) == 4
+    assert resolve_num_workers(0, torch.device("cuda")) == 0
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert resolve_num_workers(-1, torch.device("cuda")) == 1
+
+
+def test_num_workers_below_auto_is_a_config_error() -> None:
+    from sadetr.config import compose_config
+    from sadetr.engine.trainer import validate_config
+
+    cfg = compose_config("qvhighlights_sfc", ["train.num_workers=-2"])
+    with pytest.raises(ConfigError) as err:
+        validate_config(cfg)
+    assert err.value.key == "train.num_workers"

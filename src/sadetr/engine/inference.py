@@ -19,7 +19,7 @@ def move_batch(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
         if torch.is_tensor(value):
             out[key] = value.to(device, non_blocking=True)
         elif isinstance(value, list) and value and torch.is_tensor(value[0]):
-            out[key] = [v.to(device, non_blocking=True) for v in value]
+            out[key] = _move_list(value, device)
         else:
             out[key] = value
     return out
@@ -28,6 +28,20 @@ def move_batch(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU runs bf16 matmuls natively (AVX512-BF16 or AMX, as oneDNN reports it)."""
     return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def _move_list(tensors: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
+    """A list of tensors (e.g. each sample's GT spans) onto `device` in one copy when they share dtype and
+    trailing shape (concatenated, moved, split into views); one copy per tensor otherwise."""
+    first = tensors[0]
+    if first.device == device or any(
+        t.dtype != first.dtype or t.shape[1:] != first.shape[1:] for t in tensors
+    ):
+        return [t.to(device, non_blocking=True) for t in tensors]
+    if first.dim() == 0:
+        return list(torch.stack(tensors).to(device, non_blocking=True).unbind())
+    moved = torch.cat(tensors).to(device, non_blocking=True)
+    return list(moved.split([int(t.shape[0]) for t in tensors]))
 
 
 def autocast(device: torch.device, bf16: bool) -> torch.autocast:

@@ -46,6 +46,8 @@ def build_scheduler(
 
 
 def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
-    """AdamW over the trainable parameters (section 4.2: weight decay 1e-4)."""
+    """AdamW over the trainable parameters (section 4.2: weight decay 1e-4); on CUDA its fused kernel
+    (the same update in one launch per step instead of several per parameter group)."""
     params = [p for p in model.parameters() if p.requires_grad]
-    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    fused = bool(params) and all(p.is_cuda for p in params)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused or None)
