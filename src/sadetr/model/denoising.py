@@ -184,7 +184,7 @@ class SpanDenoiser(nn.Module):
             anchors = pos  # (B, G, M, 2): slot g*M + j
         anchors = anchors.reshape(bsz, -1, 2)  # (B, N_dn, 2)
         slot_valid = pos_valid.repeat(1, self.num_groups * (2 if self.negatives else 1))  # (B, N_dn)
-        pad = torch.tensor(PAD_ANCHOR, device=device, dtype=dtype)
+        pad = torch.tensor(PAD_ANCHOR, dtype=dtype).to(device, non_blocking=True)  # no stream sync on CUDA
         anchors = torch.where(slot_valid[..., None], anchors, pad)  # padded slots get PAD_ANCHOR
 
         attn_mask = dn_attention_mask(num_queries, self.num_groups, max_gt, self.negatives, pos_valid)

@@ -300,7 +300,7 @@ def saliency_rank_loss(
         labels = torch.cat([labels, torch.zeros_like(labels)], dim=1)  # (B, 2L)
         valid = torch.cat([valid, valid], dim=1)  # (B, 2L)
     log_prob = (scores / tau).masked_fill(~valid, float("-inf")).log_softmax(dim=1)  # (B, L')
-    levels = torch.tensor(RANK_LEVELS, device=scores.device, dtype=labels.dtype)  # (R,)
+    levels = torch.tensor(RANK_LEVELS, dtype=labels.dtype).to(scores.device, non_blocking=True)  # (R,)
     pos = (labels[None] >= levels[:, None, None]) & valid[None]  # (R, B, L') all levels at once
     num_pos = pos.sum(dim=2)  # (R, B)
     # a sample without positives at a level has mean_pos 0 there: it adds 0 but counts in the batch mean

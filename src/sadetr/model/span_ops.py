@@ -107,7 +107,8 @@ def pad_spans(spans: Sequence[Tensor], fill: tuple[float, float] = (0.0, 0.0)) -
     device = flat.device
     dtype = flat.dtype if flat.is_floating_point() else torch.float32
     slots = [b * max_n + j for b, n in enumerate(counts) for j in range(n)]  # (N,) row of each span
-    padded = torch.tensor(fill, dtype=dtype, device=device).repeat(bsz * max_n, 1)  # (B*M, 2)
+    # host values go over with non_blocking: a blocking copy (torch.tensor(.., device=cuda)) syncs the stream
+    padded = torch.tensor(fill, dtype=dtype).to(device, non_blocking=True).repeat(bsz * max_n, 1)  # (B*M, 2)
     padded = padded.index_copy(
         0, torch.tensor(slots, dtype=torch.int64).to(device, non_blocking=True), flat.to(dtype)
     )
