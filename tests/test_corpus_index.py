@@ -223,3 +223,24 @@ def test_set_alpha_commits_the_manifest_and_keeps_the_faiss_index(
     state, index = read_state(tmp_path)
     assert state.manifest["alpha"] == 7.5 and index.ntotal == 300
     np.testing.assert_array_equal(state.vectors, vectors)
+
+
+def test_the_demo_corpus_step_runs_again_after_the_model_is_retrained(
+    tiny_checkpoint, synthetic_qvh, tmp_path
+) -> None:
+    """`make demo` twice: the second demo retrains, and its corpus step must replace the first demo's
+    index (built with the old checkpoint, which an index refuses) instead of failing."""
+    from sadetr.corpus.demo import corpus_demo
+    from sadetr.safe_load import load_weights
+
+    data_root = Path(synthetic_qvh["config"]).parent
+    first = corpus_demo(tiny_checkpoint, data_root, tmp_path / "corpus", n_show=0)
+    state = load_weights(tiny_checkpoint, "checkpoint")
+    name = next(k for k, v in state["model"].items() if v.is_floating_point())
+    state["model"][name] = state["model"][name] + 0.5  # another model: another checkpoint hash
+    retrained = tmp_path / "retrained.ckpt"
+    torch.save(state, retrained)
+    second = corpus_demo(retrained, data_root, tmp_path / "corpus", n_show=0)
+    assert set(first) == set(second)
+    manifest = json.loads((tmp_path / "corpus" / "metrics.json").read_text())
+    assert manifest["metrics"] == second

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
 
 def corpus_demo(checkpoint: Path, data_root: Path, out_dir: Path, n_show: int = 3) -> dict[str, Any]:
     """Build `out_dir/index` over the val videos of `data_root`, tune alpha on val, print the top hits
-    of `n_show` queries and the TVR corpus metrics; returns the metrics (also in `out_dir/metrics.json`)."""
+    of `n_show` queries and the TVR corpus metrics; returns the metrics (also in `out_dir/metrics.json`).
+
+    The index is the demo's own: one left by an earlier demo (built with the checkpoint this demo has just
+    retrained) is replaced, so that `make demo` can run again (an index refuses another checkpoint)."""
     from sadetr.corpus import CorpusSearcher, build_index
     from sadetr.corpus.evaluate import query_features, read_split, run_queries, score, tune_alpha
     from sadetr.corpus.index import set_alpha
@@ -17,6 +21,8 @@ def corpus_demo(checkpoint: Path, data_root: Path, out_dir: Path, n_show: int = 
     gt = read_split(data_root / "annotations" / "val.jsonl")
     videos = sorted({g["vid"] for g in gt})
     feat_root = data_root / "features"
+    if (out_dir / "index").is_dir():
+        shutil.rmtree(out_dir / "index")
     index = build_index(checkpoint, feat_root, out_dir / "index", videos=videos)
     searcher = CorpusSearcher.open(index)
     k = min(10, searcher.num_windows)
