@@ -200,6 +200,7 @@ def test_measured_defaults():
     assert SpanBasedEnhanceBlock(16, 2).gate_div == 4.0
     crit = build_criterion(_cfg(), LossConfig())
     assert crit.quality_balance == "iou_bins"
+    assert LossConfig().qmargin_reduction == "gt" and crit.qmargin_reduction == "gt"
 
 
 def test_literal_readings_add_no_parameters_and_switches_train():

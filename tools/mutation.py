@@ -300,6 +300,13 @@ MUTATIONS: tuple[Mutation, ...] = (
         ("test_readings.py",),
     ),
     _m(
+        "losses.eq9_default_pairs",
+        "model/config.py",
+        'qmargin_reduction: str = "gt"  # eq 9',
+        'qmargin_reduction: str = "pairs"  # eq 9',
+        ("test_readings.py",),
+    ),
+    _m(
         "decoder.eq4_default_raw",
         "model/config.py",
         'position_mode: str = "projected"  # eq 4',

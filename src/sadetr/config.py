@@ -246,6 +246,7 @@ LEGACY_DEFAULTS: dict[str, Any] = {
     "model.gate_scale": False,
     "model.position_mode": "raw",
     "loss.quality_balance": "none",
+    "loss.qmargin_reduction": "pairs",
 }
 
 

@@ -361,7 +361,7 @@ class SetCriterion(nn.Module):
         align_tau: float = 0.07,
         count_reducer: CountReducer | None = None,
         quality_balance: str = "iou_bins",
-        qmargin_reduction: str = "pairs",
+        qmargin_reduction: str = "gt",
     ) -> None:
         super().__init__()
         self.quality_balance = quality_balance
