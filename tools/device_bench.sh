@@ -55,7 +55,7 @@ train() {  # train LABEL SRC SETS...
         --set train.progress=false --set train.tensorboard=false "$@" > "$OUT/train_$label.log" 2>&1
     python3 tools/device_check.py trainer "/tmp/run_$label" 2>&1 | tail -1
 }
-train w0 "$PWD/src"
+train w0 "$PWD/src" --set train.num_workers=0
 train w4 "$PWD/src" --set train.num_workers=4
 train w4_bf16 "$PWD/src" --set train.num_workers=4 --set train.bf16=true
 if [ -n "${BASE:-}" ]; then train base_w0 "$BASE/src"; fi
