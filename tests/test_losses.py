@@ -388,17 +388,19 @@ def test_padding_does_not_change_any_loss() -> None:
         assert after[k].item() == pytest.approx(before[k].item(), rel=1e-6, abs=1e-7), k
 
 
-def test_qmargin_gradient_reaches_only_valid_noise_quality() -> None:
+@pytest.mark.parametrize("reduction", ["gt", "pairs"])
+def test_qmargin_gradient_reaches_only_valid_noise_quality(reduction: str) -> None:
     out = _fake_out(torch.Generator().manual_seed(7))
     dn = out["dn_outputs"][-1]
     dn["pred_quality"] = torch.full((2, 8), 0.5, requires_grad=True)  # every hinge active (margin 0.4)
     dn["pred_spans"].requires_grad_(True)
-    losses = build_criterion(ModelConfig(), LossConfig())(out, _batch())
-    assert losses["loss_qmargin"].item() == pytest.approx(0.4)
+    losses = build_criterion(ModelConfig(), LossConfig(qmargin_reduction=reduction))(out, _batch())
+    # 3 GT spans, GROUPS pairs each: gt divides the hinge sum by 3, pairs by GROUPS * 3
+    k = 3 if reduction == "gt" else GROUPS * 3
+    assert losses["loss_qmargin"].item() == pytest.approx(0.4 * GROUPS * 3 / k)
     losses["loss_qmargin"].backward()
     assert dn["pred_spans"].grad is None
     grad = dn["pred_quality"].grad  # (B, N_dn): -1/K on valid positives, +1/K on valid negatives
-    k = GROUPS * 3
     expected = torch.zeros(2, 8)
     for g in range(GROUPS):
         expected[0, g * 4] = -1 / k
