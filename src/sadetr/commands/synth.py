@@ -37,6 +37,11 @@ def run(args: argparse.Namespace) -> int:
     paths = generate_synthetic(args.out, args.preset, args.n_train, args.n_val, args.seed)
     log.info(
         "wrote %s preset (%d train / %d val queries) to %s in %.1f s; config: %s",
-        args.preset, args.n_train, args.n_val, paths["root"], time.perf_counter() - start, paths["config"],
+        args.preset,
+        args.n_train,
+        args.n_val,
+        paths["root"],
+        time.perf_counter() - start,
+        paths["config"],
     )
     return 0

@@ -226,13 +226,23 @@ class MomentDataset(Dataset):
         if not n_long:
             return
         if self.cfg.long_video == "resample":
-            log.info("%s: %d queries on videos longer than %g s are resampled to %d clips",
-                     self.path, n_long, limit, self.cfg.max_v_l)
+            log.info(
+                "%s: %d queries on videos longer than %g s are resampled to %d clips",
+                self.path,
+                n_long,
+                limit,
+                self.cfg.max_v_l,
+            )
         else:
             n_cut = sum(any(e > limit for _, e in a.windows) for a in self.annotations)
-            log.warning("%s: %d queries on videos longer than max_v_l * clip_len = %g s are truncated; "
-                        "%d of them have GT windows clipped or dropped (long_video=resample keeps them)",
-                        self.path, n_long, limit, n_cut)
+            log.warning(
+                "%s: %d queries on videos longer than max_v_l * clip_len = %g s are truncated; "
+                "%d of them have GT windows clipped or dropped (long_video=resample keeps them)",
+                self.path,
+                n_long,
+                limit,
+                n_cut,
+            )
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose saliency pairs / window subsets `__getitem__` draws."""
@@ -279,7 +289,9 @@ class MomentDataset(Dataset):
             raise DataError(
                 f"all GT windows start after the first {num_clips} clips ({total:g} s); "
                 "use long_video=resample or a larger max_v_l",
-                path=self.path, line=ann.line, field="relevant_windows",
+                path=self.path,
+                line=ann.line,
+                field="relevant_windows",
             )
         windows[:, 1] = np.minimum(windows[:, 1], total)
         if cfg.max_windows > 0 and len(windows) > cfg.max_windows:

@@ -132,9 +132,7 @@ class FeatureStore:
         key = ("v", vid)
         if self._cache is not None and key in self._cache:
             return self._cache[key]
-        parts = [
-            load_feature_file(p, VIDEO_KEY, d) for p, d in zip(self.video_paths(vid), self.video_dims)
-        ]
+        parts = [load_feature_file(p, VIDEO_KEY, d) for p, d in zip(self.video_paths(vid), self.video_dims)]
         n = min(len(p) for p in parts)
         parts = [l2_normalize(p[:n]) if self.normalize_video else p[:n] for p in parts]
         feat = np.concatenate(parts, axis=1)  # [L, sum D]

@@ -27,15 +27,54 @@ from sadetr.atomic import atomic_path, atomic_write_text
 LATENT = 64
 SF_DIM, CLIP_DIM, TEXT_DIM = 2304, 512, 512
 NOUNS = (
-    "cup", "door", "laptop", "dog", "bike", "guitar", "car", "book", "phone", "ball", "knife", "window",
-    "camera", "plate", "chair", "tree", "boat", "mirror", "bag", "candle", "bottle", "drum", "kite", "map",
+    "cup",
+    "door",
+    "laptop",
+    "dog",
+    "bike",
+    "guitar",
+    "car",
+    "book",
+    "phone",
+    "ball",
+    "knife",
+    "window",
+    "camera",
+    "plate",
+    "chair",
+    "tree",
+    "boat",
+    "mirror",
+    "bag",
+    "candle",
+    "bottle",
+    "drum",
+    "kite",
+    "map",
 )
 VERBS = ("opens", "holds", "cleans", "throws", "carries", "paints")
 SUBJECTS = (
-    "a man", "a woman", "the person", "someone", "a vlogger", "a young girl", "the chef", "an old man"
+    "a man",
+    "a woman",
+    "the person",
+    "someone",
+    "a vlogger",
+    "a young girl",
+    "the chef",
+    "an old man",
 )
-TAILS = ("", " in the kitchen", " outside", " slowly", " while talking", " near the window",
-         " on the street", " at night", " with a friend", " again")
+TAILS = (
+    "",
+    " in the kitchen",
+    " outside",
+    " slowly",
+    " while talking",
+    " near the window",
+    " on the street",
+    " at night",
+    " with a friend",
+    " again",
+)
 # Difficulty knobs (docs/data.md): latent scales, boundary jitter/softness in clips, event strength range.
 BACKGROUND = 0.6  # norm of the per-video background latent
 CLIP_NOISE = 0.5  # expected norm of the per-clip latent noise
@@ -75,17 +114,31 @@ class Preset:
 
 
 PRESETS = {
-    "qvhighlights": Preset("qvhighlights", 2.0, (2, 3), (0.6, 0.25, 0.15), 20.0, 0.8, 0.5, (1, 2), 0.0,
-                           True, True, False, 75),
-    "charades": Preset("charades", 1.0, (2, 3), (1.0,), 7.3, 0.38, 0.6, (0, 1), 0.3,
-                       False, False, False, 75),
-    "tacos": Preset("tacos", 2.0, (6, 10), (1.0,), 12.0, 0.8, 0.25, (1, 2), 0.0,
-                    False, False, True, 0),
+    "qvhighlights": Preset(
+        "qvhighlights", 2.0, (2, 3), (0.6, 0.25, 0.15), 20.0, 0.8, 0.5, (1, 2), 0.0, True, True, False, 75
+    ),
+    "charades": Preset("charades", 1.0, (2, 3), (1.0,), 7.3, 0.38, 0.6, (0, 1), 0.3, False, False, False, 75),
+    "tacos": Preset("tacos", 2.0, (6, 10), (1.0,), 12.0, 0.8, 0.25, (1, 2), 0.0, False, False, True, 0),
     # The convergence benchmark (docs/model.md "Convergence benchmark"): QVHighlights' shapes with 2-4
     # distractors (half share a queried noun), weaker events and noisier clips, so that a DETR needs many
     # epochs to leave the dataset-mean solution.
-    "qvhighlights_hard": Preset("qvhighlights_hard", 2.0, (2, 3), (0.6, 0.25, 0.15), 20.0, 0.8, 0.5,
-                                (2, 4), 0.0, True, True, False, 75, clip_noise=0.8, strength=(0.35, 0.9)),
+    "qvhighlights_hard": Preset(
+        "qvhighlights_hard",
+        2.0,
+        (2, 3),
+        (0.6, 0.25, 0.15),
+        20.0,
+        0.8,
+        0.5,
+        (2, 4),
+        0.0,
+        True,
+        True,
+        False,
+        75,
+        clip_noise=0.8,
+        strength=(0.35, 0.9),
+    ),
 }
 
 
@@ -127,8 +180,9 @@ class _Event:
     query: int  # index of the query it belongs to, -1 for a distractor
 
 
-def _place(rng: np.random.Generator, taken: list[tuple[float, float]], length: float, duration: float,
-           gap: float) -> tuple[float, float] | None:
+def _place(
+    rng: np.random.Generator, taken: list[tuple[float, float]], length: float, duration: float, gap: float
+) -> tuple[float, float] | None:
     """A random [start, end) of `length` not within `gap` of any taken interval; None if none found."""
     for _ in range(60):
         start = rng.uniform(0.0, duration - length)
@@ -248,8 +302,9 @@ class _VideoMaker:
         return text, feat.astype(np.float16)
 
 
-def _saliency(rng: np.random.Generator, windows: list[tuple[float, float]], profile: np.ndarray,
-              clip_len: float) -> tuple[list[int], list[list[int]]]:
+def _saliency(
+    rng: np.random.Generator, windows: list[tuple[float, float]], profile: np.ndarray, clip_len: float
+) -> tuple[list[int], list[list[int]]]:
     """QVHighlights-style labels: the clips of the windows, 3 annotators' 0-4 scores following the profile."""
     ids = sorted({c for s, e in windows for c in range(round(s / clip_len), round(e / clip_len))})
     ids = [c for c in ids if c < len(profile)]

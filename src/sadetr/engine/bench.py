@@ -414,9 +414,7 @@ def run_bench(
         single = bench_model(settings, models[0] if models else None)
         per_model = {single["model"]: single}
     first = next(iter(per_model.values()))
-    ratios = {
-        name: {k: r[k] / first[k] for k in RATIO_KEYS if first.get(k)} for name, r in per_model.items()
-    }
+    ratios = {name: {k: r[k] / first[k] for k in RATIO_KEYS if first.get(k)} for name, r in per_model.items()}
     gt = load_eval_jsonl(gt_path) if gt_path else _synthetic_gt(1549)
     sub = _synthetic_submission(gt)
     eval_s = min(time_calls(lambda: evaluate(sub, gt), torch.device("cpu"), 2))
