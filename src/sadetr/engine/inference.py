@@ -34,12 +34,12 @@ def _move_list(tensors: list[torch.Tensor], device: torch.device) -> list[torch.
     """A list of tensors (e.g. each sample's GT spans) onto `device` in one copy when they share dtype and
     trailing shape (concatenated, moved, split into views); one copy per tensor otherwise."""
     first = tensors[0]
-    if first.device == device or any(
-        t.dtype != first.dtype or t.shape[1:] != first.shape[1:] for t in tensors
+    if (
+        first.device == device
+        or first.dim() == 0
+        or any(t.dtype != first.dtype or t.shape[1:] != first.shape[1:] for t in tensors)
     ):
         return [t.to(device, non_blocking=True) for t in tensors]
-    if first.dim() == 0:
-        return list(torch.stack(tensors).to(device, non_blocking=True).unbind())
     moved = torch.cat(tensors).to(device, non_blocking=True)
     return list(moved.split([int(t.shape[0]) for t in tensors]))
 

@@ -409,7 +409,7 @@ class SetCriterion(nn.Module):
         num_dn = clips.new_zeros(())
         if out.get("dn_outputs") and dn_meta is not None:
             num_dn = dn_meta["num_groups"] * dn_meta["pos_valid"].sum().to(torch.float64)
-        num_spans = clips.new_tensor(float(sum(int(t.shape[0]) for t in batch["spans"])))  # from the host
+        num_spans = clips.new_full((), float(sum(int(t.shape[0]) for t in batch["spans"])))  # a fill, no copy
         counts = torch.stack([num_spans, num_dn, clips])  # (K,), no device sync until the reduction below
         if self.count_reducer is not None:
             counts = self.count_reducer(counts)
