@@ -169,6 +169,52 @@ def test_build_denoiser_reads_config() -> None:
         build_denoiser(ModelConfig(dn_schedule="linear"))
     with pytest.raises(ConfigError, match=r"model\.dn_sigma_n"):
         build_denoiser(ModelConfig(dn_sigma_n=1.0))
+    assert build_denoiser(ModelConfig()).center_scale == "width"
+    assert build_denoiser(ModelConfig(dn_center_noise="center")).center_scale == "center"
+    with pytest.raises(ConfigError, match=r"model\.dn_center_noise"):
+        build_denoiser(ModelConfig(dn_center_noise="gt"))
+
+
+@pytest.mark.parametrize("center_scale, scale", [("width", 0.2), ("center", 0.8)])
+def test_center_noise_scale_by_hand(center_scale: str, scale: float) -> None:
+    # The two readings of 3.3's centre rule on GT (c, w) = (0.8, 0.2) with the magnitude pinned to σ = 0.1
+    # (low = high): width (NOTES.md) moves the centre by σ·w/2 = 0.01, center (the paper's "σc/2") by
+    # σ·c/2 = 0.04; the width moves by σ·w = 0.02 in both. Far from the borders: no clamp.
+    gt = torch.tensor([[0.8, 0.2]]).repeat(64, 1)
+    noised = noise_spans(gt, 0.1, 0.1, torch.Generator().manual_seed(0), center_scale=center_scale)
+    torch.testing.assert_close((noised[:, 0] - 0.8).abs(), torch.full((64,), 0.1 * scale / 2))
+    torch.testing.assert_close((noised[:, 1] - 0.2).abs(), torch.full((64,), 0.02))
+    with pytest.raises(ValueError, match="center noise scale"):
+        noise_spans(gt, 0.1, 0.1, center_scale="gt")
+
+
+def test_noise_min_width_by_hand() -> None:
+    # `model.dn_noise_min_width`: the noise scales with max(w, floor). Magnitude pinned to σ = 0.1: a GT
+    # (0.5, 0.04) under a floor of 0.2 moves its centre by σ·0.2/2 = 0.01 and its width by σ·0.2 = 0.02
+    # (without the floor: 0.002 and 0.004); a GT wider than the floor, (0.5, 0.4), is not affected.
+    gt = torch.tensor([[0.5, 0.04], [0.5, 0.4]]).repeat(32, 1)
+    floored = noise_spans(gt, 0.1, 0.1, torch.Generator().manual_seed(0), scale_floor=0.2)
+    plain = noise_spans(gt, 0.1, 0.1, torch.Generator().manual_seed(0))
+    expected_dc = torch.tensor([0.01, 0.02]).repeat(32)
+    torch.testing.assert_close((floored[:, 0] - gt[:, 0]).abs(), expected_dc)
+    torch.testing.assert_close((floored[:, 1] - gt[:, 1]).abs(), 2 * expected_dc)
+    torch.testing.assert_close((plain[:, 0] - gt[:, 0]).abs(), torch.tensor([0.002, 0.02]).repeat(32))
+    assert build_denoiser(ModelConfig(dn_noise_min_width=0.2)).scale_floor == 0.2
+    with pytest.raises(ConfigError, match=r"model\.dn_noise_min_width"):
+        build_denoiser(ModelConfig(dn_noise_min_width=1.0))
+
+
+def test_center_noise_draws_the_same_numbers() -> None:
+    # Both readings draw the same random numbers in the same order: only the centre's scale differs, so
+    # with c = w the two give the same anchors, and the generator ends in the same state.
+    targets = [torch.tensor([[0.3, 0.3], [0.5, 0.5]])]
+    out = {}
+    for center_scale in ("width", "center"):
+        gen = torch.Generator().manual_seed(7)
+        dn = SpanDenoiser(3, 0.2, 0.6, center_scale=center_scale)(targets, 10, gen)
+        out[center_scale] = (dn.anchors, gen.get_state())
+    torch.testing.assert_close(out["width"][0], out["center"][0])
+    assert torch.equal(out["width"][1], out["center"][1])
 
 
 def test_noise_has_both_signs() -> None:

@@ -1,7 +1,8 @@
 """The readings of issue 11 (docs/model.md "Readings"): each switch by hand, and the measured defaults.
 
-eq 6 `gaussian_mode`, eq 4 `position_mode`, eq 3 `gate_scale`, S_d `anchor_offset` (model), eq 9
-`qmargin_reduction` and eq 8 `quality_balance` (loss)."""
+eq 6 `gaussian_mode`, eq 4 `position_mode` and `position_scale`, eq 3 `gate_scale`, S_d `anchor_offset`
+(model), eq 9 `qmargin_reduction` and eq 8 `quality_balance` (loss); 3.3's noise rule `dn_center_noise` is
+tested in test_denoising.py."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from sadetr.model.decoder import (
     SpanBasedEnhanceBlock,
     clip_position_embedding,
     gaussian_log_mask,
+    position_scale,
 )
 from sadetr.model.losses import iou_bin_balanced_mean, quality_loss, quality_margin_loss
 from sadetr.model.query_init import DualPathQueryInitializer
@@ -109,6 +111,39 @@ def test_position_projection_is_applied():
     assert not torch.allclose(plain.attention_weights(*x, vmask, None), expected, atol=1e-3)
 
 
+def test_position_scale_by_hand():
+    # video: the fastest channel pair of a centre at 0.5 turns 2π·0.5 = π; clip: positions in clips, a
+    # sample of 4 valid clips puts clip 1's centre (0.375) at 1.5 clips, 1.5 radians in the fastest pair.
+    vmask = torch.tensor([[True, True, True, True, False], [True, True, False, False, False]])
+    assert position_scale(vmask, "video") == 2 * math.pi
+    scale = position_scale(vmask, "clip")
+    assert torch.equal(scale, torch.tensor([[4.0], [2.0]]))
+    x = torch.tensor([[0.5]])
+    assert torch.allclose(sine_embedding(x, 4)[0, 0, :2], torch.tensor([0.0, -1.0]), atol=1e-6)
+    raw = clip_position_embedding(vmask, 4, "raw", scale)  # (2, 5, 4)
+    assert torch.allclose(raw[0, 1, :2], torch.tensor([math.sin(1.5), math.cos(1.5)]), atol=1e-6)
+    assert torch.allclose(raw[1, 1, :2], torch.tensor([math.sin(1.5), math.cos(1.5)]), atol=1e-6)  # 2 clips
+    # PE(S) of a span (c, w) = (0.5, 0.25) in a 4-clip video: c at 2 clips, w one clip
+    pe = span_sine_embedding(torch.tensor([[[0.5, 0.25]]]), 8, scale[:1])  # (1, 1, 8)
+    expected = torch.tensor([math.sin(2.0), math.cos(2.0), math.sin(1.0), math.cos(1.0)])
+    assert torch.allclose(pe[0, 0, [0, 1, 4, 5]], expected, atol=1e-6)
+
+
+def test_position_scale_is_applied_in_the_decoder():
+    torch.manual_seed(0)
+    video_unit = build_model(_cfg()).eval()
+    clip_unit = build_model(_cfg(position_scale="clip")).eval()
+    clip_unit.load_state_dict(video_unit.state_dict())  # same parameters: the switch adds none
+    g = torch.Generator().manual_seed(1)
+    video, text = torch.randn(2, 9, 12, generator=g), torch.randn(2, 5, 7, generator=g)
+    vmask, tmask = torch.ones(2, 9, dtype=torch.bool), torch.ones(2, 5, dtype=torch.bool)
+    with torch.no_grad():  # the quality (the span head's last layer starts at 0: spans equal the anchors)
+        a = video_unit(video, vmask, text, tmask)["pred_quality"]
+        b = clip_unit(video, vmask, text, tmask)["pred_quality"]
+        assert torch.equal(a, video_unit(video, vmask, text, tmask)["pred_quality"])
+    assert not torch.allclose(a, b, atol=1e-4)
+
+
 # ------------------------------------------------------------------------------ eq 3: gate_scale
 
 
@@ -177,6 +212,13 @@ def test_quality_loss_balanced_on_predictions():
     binned = quality_loss(quality, spans, gt, matches, 1.0, "iou_bins")
     assert mean.item() == pytest.approx((0.2 + 0.3 * 4) / 6)
     assert binned.item() == pytest.approx((0.2 + 0.0 + 0.3) / 3)
+    # eq 8's Σ_j as written (`quality_reduction: sum`): the 6 queries' errors summed, 6 times the mean
+    summed = quality_loss(quality, spans, gt, matches, 1.0, reduction="sum")
+    assert summed.item() == pytest.approx(0.2 + 0.3 * 4)
+    summed_bins = quality_loss(quality, spans, gt, matches, 1.0, "iou_bins", reduction="sum")
+    assert summed_bins.item() == pytest.approx(6 * (0.2 + 0.0 + 0.3) / 3)
+    with pytest.raises(ValueError, match="quality reduction"):
+        quality_loss(quality, spans, gt, matches, 1.0, reduction="total")
 
 
 # ------------------------------------------------------------------------------ the model with the switches
@@ -201,6 +243,8 @@ def test_measured_defaults():
     crit = build_criterion(_cfg(), LossConfig())
     assert crit.quality_balance == "iou_bins"
     assert LossConfig().qmargin_reduction == "gt" and crit.qmargin_reduction == "gt"
+    assert LossConfig().quality_reduction == "mean" and crit.quality_reduction == "mean"
+    assert build_criterion(_cfg(), LossConfig(quality_reduction="sum")).quality_reduction == "sum"
 
 
 def test_literal_readings_add_no_parameters_and_switches_train():
@@ -241,13 +285,23 @@ def test_literal_readings_add_no_parameters_and_switches_train():
     assert model.decoder.layers[0].cross_attn.pos_proj.weight.grad is not None
 
 
-@pytest.mark.parametrize("key, value", [("gaussian_mode", "mask"), ("position_mode", "learned")])
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("gaussian_mode", "mask"),
+        ("position_mode", "learned"),
+        ("position_scale", "s"),
+        ("dn_center_noise", "gt"),
+    ],
+)
 def test_bad_model_reading_is_a_config_error(key, value):
     with pytest.raises(ConfigError, match=f"model.{key}"):
         build_model(_cfg(**{key: value}))
 
 
-@pytest.mark.parametrize("key, value", [("quality_balance", "bins"), ("qmargin_reduction", "sum")])
+@pytest.mark.parametrize(
+    "key, value", [("quality_balance", "bins"), ("qmargin_reduction", "sum"), ("quality_reduction", "total")]
+)
 def test_bad_loss_reading_is_a_config_error(key, value):
     with pytest.raises(ConfigError, match=f"loss.{key}"):
         build_criterion(_cfg(), LossConfig(**{key: value}))

@@ -147,7 +147,13 @@ MUTATIONS: tuple[Mutation, ...] = (
         "temperature ** (k / dim)",
         SPAN_T,
     ),
-    _m("span_ops.sine_no_2pi", SPAN, "* (2 * math.pi) / freqs", "* math.pi / freqs", SPAN_T),
+    _m(
+        "span_ops.sine_no_2pi",
+        SPAN,
+        "scale: float | Tensor = 2 * math.pi\n) -> Tensor:",
+        "scale: float | Tensor = math.pi\n) -> Tensor:",
+        SPAN_T,
+    ),
     _m(
         "span_ops.sine_cos_first",
         SPAN,
@@ -158,8 +164,10 @@ MUTATIONS: tuple[Mutation, ...] = (
     _m(
         "span_ops.span_embedding_swaps_c_w",
         SPAN,
-        "[sine_embedding(spans_cxw[..., 0], dim // 2), sine_embedding(spans_cxw[..., 1], dim // 2)]",
-        "[sine_embedding(spans_cxw[..., 1], dim // 2), sine_embedding(spans_cxw[..., 0], dim // 2)]",
+        "sine_embedding(spans_cxw[..., 0], dim // 2, scale=scale),\n"
+        "            sine_embedding(spans_cxw[..., 1], dim // 2, scale=scale),",
+        "sine_embedding(spans_cxw[..., 1], dim // 2, scale=scale),\n"
+        "            sine_embedding(spans_cxw[..., 0], dim // 2, scale=scale),",
         SPAN_T,
     ),
     _m(
@@ -311,6 +319,27 @@ MUTATIONS: tuple[Mutation, ...] = (
         "model/config.py",
         'position_mode: str = "projected"  # eq 4',
         'position_mode: str = "raw"  # eq 4',
+        ("test_readings.py",),
+    ),
+    _m(
+        "decoder.position_scale_ignored",
+        DEC,
+        "scale = position_scale(video_mask, self.position_unit)  # 2π or (B, 1)",
+        "scale = 2 * math.pi  # 2π or (B, 1)",
+        ("test_readings.py",),
+    ),
+    _m(
+        "decoder.position_scale_clip_as_video",
+        DEC,
+        "return video_mask.sum(dim=1, keepdim=True).clamp(min=1).float()  # (B, 1)",
+        "return 2 * math.pi  # (B, 1)",
+        ("test_readings.py",),
+    ),
+    _m(
+        "losses.eq8_sum_as_mean",
+        LOSS,
+        'per_query = float(pred_quality.shape[1]) if reduction == "sum" else 1.0',
+        "per_query = 1.0",
         ("test_readings.py",),
     ),
     _m(
@@ -492,19 +521,44 @@ MUTATIONS: tuple[Mutation, ...] = (
     _m(
         "denoising.center_full_width",
         DN,
-        "new_c = c + delta[..., 0] * w / 2",
-        "new_c = c + delta[..., 0] * w",
+        'new_c = c + delta[..., 0] * (w_scale if center_scale == "width" else c) / 2',
+        'new_c = c + delta[..., 0] * (w_scale if center_scale == "width" else c)',
         DN_T,
     ),
     _m(
-        "denoising.width_absolute", DN, "new_w = (w + delta[..., 1] * w)", "new_w = (w + delta[..., 1])", DN_T
+        "denoising.width_absolute",
+        DN,
+        "new_w = (w + delta[..., 1] * w_scale)",
+        "new_w = (w + delta[..., 1])",
+        DN_T,
+    ),
+    _m(
+        "denoising.center_scale_ignored",
+        DN,
+        '(w_scale if center_scale == "width" else c) / 2',
+        "w_scale / 2",
+        DN_T,
+    ),
+    _m(
+        "denoising.min_width_ignored",
+        DN,
+        "w_scale = w.clamp(min=scale_floor)",
+        "w_scale = w",
+        DN_T,
+    ),
+    _m(
+        "denoising.center_noise_default_center",
+        "model/config.py",
+        'dn_center_noise: str = "width"',
+        'dn_center_noise: str = "center"',
+        DN_T,
     ),
     _m("denoising.band_from_zero", DN, "u = low + (high - low) * u", "u = low + high * u", DN_T),
     _m(
         "denoising.center_uses_width_noise",
         DN,
-        "new_c = c + delta[..., 0] * w / 2",
-        "new_c = c + delta[..., 1] * w / 2",
+        'new_c = c + delta[..., 0] * (w_scale if center_scale == "width" else c) / 2',
+        'new_c = c + delta[..., 1] * (w_scale if center_scale == "width" else c) / 2',
         DN_T,
     ),
     _m(
@@ -559,8 +613,8 @@ MUTATIONS: tuple[Mutation, ...] = (
     _m(
         "denoising.negatives_positive_band",
         DN,
-        "neg = noise_spans(groups, low, high, generator)",
-        "neg = noise_spans(groups, 0.0, self.sigma_p, generator)",
+        "groups, low, high, generator, center_scale",
+        "groups, 0.0, self.sigma_p, generator, center_scale",
         DN_T,
     ),
     _m(
@@ -589,8 +643,8 @@ MUTATIONS: tuple[Mutation, ...] = (
     _m(
         "decoder.pmv_zeroed",
         DEC,
-        "        return sine_embedding(centres, dim)\n",
-        "        return torch.zeros_like(sine_embedding(centres, dim))\n",
+        "        return sine_embedding(centres, dim, scale=scale)\n",
+        "        return torch.zeros_like(sine_embedding(centres, dim, scale=scale))\n",
         DEC_T,
     ),
     _m(

@@ -39,6 +39,7 @@ def build_sa_detr(cfg: ModelConfig) -> nn.Module:
         ("model.anchor_init", cfg.anchor_init, ("instance", "learnable")),
         ("model.gaussian_mode", cfg.gaussian_mode, ("logits", "probs")),
         ("model.position_mode", cfg.position_mode, ("raw", "projected")),
+        ("model.position_scale", cfg.position_scale, ("video", "clip")),
     ):
         if value not in allowed:
             raise ConfigError(f"must be one of {', '.join(allowed)}, got {value!r}", key)
@@ -78,6 +79,7 @@ def build_sa_detr(cfg: ModelConfig) -> nn.Module:
         gaussian_mode=cfg.gaussian_mode,
         position_mode=cfg.position_mode,
         gate_scale=cfg.gate_scale,
+        position_unit=cfg.position_scale,
     )
     try:
         denoiser = build_denoiser(cfg)

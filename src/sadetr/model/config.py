@@ -54,6 +54,7 @@ class ModelConfig:
     gaussian_mode: str = "logits"  # eq 6: logits (l ⊙ m, as written) | probs (l + log m = p ⊙ m renormalised)
     # Departure from NOTES.md (measured, docs/model.md "Readings"): raw positions cost late-epoch precision.
     position_mode: str = "projected"  # eq 4 P_Mv: projected (W_p·PE(t_i, 1/L_v)) | raw (sine of t_i)
+    position_scale: str = "video"  # decoder's PE(S), P_Mv: video (2π over the video) | clip (1 rad per clip)
     # Departure from NOTES.md (measured, docs/model.md "Readings"): the unscaled 256-d gate saturates.
     gate_scale: bool = True  # eq 3: ĝ = sigmoid(⟨Ĉ, M̂_s⟩ / √d) (false: the unscaled dot product)
     anchor_offset: bool = False  # S_d = sigmoid(MLP_3(M_g) + o_q), o_q learnable, spread at init
@@ -66,6 +67,8 @@ class ModelConfig:
     dn_sigma_n: float = 0.6  # negative noise scale
     dn_schedule: str = "fixed"  # fixed | curriculum (margin shrinks over training)
     dn_curriculum_min_margin: float = 0.1  # sigma_n - sigma_p at the end of training (curriculum)
+    dn_noise_min_width: float = 0.0  # noise relative to max(w, this), a fraction of the video (0: w)
+    dn_center_noise: str = "width"  # centre noise: width (NOTES.md: σw/2) | center (paper: σc/2)
 
     # --- baselines (Moment-DETR, QD-DETR; docs/baselines.md) ---
     max_text_len: int = 32  # rows of the learned text position table (public code's max_q_l)
@@ -95,6 +98,7 @@ class LossConfig:
     # Departure from NOTES.md (measured, docs/losses.md "Readings"): BAM-DETR's balancing, which the
     # paper says eq 8 follows; the plain mean collapses q and leaves the top-1 unranked for epochs.
     quality_balance: str = "iou_bins"  # eq 8: iou_bins (BAM-DETR: per IoU bin) | none (mean over queries)
+    quality_reduction: str = "mean"  # eq 8: mean over queries (NOTES.md) | sum (Σ_j: N_q × mean)
     aux_loss: bool = True  # moment/quality losses on every decoder layer
     saliency_margin: float = 0.2  # hinge margin of QD-DETR's margin ranking term
     rank_contrast_tau: float = 0.5  # temperature of QD-DETR's rank-contrastive term

@@ -30,6 +30,7 @@ from sadetr.model.span_ops import (
 
 GAUSSIAN_MODES = ("logits", "probs")
 POSITION_MODES = ("raw", "projected")
+POSITION_UNITS = ("video", "clip")
 
 
 def gaussian_log_mask(spans_cxw: Tensor, video_mask: Tensor, alpha: float, min_width: float = 1e-4) -> Tensor:
@@ -41,18 +42,31 @@ def gaussian_log_mask(spans_cxw: Tensor, video_mask: Tensor, alpha: float, min_w
     return -alpha * (t[:, None, :] - c) ** 2 / w**2  # (B, Q, L)
 
 
-def clip_position_embedding(video_mask: Tensor, dim: int, mode: str = "raw") -> Tensor:
+def position_scale(video_mask: Tensor, unit: str) -> float | Tensor:
+    """The sine embeddings' scale of the decoder's positions (`model.position_scale`): `video` is 2π (the
+    fastest channel pair turns once over the video, DETR's normalised embedding); `clip` is L_v, each
+    sample's own clip count (positions in clips: the fastest pair turns 1 radian per clip, as DETR's
+    unnormalised embedding turns 1 radian per feature cell). float, or [B, 1]."""
+    if unit == "video":
+        return 2 * math.pi
+    return video_mask.sum(dim=1, keepdim=True).clamp(min=1).float()  # (B, 1)
+
+
+def clip_position_embedding(
+    video_mask: Tensor, dim: int, mode: str = "raw", scale: float | Tensor = 2 * math.pi
+) -> Tensor:
     """P_Mv of eq 4 before any projection: [B, L] -> [B, L, dim].
 
     raw: `sine_embedding(t_i, d)` of the clip centres (NOTES.md). projected: each clip as the span
     (t_i, 1/L_v) through PE(S)'s own layout (`span_sine_embedding`), so that the clips' centre channels
     match the spans' centre channels; the cross-attention then projects it (`position_mode`).
+    scale: see `position_scale`.
     """
     centres = clip_centers(video_mask)  # (B, L)
     if mode == "raw":
-        return sine_embedding(centres, dim)
+        return sine_embedding(centres, dim, scale=scale)
     widths = 1.0 / video_mask.sum(dim=1, keepdim=True).clamp(min=1).to(centres.dtype)  # (B, 1)
-    return span_sine_embedding(torch.stack([centres, widths.expand_as(centres)], dim=-1), dim)
+    return span_sine_embedding(torch.stack([centres, widths.expand_as(centres)], dim=-1), dim, scale)
 
 
 class SpanBasedEnhanceBlock(nn.Module):
@@ -268,12 +282,16 @@ class SpanAwareRefineDecoder(nn.Module):
         gaussian_mode: str = "logits",
         position_mode: str = "projected",
         gate_scale: bool = True,
+        position_unit: str = "video",
     ) -> None:
         super().__init__()
         if position_mode not in POSITION_MODES:
             raise ValueError(f"position_mode must be one of {POSITION_MODES}, got {position_mode!r}")
+        if position_unit not in POSITION_UNITS:
+            raise ValueError(f"position_scale must be one of {POSITION_UNITS}, got {position_unit!r}")
         self.dim = dim
         self.position_mode = position_mode
+        self.position_unit = position_unit
         self.layers = nn.ModuleList(
             [
                 SpanAwareQueryRefiner(
@@ -309,11 +327,13 @@ class SpanAwareRefineDecoder(nn.Module):
         self_attn_mask: Tensor | None = None,
     ) -> list[tuple[Tensor, Tensor]]:
         """content [B, Q, d], initial anchors [B, Q, 2] cxw -> per layer (spans [B, Q, 2], quality [B, Q])."""
-        memory_pos = clip_position_embedding(video_mask, self.dim, self.position_mode)  # P_Mv (B, L, d)
-        memory_pos = memory_pos.to(memory.dtype)
+        scale = position_scale(video_mask, self.position_unit)  # 2π or (B, 1)
+        memory_pos = clip_position_embedding(video_mask, self.dim, self.position_mode, scale)
+        memory_pos = memory_pos.to(memory.dtype)  # P_Mv (B, L, d)
         outputs = []
         for layer in self.layers:
-            span_pos = self.span_pos_mlp(span_sine_embedding(spans, self.dim).to(content.dtype))  # P_S, eq 1
+            span_pe = span_sine_embedding(spans, self.dim, scale)  # PE(S) (B, Q, d)
+            span_pos = self.span_pos_mlp(span_pe.to(content.dtype))  # P_S, eq 1
             content = layer(
                 content, spans, span_pos, memory, memory_pos, video_mask, sentence, self_attn_mask
             )

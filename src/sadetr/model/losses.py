@@ -129,6 +129,7 @@ def quality_targets(pred_spans: Tensor, targets: Sequence[Tensor]) -> Tensor:
 QUALITY_BINS = (0.3, 0.7)
 QUALITY_BALANCES = ("none", "iou_bins")
 QMARGIN_REDUCTIONS = ("pairs", "gt")
+QUALITY_REDUCTIONS = ("mean", "sum")
 
 
 def iou_bin_balanced_mean(
@@ -158,22 +159,27 @@ def quality_loss(
     matched_weight: float,
     balance: str = "none",
     count_reducer: CountReducer | None = None,
+    reduction: str = "mean",
 ) -> Tensor:
     """Eq 8: `mean_j c_j·|q_j − max_n IoU(m_j, m_n)|`, c_j = w_q for matched queries, 1 otherwise.
 
     balance (`loss.quality_balance`): `none` is the mean over all queries; `iou_bins` the mean within
     each IoU bin, averaged over the 3 bins (BAM-DETR, `iou_bin_balanced_mean`), so the many low-IoU
-    queries do not dominate and pull every q to 0."""
+    queries do not dominate and pull every q to 0. reduction (`loss.quality_reduction`): `mean` (NOTES.md)
+    as above; `sum` is eq 8's `Σ_j` over the N_q queries of a video as written, i.e. N_q times `mean`."""
     if balance not in QUALITY_BALANCES:
         raise ValueError(f"quality balance must be one of {QUALITY_BALANCES}, got {balance!r}")
+    if reduction not in QUALITY_REDUCTIONS:
+        raise ValueError(f"quality reduction must be one of {QUALITY_REDUCTIONS}, got {reduction!r}")
+    per_query = float(pred_quality.shape[1]) if reduction == "sum" else 1.0
     target = quality_targets(pred_spans, targets)  # (B, Q)
     weight = torch.ones_like(target)  # (B, Q)
     index = matched_index(matches, [int(t.shape[0]) for t in targets], weight.device)  # (3, K)
     weight[index[0], index[1]] = matched_weight
     errors = weight * (pred_quality - target).abs()  # (B, Q)
     if balance == "iou_bins":
-        return iou_bin_balanced_mean(errors, target, count_reducer)
-    return errors.mean()
+        return per_query * iou_bin_balanced_mean(errors, target, count_reducer)
+    return per_query * errors.mean()
 
 
 def quality_margin_loss(
@@ -362,9 +368,11 @@ class SetCriterion(nn.Module):
         count_reducer: CountReducer | None = None,
         quality_balance: str = "iou_bins",
         qmargin_reduction: str = "gt",
+        quality_reduction: str = "mean",
     ) -> None:
         super().__init__()
         self.quality_balance = quality_balance
+        self.quality_reduction = quality_reduction
         self.qmargin_reduction = qmargin_reduction
         self.count_reducer = count_reducer
         self.matcher = matcher
@@ -445,6 +453,7 @@ class SetCriterion(nn.Module):
             self.quality_matched_weight,
             self.quality_balance,
             self.count_reducer,
+            self.quality_reduction,
         )
         return {"loss_quality": loss}
 
@@ -556,6 +565,7 @@ def build_sa_detr_criterion(model_cfg: ModelConfig, loss_cfg: LossConfig) -> Set
     for key, value, allowed in (
         ("loss.quality_balance", loss_cfg.quality_balance, QUALITY_BALANCES),
         ("loss.qmargin_reduction", loss_cfg.qmargin_reduction, QMARGIN_REDUCTIONS),
+        ("loss.quality_reduction", loss_cfg.quality_reduction, QUALITY_REDUCTIONS),
     ):
         if value not in allowed:
             raise ConfigError(f"must be one of {', '.join(allowed)}, got {value!r}", key)
@@ -605,4 +615,5 @@ def build_sa_detr_criterion(model_cfg: ModelConfig, loss_cfg: LossConfig) -> Set
         align_tau=loss_cfg.align_tau,
         quality_balance=loss_cfg.quality_balance,
         qmargin_reduction=loss_cfg.qmargin_reduction,
+        quality_reduction=loss_cfg.quality_reduction,
     )

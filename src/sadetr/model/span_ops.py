@@ -122,23 +122,30 @@ def inverse_sigmoid(x: Tensor, eps: float = 1e-3) -> Tensor:
     return torch.log(x / (1 - x))
 
 
-def sine_embedding(x: Tensor, dim: int, temperature: float = 10000.0) -> Tensor:
+def sine_embedding(
+    x: Tensor, dim: int, temperature: float = 10000.0, scale: float | Tensor = 2 * math.pi
+) -> Tensor:
     """Sine positional embedding of scalars in [0, 1]: [...] -> [..., dim] (DAB-DETR/Conditional-DETR).
 
-    Channel pairs (2k, 2k+1) hold (sin, cos) of `2*pi*x / temperature**(2k/dim)`.
+    Channel pairs (2k, 2k+1) hold (sin, cos) of `scale*x / temperature**(2k/dim)`. scale: 2π (one period
+    of the fastest pair over [0, 1], DETR's normalised embedding) or a tensor broadcastable to x.
     """
     if dim % 2:
         raise ValueError(f"sine_embedding needs an even dim, got {dim}")
     k = torch.arange(dim // 2, dtype=torch.float32, device=x.device)  # (dim/2,)
     freqs = temperature ** (2 * k / dim)  # (dim/2,)
-    angles = x.float()[..., None] * (2 * math.pi) / freqs  # (..., dim/2)
+    angles = (x.float() * scale)[..., None] / freqs  # (..., dim/2)
     return torch.stack([angles.sin(), angles.cos()], dim=-1).flatten(-2)  # (..., dim)
 
 
-def span_sine_embedding(spans_cxw: Tensor, dim: int) -> Tensor:
+def span_sine_embedding(spans_cxw: Tensor, dim: int, scale: float | Tensor = 2 * math.pi) -> Tensor:
     """PE(S) of eq 1: sine embedding of c and of w, dim/2 channels each: [..., 2] -> [..., dim]."""
     return torch.cat(
-        [sine_embedding(spans_cxw[..., 0], dim // 2), sine_embedding(spans_cxw[..., 1], dim // 2)], dim=-1
+        [
+            sine_embedding(spans_cxw[..., 0], dim // 2, scale=scale),
+            sine_embedding(spans_cxw[..., 1], dim // 2, scale=scale),
+        ],
+        dim=-1,
     )
 
 
