@@ -114,3 +114,38 @@ def test_oracle_ranking_puts_the_truest_window_first(diagnostics) -> None:
     ]
     assert rec["pred_relevant_windows"][0] == [0.0, 10.0, 0.9]  # the input record is left as it is
     assert ranked["pred_saliency_scores"] == [0.1]
+
+
+def test_denoise_refinement_reads_the_positive_noise_queries(diagnostics, tiny_checkpoint: Path) -> None:
+    """The probe of the denoising task: its `anchor` row is the IoU of the denoiser's positive anchors
+    with their GT; with the span head's last layer at 0 (offsets 0) every layer returns the anchors, so
+    each layer's row equals the anchor row; `diagnose` reports the rows in %."""
+    import torch
+
+    from sadetr.data.dataset import build_dataset, collate
+    from sadetr.engine.checkpoint import load_trained_model
+    from sadetr.model.losses import dn_positive_spans
+    from sadetr.model.span_ops import paired_temporal_iou, span_cxw_to_xx
+
+    model, cfg, _ = load_trained_model(tiny_checkpoint)
+    model.eval()
+    batch = collate([build_dataset(cfg.data, "val", seed=0)[i] for i in range(4)])
+    rows: dict = {}
+    with torch.no_grad():
+        diagnostics._denoise_refinement(model, batch, torch.Generator().manual_seed(0), rows)
+    dn = model.denoiser(batch["spans"], model.num_queries, torch.Generator().manual_seed(0))
+    src, tgt = dn_positive_spans(dn.anchors, batch["spans"], dn.meta)
+    expected = paired_temporal_iou(span_cxw_to_xx(src), span_cxw_to_xx(tgt))
+    torch.testing.assert_close(rows["anchor"][0], expected)
+    assert list(rows) == ["anchor"] + [f"l{i}" for i in range(cfg.model.n_dec_layers)]
+    assert any(not torch.allclose(rows[f"l{i}"][0], expected) for i in range(cfg.model.n_dec_layers))
+    head = model.decoder.span_head.output_layer
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias.zero_()
+        zeroed: dict = {}
+        diagnostics._denoise_refinement(model, batch, torch.Generator().manual_seed(0), zeroed)
+    for i in range(cfg.model.n_dec_layers):
+        torch.testing.assert_close(zeroed[f"l{i}"][0], expected, atol=1e-5, rtol=0)
+    res = diagnostics.diagnose(tiny_checkpoint, "val", 8)
+    assert 0.0 < res["dn_iou_anchor"] <= 100.0 and f"dn_iou_l{cfg.model.n_dec_layers - 1}" in res

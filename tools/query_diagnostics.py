@@ -15,7 +15,10 @@ own config, one forward in eval mode, then per query (sample) and over the split
   mean over samples of the best of the 10 windows' IoU (%), and the median of that window's width minus its
   GT window's width, seconds (what each layer's refinement adds, and a width bias);
 - `mAP` / `oracle_mAP`: MR-full mAP of the submission (clip grid as `predict`) and of the same submitted
-  windows scored and ranked by their true IoU (`oracle_ranked`: the ceiling of any quality score).
+  windows scored and ranked by their true IoU (`oracle_ranked`: the ceiling of any quality score);
+- `dn_iou_anchor` / `dn_iou_l<i>` (models with a denoiser): mean IoU (%) of the positive noise anchors with
+  their own GT span, as the checkpoint's denoiser draws them (generator seed 0), and of the decoder's
+  outputs for them after each layer (eval mode): whether the decoder has learned to denoise.
 
 Usage: `python tools/query_diagnostics.py CKPT [CKPT ...] [--split val] [--limit N] [--json OUT]`;
 checkpoints of the same run at several epochs give the trajectory (the `epoch` column).
@@ -61,6 +64,8 @@ def diagnose(path: Path, split: str, limit: int | None) -> dict[str, Any]:
         dataset, batch_sampler=[list(range(i, min(i + 32, n))) for i in range(0, n, 32)], collate_fn=collate
     )
     pairs = torch.triu_indices(nq, nq, 1)  # the 45 pairs of the 10 windows
+    dn_rows: dict[str, list[torch.Tensor]] = {}  # stage -> IoU of the positive noise queries
+    dn_gen = torch.Generator().manual_seed(0)
     layer_rows: dict[str, tuple[list[float], list[float]]] = {}  # layer -> (best IoU, width error)
     submission: list[dict] = []
     with torch.no_grad():
@@ -71,6 +76,7 @@ def diagnose(path: Path, split: str, limit: int | None) -> dict[str, Any]:
             gts = [torch.tensor(windows[m["qid"]], dtype=torch.float32).reshape(-1, 2) for m in batch["meta"]]
             true_iou = _layer_refinement(out, dur, gts, layer_rows)  # (B, Q) the final windows' IoU
             submission.extend(to_submission(out, batch["meta"]))
+            _denoise_refinement(model, batch, dn_gen, dn_rows)
             for b, gt in enumerate(gts):
                 iou = true_iou[b]  # (Q,)
                 top = int(out["pred_quality"][b].argmax())
@@ -107,6 +113,8 @@ def diagnose(path: Path, split: str, limit: int | None) -> dict[str, Any]:
     for name, (best, width_err) in layer_rows.items():
         res[f"best_iou_{name}"] = 100 * float(np.mean(best))
         res[f"width_err_{name}"] = float(np.median(width_err))
+    for name, ious in dn_rows.items():
+        res[f"dn_iou_{name}"] = 100 * float(torch.cat(ious).mean())
     res["mAP"] = evaluate(submission, ground_truth[:n])["brief"]["MR-full-mAP"]
     res["oracle_mAP"] = evaluate(oracle_ranked(submission, windows), ground_truth[:n])["brief"]["MR-full-mAP"]
     return res
@@ -153,6 +161,34 @@ def _layer_refinement(
             best.append(float(iou[j, k]))
             width_err.append(float((secs[b, j, 1] - secs[b, j, 0]) - (gt[k, 1] - gt[k, 0])))
     return torch.stack(per_window)  # the last layer's (B, Q)
+
+
+def _denoise_refinement(
+    model: Any, batch: dict, generator: torch.Generator, rows: dict[str, list[torch.Tensor]]
+) -> None:
+    """Positive noise anchors of `batch` (the model's own denoiser, `generator`) through the decoder in
+    eval mode: appends their IoU with their GT span [K] to `rows["anchor"]` and, per layer, the IoU of the
+    decoder's outputs for them to `rows["l<i>"]`. Nothing for a model without a denoiser or GT."""
+    from sadetr.model.losses import dn_positive_spans
+    from sadetr.model.span_ops import paired_temporal_iou, span_cxw_to_xx
+
+    denoiser = getattr(model, "denoiser", None)
+    if denoiser is None or not any(len(t) for t in batch["spans"]):
+        return
+    video_mask, text_mask = batch["video_mask"].bool(), batch["text_mask"].bool()
+    enc = model.encoder(batch["video_feat"], video_mask, batch["text_feat"], text_mask)
+    anchors, content, _ = model.query_init.direct(enc.token)  # (B, Nq, 2), (B, Nq, d)
+    dn = denoiser(batch["spans"], model.num_queries, generator)
+    nq, num_dn = anchors.shape[1], dn.anchors.shape[1]
+    noise = model.query_init.noise(content.shape[0], num_dn)  # (B, N_dn, d)
+    layers = model.decoder(
+        torch.cat([content, noise], 1), torch.cat([anchors, dn.anchors], 1), enc.memory, video_mask,
+        enc.sentence, dn.attn_mask,
+    )  # fmt: skip
+    stages = [("anchor", dn.anchors)] + [(f"l{i}", spans[:, nq:]) for i, (spans, _) in enumerate(layers)]
+    for name, spans in stages:
+        src, tgt = dn_positive_spans(spans, batch["spans"], dn.meta)  # (K, 2) each
+        rows.setdefault(name, []).append(paired_temporal_iou(span_cxw_to_xx(src), span_cxw_to_xx(tgt)))
 
 
 def _wrap_gate(block: Any, record: Any) -> Any:
