@@ -338,8 +338,8 @@ MUTATIONS: tuple[Mutation, ...] = (
     _m(
         "losses.eq8_sum_as_mean",
         LOSS,
-        'per_query = float(pred_quality.shape[1]) if reduction == "sum" else 1.0',
-        "per_query = 1.0",
+        'return loss * pred_quality.shape[1] if reduction == "sum" else loss',
+        "return loss",
         ("test_readings.py",),
     ),
     _m(
@@ -613,8 +613,8 @@ MUTATIONS: tuple[Mutation, ...] = (
     _m(
         "denoising.negatives_positive_band",
         DN,
-        "groups, low, high, generator, center_scale",
-        "groups, 0.0, self.sigma_p, generator, center_scale",
+        "neg = self._noised(groups, low, high, generator)",
+        "neg = self._noised(groups, 0.0, self.sigma_p, generator)",
         DN_T,
     ),
     _m(

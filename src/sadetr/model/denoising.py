@@ -179,6 +179,12 @@ class SpanDenoiser(nn.Module):
         margin = negative_margin(self.sigma_p, self.sigma_n, self.schedule, self.min_margin, self.progress)
         return self.sigma_p, self.sigma_p + margin
 
+    def _noised(self, groups: Tensor, low: float, high: float, generator: torch.Generator | None) -> Tensor:
+        """`noise_spans` with this denoiser's centre rule and noise floor: [..., 2] -> [..., 2]."""
+        return noise_spans(
+            groups, low, high, generator, center_scale=self.center_scale, scale_floor=self.scale_floor
+        )
+
     def forward(
         self, targets: list[Tensor], num_queries: int, generator: torch.Generator | None = None
     ) -> DenoisingQueries | None:
@@ -201,15 +207,10 @@ class SpanDenoiser(nn.Module):
         device, dtype = gt.device, gt.dtype
 
         groups = gt[:, None].expand(bsz, self.num_groups, max_gt, 2)  # (B, G, M, 2)
-        # (B, G, M, 2)
-        pos = noise_spans(
-            groups, 0.0, self.sigma_p, generator, center_scale=self.center_scale, scale_floor=self.scale_floor
-        )
+        pos = self._noised(groups, 0.0, self.sigma_p, generator)  # (B, G, M, 2)
         if self.negatives:
             low, high = self.negative_band()
-            neg = noise_spans(
-                groups, low, high, generator, center_scale=self.center_scale, scale_floor=self.scale_floor
-            )  # (B, G, M, 2)
+            neg = self._noised(groups, low, high, generator)  # (B, G, M, 2)
             anchors = torch.stack([pos, neg], dim=2)  # (B, G, 2, M, 2): slot g*2M + p*M + j
         else:
             anchors = pos  # (B, G, M, 2): slot g*M + j

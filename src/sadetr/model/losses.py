@@ -171,15 +171,13 @@ def quality_loss(
         raise ValueError(f"quality balance must be one of {QUALITY_BALANCES}, got {balance!r}")
     if reduction not in QUALITY_REDUCTIONS:
         raise ValueError(f"quality reduction must be one of {QUALITY_REDUCTIONS}, got {reduction!r}")
-    per_query = float(pred_quality.shape[1]) if reduction == "sum" else 1.0
     target = quality_targets(pred_spans, targets)  # (B, Q)
     weight = torch.ones_like(target)  # (B, Q)
     index = matched_index(matches, [int(t.shape[0]) for t in targets], weight.device)  # (3, K)
     weight[index[0], index[1]] = matched_weight
     errors = weight * (pred_quality - target).abs()  # (B, Q)
-    if balance == "iou_bins":
-        return per_query * iou_bin_balanced_mean(errors, target, count_reducer)
-    return per_query * errors.mean()
+    loss = iou_bin_balanced_mean(errors, target, count_reducer) if balance == "iou_bins" else errors.mean()
+    return loss * pred_quality.shape[1] if reduction == "sum" else loss  # sum: N_q × the mean
 
 
 def quality_margin_loss(
