@@ -17,8 +17,10 @@ from sadetr.model.build import build_criterion
 from sadetr.model.config import LossConfig, ModelConfig
 from sadetr.model.decoder import (
     SpanAwareCrossAttention,
+    SpanAwareRefineDecoder,
     SpanBasedEnhanceBlock,
     clip_position_embedding,
+    conditional_span_query,
     gaussian_log_mask,
     position_scale,
 )
@@ -144,6 +146,78 @@ def test_position_scale_is_applied_in_the_decoder():
     assert not torch.allclose(a, b, atol=1e-4)
 
 
+# ------------------------------------------------------------------------------ 3.4: anchor_grad
+
+
+@pytest.mark.parametrize("mode, grad_1, grad_2", [("none", 0.0, 0.0), ("first", 1.0, 0.0), ("all", 1.0, 1.0)])
+def test_anchor_grad_by_hand(mode, grad_1, grad_2):
+    # With MLP_3's last layer at zero every layer returns its input anchor and the content path carries
+    # no gradient to the spans: d S^i / d S_d is 1 where the anchor's path is open, 0 where it is cut.
+    torch.manual_seed(0)
+    dec = SpanAwareRefineDecoder(
+        dim=8, nheads=2, ffn_dim=16, dropout=0.0, num_align_points=3, anchor_grad=mode
+    )
+    g = torch.Generator().manual_seed(0)
+    content, memory, sentence = (torch.randn(*shape, generator=g) for shape in ((2, 4, 8), (2, 6, 8), (2, 8)))
+    s0 = (torch.rand(2, 4, 2, generator=g) * 0.8 + 0.1).requires_grad_(True)
+    vmask = torch.ones(2, 6, dtype=torch.bool)
+    outs = dec(content, s0, memory, vmask, sentence)
+    for (spans, _), expected in zip(outs, (grad_1, grad_2)):
+        assert torch.allclose(spans, s0, atol=1e-6)
+        (grad,) = torch.autograd.grad(spans.sum(), s0, retain_graph=True, allow_unused=True)
+        grad = torch.zeros_like(s0) if grad is None else grad
+        assert torch.allclose(grad, torch.full_like(s0, expected), atol=1e-5)
+    # The quality reads the content, which reads S_d (PE(S), the enhance block, the mask) unless it is cut.
+    (gq,) = torch.autograd.grad(outs[0][1].sum(), s0, allow_unused=True)
+    assert (gq is not None and gq.abs().sum() > 0) == (mode != "none")
+
+
+# ------------------------------------------------------------------------------ eq 4: span_query
+
+
+def test_conditional_span_query_by_hand():
+    pe, spans = torch.tensor([[[1.0, 2.0]]]), torch.tensor([[[0.5, 0.25]]])
+    # first layer: PE(S) · sigmoid(0) / w = PE(S) · 0.5 / 0.25
+    assert torch.allclose(
+        conditional_span_query(pe, spans, None, torch.zeros(1, 1, 1)), torch.tensor([2.0, 4.0])
+    )
+    got = conditional_span_query(
+        pe, spans, torch.tensor([[[3.0, -1.0]]]), torch.full((1, 1, 1), math.log(3.0))
+    )
+    assert torch.allclose(got, torch.tensor([[[9.0, -6.0]]]))  # (1·3, 2·(−1)) · 0.75 / 0.25
+
+
+def test_conditional_span_query_is_applied_in_the_decoder():
+    torch.manual_seed(0)
+    dec = SpanAwareRefineDecoder(
+        dim=8, nheads=2, ffn_dim=16, dropout=0.0, num_align_points=3, span_query="conditional"
+    )
+    assert dec.query_scale is not None and dec.width_head is not None
+    with torch.no_grad():  # scale 2 everywhere, sigmoid(width) 0.5; MLP_3 at zero keeps the spans
+        dec.query_scale.output_layer.weight.zero_()
+        dec.query_scale.output_layer.bias.fill_(2.0)
+        dec.width_head.output_layer.weight.zero_()
+        dec.width_head.output_layer.bias.zero_()
+    g = torch.Generator().manual_seed(0)
+    content, memory, sentence = (torch.randn(*shape, generator=g) for shape in ((2, 4, 8), (2, 6, 8), (2, 8)))
+    spans = torch.rand(2, 4, 2, generator=g) * 0.8 + 0.1
+    vmask = torch.tensor([[True] * 6, [True] * 4 + [False] * 2])
+    with torch.no_grad():
+        outs = dec(content, spans, memory, vmask, sentence)
+        memory_pos = clip_position_embedding(vmask, 8, "projected", position_scale(vmask, "video"))
+        pe = span_sine_embedding(spans, 8)
+        c = content
+        for i, layer in enumerate(dec.layers):
+            cross = pe * (1.0 if i == 0 else 2.0) * 0.5 / spans[..., 1:2]  # no scale at the first layer
+            c = layer(c, spans, dec.span_pos_mlp(pe), memory, memory_pos, vmask, sentence, None, cross)
+            assert torch.allclose(outs[i][1], torch.sigmoid(dec.quality_head(c)).squeeze(-1), atol=1e-6)
+        plain = SpanAwareRefineDecoder(dim=8, nheads=2, ffn_dim=16, dropout=0.0, num_align_points=3)
+        plain.load_state_dict(dec.state_dict(), strict=False)
+        assert not torch.allclose(plain(content, spans, memory, vmask, sentence)[0][1], outs[0][1], atol=1e-4)
+    extra = {n for n, _ in dec.named_parameters()} - {n for n, _ in plain.named_parameters()}
+    assert {n.split(".")[0] for n in extra} == {"query_scale", "width_head"}
+
+
 # ------------------------------------------------------------------------------ eq 3: gate_scale
 
 
@@ -244,6 +318,8 @@ def test_measured_defaults():
     assert crit.quality_balance == "iou_bins"
     assert LossConfig().qmargin_reduction == "gt" and crit.qmargin_reduction == "gt"
     assert LossConfig().quality_reduction == "mean" and crit.quality_reduction == "mean"
+    assert ModelConfig().anchor_grad == "first" and build_model(_cfg()).decoder.anchor_grad == "first"
+    assert ModelConfig().span_query == "plain" and build_model(_cfg()).decoder.query_scale is None
     assert build_criterion(_cfg(), LossConfig(quality_reduction="sum")).quality_reduction == "sum"
 
 
@@ -292,6 +368,8 @@ def test_literal_readings_add_no_parameters_and_switches_train():
         ("position_mode", "learned"),
         ("position_scale", "s"),
         ("dn_center_noise", "gt"),
+        ("anchor_grad", "last"),
+        ("span_query", "dab"),
     ],
 )
 def test_bad_model_reading_is_a_config_error(key, value):

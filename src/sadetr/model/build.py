@@ -40,6 +40,8 @@ def build_sa_detr(cfg: ModelConfig) -> nn.Module:
         ("model.gaussian_mode", cfg.gaussian_mode, ("logits", "probs")),
         ("model.position_mode", cfg.position_mode, ("raw", "projected")),
         ("model.position_scale", cfg.position_scale, ("video", "clip")),
+        ("model.anchor_grad", cfg.anchor_grad, ("none", "first", "all")),
+        ("model.span_query", cfg.span_query, ("plain", "conditional")),
     ):
         if value not in allowed:
             raise ConfigError(f"must be one of {', '.join(allowed)}, got {value!r}", key)
@@ -80,6 +82,8 @@ def build_sa_detr(cfg: ModelConfig) -> nn.Module:
         position_mode=cfg.position_mode,
         gate_scale=cfg.gate_scale,
         position_unit=cfg.position_scale,
+        anchor_grad=cfg.anchor_grad,
+        span_query=cfg.span_query,
     )
     try:
         denoiser = build_denoiser(cfg)

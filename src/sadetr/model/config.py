@@ -58,6 +58,12 @@ class ModelConfig:
     # Departure from NOTES.md (measured, docs/model.md "Readings"): the unscaled 256-d gate saturates.
     gate_scale: bool = True  # eq 3: ĝ = sigmoid(⟨Ĉ, M̂_s⟩ / √d) (false: the unscaled dot product)
     anchor_offset: bool = False  # S_d = sigmoid(MLP_3(M_g) + o_q), o_q learnable, spread at init
+    # 3.4's S^{i+1} = S^i + Δ: which anchors pass gradients. first (NOTES.md, DAB-DETR: S_d yes, S^i of
+    # later layers detached) | none (S_d detached too, as DINO's two-stage proposals) | all (no detach).
+    anchor_grad: str = "first"
+    # Eq 4's positional query: plain (P_S = MLP_2(PE(S)), as eq 1; NOTES.md) | conditional (DAB-DETR, which
+    # eq 4 cites: PE(S) ⊙ MLP(C^i) (1 at layer 1) ⊙ sigmoid(MLP(C^i)) / w; adds two MLPs).
+    span_query: str = "plain"
 
     # Denoising (DN, Table 8, Figure 6).
     use_dn: bool = True

@@ -31,6 +31,10 @@ from sadetr.model.span_ops import (
 GAUSSIAN_MODES = ("logits", "probs")
 POSITION_MODES = ("raw", "projected")
 POSITION_UNITS = ("video", "clip")
+# Gradient paths of the anchors between layers (3.4): none (S_d detached) | first (NOTES.md) | all (paper).
+ANCHOR_GRADS = ("none", "first", "all")
+# Positional query of eq 4: plain (P_S of eq 1) | conditional (DAB-DETR, which eq 4 cites).
+SPAN_QUERIES = ("plain", "conditional")
 
 
 def gaussian_log_mask(spans_cxw: Tensor, video_mask: Tensor, alpha: float, min_width: float = 1e-4) -> Tensor:
@@ -198,6 +202,19 @@ class SpanAwareCrossAttention(nn.Module):
         return self.out_proj(out.transpose(1, 2).reshape(bsz, num_q, -1))  # (B, Q, d)
 
 
+def conditional_span_query(
+    span_pe: Tensor, spans: Tensor, scale: Tensor | None, width_logit: Tensor, min_width: float = 1e-4
+) -> Tensor:
+    """Eq 4's positional query as DAB-DETR builds it: PE(S) ⊙ scale ⊙ sigmoid(width_logit) / w.
+
+    span_pe PE(S) [B, Q, d]; spans S (c, w) [B, Q, 2]; scale MLP(C^i) [B, Q, d] (None at the first layer,
+    where it is 1); width_logit [B, Q, 1] -> [B, Q, d] (`model.span_query: conditional`).
+    """
+    pos = span_pe if scale is None else span_pe * scale  # conditional spatial query (Conditional DETR)
+    width = spans[..., 1:2].clamp(min=min_width)  # (B, Q, 1)
+    return pos * (torch.sigmoid(width_logit) / width)  # width-modulated attention (DAB-DETR)
+
+
 class SpanAwareQueryRefiner(nn.Module):
     """One decoder layer: self-attention (eq 1), Span Based Enhance Block (eq 2-3), eq 4-6, FFN."""
 
@@ -241,10 +258,12 @@ class SpanAwareQueryRefiner(nn.Module):
         video_mask: Tensor,
         sentence: Tensor,
         self_attn_mask: Tensor | None = None,
+        cross_pos: Tensor | None = None,
     ) -> Tensor:
         """content C^i [B, Q, d]; spans S^i [B, Q, 2]; span_pos P_S [B, Q, d] -> C^{i+1} [B, Q, d].
 
         self_attn_mask: [B, Q, Q] bool, True = blocked (the denoiser's mask), or None.
+        cross_pos: eq 4's positional query [B, Q, d] where it is not P_S (`span_query: conditional`).
         """
         qk = content + span_pos  # eq 1: (Q + P_S), (K + P_S)
         # (B, 1, Q, Q), True = attend, the same for every head; None: every query sees every query
@@ -259,7 +278,8 @@ class SpanAwareQueryRefiner(nn.Module):
             modulation = gaussian_log_mask(spans, video_mask, self.gaussian_alpha)  # log eq 5 (B, Q, L)
         elif self.use_gaussian_mask:
             modulation = gaussian_mask(spans, video_mask, self.gaussian_alpha)  # eq 5 (B, Q, L)
-        ca = self.cross_attn(content, span_pos, memory, memory_pos, video_mask, modulation)
+        query_pos = span_pos if cross_pos is None else cross_pos  # eq 4's P_S
+        ca = self.cross_attn(content, query_pos, memory, memory_pos, video_mask, modulation)
         # Departure from the literal eq 6 ("+ Q_C̄"): the residual adds the layer input C̄ (NOTES.md).
         content = self.norm2(content + self.dropout2(ca))  # C̃, eq 6
         return self.norm3(content + self.dropout3(self.ffn(content)))  # C^{i+1}
@@ -283,8 +303,14 @@ class SpanAwareRefineDecoder(nn.Module):
         position_mode: str = "projected",
         gate_scale: bool = True,
         position_unit: str = "video",
+        anchor_grad: str = "first",
+        span_query: str = "plain",
     ) -> None:
         super().__init__()
+        if span_query not in SPAN_QUERIES:
+            raise ValueError(f"span_query must be one of {SPAN_QUERIES}, got {span_query!r}")
+        if anchor_grad not in ANCHOR_GRADS:
+            raise ValueError(f"anchor_grad must be one of {ANCHOR_GRADS}, got {anchor_grad!r}")
         if position_mode not in POSITION_MODES:
             raise ValueError(f"position_mode must be one of {POSITION_MODES}, got {position_mode!r}")
         if position_unit not in POSITION_UNITS:
@@ -292,6 +318,7 @@ class SpanAwareRefineDecoder(nn.Module):
         self.dim = dim
         self.position_mode = position_mode
         self.position_unit = position_unit
+        self.anchor_grad = anchor_grad
         self.layers = nn.ModuleList(
             [
                 SpanAwareQueryRefiner(
@@ -316,6 +343,9 @@ class SpanAwareRefineDecoder(nn.Module):
         self.quality_head = nn.Linear(dim, 1)  # quality q (BAM-DETR)
         nn.init.zeros_(self.span_head.output_layer.weight)
         nn.init.zeros_(self.span_head.output_layer.bias)
+        # span_query: conditional: DAB-DETR's query_scale and ref_anchor_head, shared by the layers.
+        self.query_scale = MLP(dim, dim, dim, 2) if span_query == "conditional" else None
+        self.width_head = MLP(dim, dim, 1, 2) if span_query == "conditional" else None
 
     def forward(
         self,
@@ -330,18 +360,25 @@ class SpanAwareRefineDecoder(nn.Module):
         scale = position_scale(video_mask, self.position_unit)  # 2π or (B, 1)
         memory_pos = clip_position_embedding(video_mask, self.dim, self.position_mode, scale)
         memory_pos = memory_pos.to(memory.dtype)  # P_Mv (B, L, d)
+        if self.anchor_grad == "none":
+            spans = spans.detach()  # DINO's two-stage proposals: S_d learns from L_init alone
         outputs = []
-        for layer in self.layers:
-            span_pe = span_sine_embedding(spans, self.dim, scale)  # PE(S) (B, Q, d)
-            span_pos = self.span_pos_mlp(span_pe.to(content.dtype))  # P_S, eq 1
+        for i, layer in enumerate(self.layers):
+            span_pe = span_sine_embedding(spans, self.dim, scale).to(content.dtype)  # PE(S) (B, Q, d)
+            span_pos = self.span_pos_mlp(span_pe)  # P_S, eq 1
+            cross_pos = None
+            if self.query_scale is not None and self.width_head is not None:
+                cond = None if i == 0 else self.query_scale(content)  # (B, Q, d)
+                cross_pos = conditional_span_query(span_pe, spans, cond, self.width_head(content))
             content = layer(
-                content, spans, span_pos, memory, memory_pos, video_mask, sentence, self_attn_mask
+                content, spans, span_pos, memory, memory_pos, video_mask, sentence, self_attn_mask, cross_pos
             )
             # Departure from the literal "S^{i+1} = S^i + Δ": the offset is added in logit space (NOTES.md).
             new_spans = torch.sigmoid(inverse_sigmoid(spans) + self.span_head(content))  # S^{i+1}
             quality = torch.sigmoid(self.quality_head(content)).squeeze(-1)  # (B, Q)
             outputs.append((new_spans, quality))
-            # DAB-DETR: the anchor fed to the next layer is detached (the initial one is not, so that
-            # learnable or instance anchors get gradients through the first layer).
-            spans = new_spans.detach()
+            # first (NOTES.md, DAB-DETR): the anchor fed to the next layer is detached, the initial one is
+            # not, so that learnable or instance anchors get gradients through the first layer; all: the
+            # paper's S^{i+1} = S^i + Δ without a stop-gradient (each layer's loss reaches every earlier one).
+            spans = new_spans if self.anchor_grad == "all" else new_spans.detach()
         return outputs
