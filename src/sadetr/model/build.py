@@ -27,7 +27,14 @@ def _check_common(cfg: ModelConfig, *positive: str) -> None:
 
 def build_sa_detr(cfg: ModelConfig) -> nn.Module:
     """SA-DETR with every component switch of `cfg` (3.2-3.4, Tables 4-8)."""
-    from sadetr.model.decoder import SpanAwareRefineDecoder
+    from sadetr.model.decoder import (
+        ANCHOR_GRADS,
+        GAUSSIAN_MODES,
+        POSITION_MODES,
+        POSITION_UNITS,
+        SPAN_QUERIES,
+        SpanAwareRefineDecoder,
+    )
     from sadetr.model.denoising import build_denoiser
     from sadetr.model.encoder import MultiModalAlignEncoder
     from sadetr.model.query_init import DualPathQueryInitializer
@@ -37,11 +44,12 @@ def build_sa_detr(cfg: ModelConfig) -> nn.Module:
         ("model.vtc_stage", cfg.vtc_stage, ("before", "after")),
         ("model.ctm_stage", cfg.ctm_stage, ("before", "after")),
         ("model.anchor_init", cfg.anchor_init, ("instance", "learnable")),
-        ("model.gaussian_mode", cfg.gaussian_mode, ("logits", "probs")),
-        ("model.position_mode", cfg.position_mode, ("raw", "projected")),
-        ("model.position_scale", cfg.position_scale, ("video", "clip")),
-        ("model.anchor_grad", cfg.anchor_grad, ("none", "first", "all")),
-        ("model.span_query", cfg.span_query, ("plain", "conditional")),
+        # the decoder's readings: the decoder's own lists of allowed values
+        ("model.gaussian_mode", cfg.gaussian_mode, GAUSSIAN_MODES),
+        ("model.position_mode", cfg.position_mode, POSITION_MODES),
+        ("model.position_scale", cfg.position_scale, POSITION_UNITS),
+        ("model.anchor_grad", cfg.anchor_grad, ANCHOR_GRADS),
+        ("model.span_query", cfg.span_query, SPAN_QUERIES),
     ):
         if value not in allowed:
             raise ConfigError(f"must be one of {', '.join(allowed)}, got {value!r}", key)
