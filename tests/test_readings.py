@@ -1,8 +1,8 @@
 """The readings of issue 11 (docs/model.md "Readings"): each switch by hand, and the measured defaults.
 
 eq 6 `gaussian_mode`, eq 4 `position_mode` and `position_scale`, eq 3 `gate_scale`, S_d `anchor_offset`
-(model), eq 9 `qmargin_reduction` and eq 8 `quality_balance` (loss); 3.3's noise rule `dn_center_noise` is
-tested in test_denoising.py."""
+(model), eq 9 `qmargin_reduction`, eq 8 `quality_balance` and L_ctm's `ctm_scale` (loss); 3.3's noise
+rule `dn_center_noise` is tested in test_denoising.py."""
 
 from __future__ import annotations
 
@@ -24,7 +24,15 @@ from sadetr.model.decoder import (
     gaussian_log_mask,
     position_scale,
 )
-from sadetr.model.losses import iou_bin_balanced_mean, quality_loss, quality_margin_loss
+from sadetr.model.losses import (
+    clip_sentence_cosine,
+    ctm_inter_loss,
+    ctm_intra_batch_loss,
+    ctm_intra_loss,
+    iou_bin_balanced_mean,
+    quality_loss,
+    quality_margin_loss,
+)
 from sadetr.model.query_init import DualPathQueryInitializer
 from sadetr.model.span_ops import gaussian_mask, sine_embedding, span_sine_embedding
 
@@ -295,6 +303,64 @@ def test_quality_loss_balanced_on_predictions():
         quality_loss(quality, spans, gt, matches, 1.0, reduction="total")
 
 
+# ------------------------------------------------------------------------------ L_ctm: ctm_scale
+
+
+def _ctm_batch():
+    """3 samples, 3 clips: anchors clip 1 (sample 0, saliency 3) and clip 0 (sample 1, saliency 2);
+    sample 2 has no positive clip (its clips 1 and 2 are still less salient than its clip 0)."""
+    cos = torch.tensor([[0.2, 0.9, -0.1], [0.4, -0.3, 0.6], [0.7, 0.5, 0.1]])
+    sal = torch.tensor([[1.0, 3.0, 0.0], [2.0, 0.0, 1.0], [0.5, 0.0, 0.0]])
+    rel = torch.tensor([[True, True, False], [True, False, False], [False, False, False]])
+    return cos, sal, rel, torch.ones(3, 3, dtype=torch.bool)
+
+
+def test_ctm_intra_batch_direction_by_hand():
+    cos, sal, rel, mask = _ctm_batch()
+    # sample 0 at clip 1: itself (0.9) against sample 1's clip 1 (saliency 0 < its anchor's 2);
+    # sample 2 has no anchor, so none of its clips is a negative
+    loss0 = -(0.9 - math.log(math.exp(0.9) + math.exp(-0.3)))
+    # sample 1 at clip 0: itself (0.4) against sample 0's clip 0 (saliency 1 < 3)
+    loss1 = -(0.4 - math.log(math.exp(0.2) + math.exp(0.4)))
+    assert ctm_intra_batch_loss(cos, sal, rel, mask, 1.0).item() == pytest.approx((loss0 + loss1) / 2)
+    # τ divides the cosines
+    loss0_t = -(1.8 - math.log(math.exp(1.8) + math.exp(-0.6)))
+    loss1_t = -(0.8 - math.log(math.exp(0.4) + math.exp(0.8)))
+    assert ctm_intra_batch_loss(cos, sal, rel, mask, 0.5).item() == pytest.approx((loss0_t + loss1_t) / 2)
+    # a padded clip is no negative: sample 1's clip 1 padded leaves sample 0 alone (loss 0)
+    padded = mask.clone()
+    padded[1, 1] = False
+    assert ctm_intra_batch_loss(cos, sal, rel, padded, 1.0).item() == pytest.approx(loss1 / 2)
+    # strictly less salient only: sample 1's clip 1 at its anchor's saliency (2) leaves sample 0 alone
+    tied = sal.clone()
+    tied[1, 1] = 2.0
+    assert ctm_intra_batch_loss(cos, tied, rel, mask, 1.0).item() == pytest.approx(loss1 / 2)
+
+
+def test_ctm_scale_univtg_sums_both_directions():
+    torch.manual_seed(0)
+    clip_emb, sent_emb = torch.randn(3, 3, 4), torch.randn(3, 4)
+    _, sal, rel, mask = _ctm_batch()
+    mean = ctm_inter_loss(clip_emb, sent_emb, sal, rel, mask, 0.07)
+    both = ctm_inter_loss(clip_emb, sent_emb, sal, rel, mask, 0.07, "univtg")
+    assert both.item() == pytest.approx(2 * mean.item(), rel=1e-6) and mean.item() > 0
+    with pytest.raises(ValueError, match="ctm scale"):
+        ctm_inter_loss(clip_emb, sent_emb, sal, rel, mask, 0.07, "sum")
+    # the criterion: L_intra gains the batch direction, L_inter doubles, L_local is unchanged
+    out = {"ctm": {"clip_emb": clip_emb, "sent_emb": sent_emb}, "video_mask": mask}
+    batch = {"saliency": sal, "relevant": rel}
+    plain = build_criterion(_cfg(), LossConfig()).loss_ctm(out, batch)
+    crit = build_criterion(_cfg(), LossConfig(ctm_scale="univtg"))
+    assert crit.ctm_scale == "univtg"
+    univtg = crit.loss_ctm(out, batch)
+    cos = clip_sentence_cosine(clip_emb, sent_emb)
+    batch_dir = ctm_intra_batch_loss(cos, sal, rel, mask, 0.07)
+    assert plain["loss_ctm_intra"].item() == pytest.approx(ctm_intra_loss(cos, sal, rel, mask, 0.07).item())
+    assert univtg["loss_ctm_intra"].item() == pytest.approx(plain["loss_ctm_intra"].item() + batch_dir.item())
+    assert univtg["loss_ctm_inter"].item() == pytest.approx(2 * plain["loss_ctm_inter"].item(), rel=1e-6)
+    assert univtg["loss_ctm_local"].item() == pytest.approx(plain["loss_ctm_local"].item())
+
+
 # ------------------------------------------------------------------------------ the model with the switches
 
 
@@ -318,6 +384,7 @@ def test_measured_defaults():
     assert crit.quality_balance == "iou_bins"
     assert LossConfig().qmargin_reduction == "gt" and crit.qmargin_reduction == "gt"
     assert LossConfig().quality_reduction == "mean" and crit.quality_reduction == "mean"
+    assert LossConfig().ctm_scale == "mean" and crit.ctm_scale == "mean"
     assert ModelConfig().anchor_grad == "first" and build_model(_cfg()).decoder.anchor_grad == "first"
     assert ModelConfig().span_query == "plain" and build_model(_cfg()).decoder.query_scale is None
     assert build_criterion(_cfg(), LossConfig(quality_reduction="sum")).quality_reduction == "sum"
@@ -378,7 +445,13 @@ def test_bad_model_reading_is_a_config_error(key, value):
 
 
 @pytest.mark.parametrize(
-    "key, value", [("quality_balance", "bins"), ("qmargin_reduction", "sum"), ("quality_reduction", "total")]
+    "key, value",
+    [
+        ("quality_balance", "bins"),
+        ("qmargin_reduction", "sum"),
+        ("quality_reduction", "total"),
+        ("ctm_scale", "x2"),
+    ],
 )
 def test_bad_loss_reading_is_a_config_error(key, value):
     with pytest.raises(ConfigError, match=f"loss.{key}"):

@@ -247,12 +247,24 @@ def ctm_anchors(saliency: Tensor, relevant: Tensor, video_mask: Tensor) -> tuple
     return score.argmax(dim=1), candidates.any(dim=1)
 
 
+CTM_SCALES = ("mean", "univtg")
+
+
 def ctm_inter_loss(
-    clip_emb: Tensor, sent_emb: Tensor, saliency: Tensor, relevant: Tensor, video_mask: Tensor, tau: float
+    clip_emb: Tensor,
+    sent_emb: Tensor,
+    saliency: Tensor,
+    relevant: Tensor,
+    video_mask: Tensor,
+    tau: float,
+    scale: str = "mean",
 ) -> Tensor:
     """L_inter (UniVTG): symmetric InfoNCE at τ over the cosines between each sample's anchor clip and
-    the batch's sentence tokens (samples without a positive clip are left out). Mean of both directions.
+    the batch's sentence tokens (samples without a positive clip are left out). scale (`loss.ctm_scale`):
+    `mean` of both directions (NOTES.md) | `univtg`: their sum, as UniVTG's loss_s_inter.
     """
+    if scale not in CTM_SCALES:
+        raise ValueError(f"ctm scale must be one of {CTM_SCALES}, got {scale!r}")
     anchor, has = ctm_anchors(saliency, relevant, video_mask)  # (B,), (B,)
     if not has.any():
         return clip_emb.sum() * 0
@@ -261,7 +273,8 @@ def ctm_inter_loss(
     sents = F.normalize(sent_emb[idx], dim=-1)  # (B', d)
     logits = clips @ sents.t() / tau  # (B', B')
     labels = torch.arange(len(idx), device=logits.device)
-    return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels))
+    both = F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels)
+    return both if scale == "univtg" else 0.5 * both
 
 
 def ctm_intra_loss(cos: Tensor, saliency: Tensor, relevant: Tensor, video_mask: Tensor, tau: float) -> Tensor:
@@ -276,6 +289,25 @@ def ctm_intra_loss(cos: Tensor, saliency: Tensor, relevant: Tensor, video_mask: 
     keep[rows, anchor] = True
     logits = (cos / tau).masked_fill(~keep, float("-inf"))  # (B, L)
     log_prob = logits.log_softmax(dim=1)[rows, anchor]  # (B,)
+    return -(log_prob[has]).mean()
+
+
+def ctm_intra_batch_loss(
+    cos: Tensor, saliency: Tensor, relevant: Tensor, video_mask: Tensor, tau: float
+) -> Tensor:
+    """L_intra's second direction (UniVTG's loss_s_intra, `loss.ctm_scale: univtg`): at each sample's anchor
+    index p_b, InfoNCE over the batch of S[b', p_b]/τ with b itself the positive and as negatives the samples
+    b' whose clip p_b is valid and less salient than their own anchor; mean over samples with an anchor."""
+    anchor, has = ctm_anchors(saliency, relevant, video_mask)  # (B,), (B,)
+    if not has.any():
+        return cos.sum() * 0
+    rows = torch.arange(len(cos), device=cos.device)
+    own_sal = saliency[rows, anchor]  # (B,) each sample's anchor saliency
+    at_anchor = saliency[:, anchor]  # (B', B): saliency of video b' at clip p_b
+    keep = (at_anchor < own_sal[:, None]) & video_mask.bool()[:, anchor] & has[:, None]  # (B', B) negatives
+    keep[rows, rows] = True
+    logits = (cos[:, anchor] / tau).masked_fill(~keep, float("-inf"))  # (B', B)
+    log_prob = logits.log_softmax(dim=0)[rows, rows]  # (B,)
     return -(log_prob[has]).mean()
 
 
@@ -367,8 +399,12 @@ class SetCriterion(nn.Module):
         quality_balance: str = "iou_bins",
         qmargin_reduction: str = "gt",
         quality_reduction: str = "mean",
+        ctm_scale: str = "mean",
     ) -> None:
         super().__init__()
+        if ctm_scale not in CTM_SCALES:
+            raise ValueError(f"ctm scale must be one of {CTM_SCALES}, got {ctm_scale!r}")
+        self.ctm_scale = ctm_scale
         self.quality_balance = quality_balance
         self.quality_reduction = quality_reduction
         self.qmargin_reduction = qmargin_reduction
@@ -517,11 +553,14 @@ class SetCriterion(nn.Module):
         mask = out["video_mask"]
         cos = clip_sentence_cosine(ctm["clip_emb"], ctm["sent_emb"])  # (B, L)
         sal, rel = batch["saliency"].to(cos.device), batch["relevant"].to(cos.device)
-        tau = self.align_tau
+        tau, scale = self.align_tau, self.ctm_scale
+        intra = ctm_intra_loss(cos, sal, rel, mask, tau)
+        if scale == "univtg":
+            intra = intra + ctm_intra_batch_loss(cos, sal, rel, mask, tau)
         return {
             "loss_ctm_local": ctm_local_loss(cos, rel, mask, tau, self._norm(batch, "clips")),
-            "loss_ctm_intra": ctm_intra_loss(cos, sal, rel, mask, tau),
-            "loss_ctm_inter": ctm_inter_loss(ctm["clip_emb"], ctm["sent_emb"], sal, rel, mask, tau),
+            "loss_ctm_intra": intra,
+            "loss_ctm_inter": ctm_inter_loss(ctm["clip_emb"], ctm["sent_emb"], sal, rel, mask, tau, scale),
         }
 
     def loss_saliency(self, out: dict, batch: dict) -> dict[str, Tensor]:
@@ -564,6 +603,7 @@ def build_sa_detr_criterion(model_cfg: ModelConfig, loss_cfg: LossConfig) -> Set
         ("loss.quality_balance", loss_cfg.quality_balance, QUALITY_BALANCES),
         ("loss.qmargin_reduction", loss_cfg.qmargin_reduction, QMARGIN_REDUCTIONS),
         ("loss.quality_reduction", loss_cfg.quality_reduction, QUALITY_REDUCTIONS),
+        ("loss.ctm_scale", loss_cfg.ctm_scale, CTM_SCALES),
     ):
         if value not in allowed:
             raise ConfigError(f"must be one of {', '.join(allowed)}, got {value!r}", key)
@@ -614,4 +654,5 @@ def build_sa_detr_criterion(model_cfg: ModelConfig, loss_cfg: LossConfig) -> Set
         quality_balance=loss_cfg.quality_balance,
         qmargin_reduction=loss_cfg.qmargin_reduction,
         quality_reduction=loss_cfg.quality_reduction,
+        ctm_scale=loss_cfg.ctm_scale,
     )
