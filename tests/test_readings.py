@@ -154,6 +154,33 @@ def test_position_scale_is_applied_in_the_decoder():
     assert not torch.allclose(a, b, atol=1e-4)
 
 
+# ------------------------------------------------------------------------------ quality_detach (diagnosis)
+
+
+def test_quality_detach_trains_the_quality_head_alone():
+    """`quality_detach`: the same forward, but the quality (eq 8-9) reaches only the quality head."""
+    torch.manual_seed(0)
+    plain = build_model(_cfg()).train()
+    detached = build_model(_cfg(quality_detach=True)).train()
+    detached.load_state_dict(plain.state_dict())  # the switch adds no parameters
+    g = torch.Generator().manual_seed(1)
+    video, text = torch.randn(2, 9, 12, generator=g), torch.randn(2, 5, 7, generator=g)
+    vmask, tmask = torch.ones(2, 9, dtype=torch.bool), torch.ones(2, 5, dtype=torch.bool)
+    targets = [torch.tensor([[0.3, 0.2]]), torch.tensor([[0.6, 0.3]])]
+    grads = {}
+    for name, model in (("plain", plain), ("detached", detached)):
+        torch.manual_seed(2)  # the same dropout and noise draws
+        out = model(video, vmask, text, tmask, targets)
+        quality = out["pred_quality"].sum() + sum(o["pred_quality"].sum() for o in out["dn_outputs"])
+        model.zero_grad()
+        quality.backward()
+        grads[name] = {n: p.grad for n, p in model.named_parameters() if p.grad is not None and p.grad.any()}
+        grads[name + "_q"] = quality.detach()
+    assert torch.equal(grads["plain_q"], grads["detached_q"])
+    assert set(grads["detached"]) == {"decoder.quality_head.weight", "decoder.quality_head.bias"}
+    assert any(n.startswith("encoder.") for n in grads["plain"])  # without the switch, it reaches the encoder
+
+
 # ------------------------------------------------------------------------------ 3.4: anchor_grad
 
 
@@ -387,6 +414,7 @@ def test_measured_defaults():
     assert LossConfig().ctm_scale == "mean" and crit.ctm_scale == "mean"
     assert ModelConfig().anchor_grad == "first" and build_model(_cfg()).decoder.anchor_grad == "first"
     assert ModelConfig().span_query == "plain" and build_model(_cfg()).decoder.query_scale is None
+    assert not ModelConfig().quality_detach and not build_model(_cfg()).decoder.quality_detach
     assert build_criterion(_cfg(), LossConfig(quality_reduction="sum")).quality_reduction == "sum"
 
 

@@ -449,6 +449,13 @@ MUTATIONS: tuple[Mutation, ...] = (
         LOSS_T,
     ),
     _m(
+        "decoder.quality_detach_ignored",
+        DEC,
+        "quality_in = content.detach() if self.quality_detach else content",
+        "quality_in = content",
+        ("test_readings.py",),
+    ),
+    _m(
         "losses.ctm_intra_batch_le",
         LOSS,
         "keep = (at_anchor < own_sal[:, None])",

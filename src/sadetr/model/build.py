@@ -92,6 +92,7 @@ def build_sa_detr(cfg: ModelConfig) -> nn.Module:
         position_unit=cfg.position_scale,
         anchor_grad=cfg.anchor_grad,
         span_query=cfg.span_query,
+        quality_detach=cfg.quality_detach,
     )
     try:
         denoiser = build_denoiser(cfg)

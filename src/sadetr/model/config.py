@@ -64,6 +64,9 @@ class ModelConfig:
     # Eq 4's positional query: plain (P_S = MLP_2(PE(S)), as eq 1; NOTES.md) | conditional (DAB-DETR, which
     # eq 4 cites: PE(S) ⊙ MLP(C^i) (1 at layer 1) ⊙ sigmoid(MLP(C^i)) / w; adds two MLPs).
     span_query: str = "plain"
+    # A test of the gradient diagnosis (docs/model.md, sixth round), not a reading: the quality head reads
+    # the content detached, so eq 8 and eq 9 train the head alone and leave the decoder and encoder to L_M.
+    quality_detach: bool = False
 
     # Denoising (DN, Table 8, Figure 6).
     use_dn: bool = True

@@ -305,8 +305,10 @@ class SpanAwareRefineDecoder(nn.Module):
         position_unit: str = "video",
         anchor_grad: str = "first",
         span_query: str = "plain",
+        quality_detach: bool = False,
     ) -> None:
         super().__init__()
+        self.quality_detach = quality_detach
         if span_query not in SPAN_QUERIES:
             raise ValueError(f"span_query must be one of {SPAN_QUERIES}, got {span_query!r}")
         if anchor_grad not in ANCHOR_GRADS:
@@ -375,7 +377,8 @@ class SpanAwareRefineDecoder(nn.Module):
             )
             # Departure from the literal "S^{i+1} = S^i + Δ": the offset is added in logit space (NOTES.md).
             new_spans = torch.sigmoid(inverse_sigmoid(spans) + self.span_head(content))  # S^{i+1}
-            quality = torch.sigmoid(self.quality_head(content)).squeeze(-1)  # (B, Q)
+            quality_in = content.detach() if self.quality_detach else content  # eq 8-9 train the head only
+            quality = torch.sigmoid(self.quality_head(quality_in)).squeeze(-1)  # (B, Q)
             outputs.append((new_spans, quality))
             # first (NOTES.md, DAB-DETR): the anchor fed to the next layer is detached, the initial one is
             # not, so that learnable or instance anchors get gradients through the first layer; all: the
