@@ -7,6 +7,7 @@ guarded by a file lock in the shared base temp dir):
   tiny QVHighlights-shaped synthetic dataset (48 train / 24 val queries, 2304+512 video, 512 text dims).
 - `synthetic_qvh_learn`: the same kind of paths for 800 train / 100 val queries (learning tests).
 - `tiny_config(*overrides)`: a function returning the `synthetic_tiny` Config on that dataset.
+- `tool(name)`: `tools/<name>.py` as a module (registered in `sys.modules` first, as dataclasses need).
 - `tiny_checkpoint`: Path of `best.ckpt` of a tiny SA-DETR (d=32, all components on) trained 2 epochs on
   `synthetic_qvh` (its run directory, with config.yaml / val_preds.jsonl, is `tiny_checkpoint.parent`).
 
@@ -16,9 +17,12 @@ oversubscribe the CPU and slow small ops down by an order of magnitude.
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -101,3 +105,21 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_config: Calla
 
     run = _once(tmp_path_factory, "tiny_run", lambda d: train(tiny_config(), d))
     return run / "best.ckpt"
+
+
+def load_tool(name: str) -> ModuleType:
+    """`tools/<name>.py` as the module `sadetr_tool_<name>` (loaded once; registered before it runs)."""
+    key = f"sadetr_tool_{name}"
+    if key not in sys.modules:
+        path = Path(__file__).resolve().parents[1] / "tools" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(key, path)
+        assert spec is not None and spec.loader is not None
+        sys.modules[key] = module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    return sys.modules[key]
+
+
+@pytest.fixture(scope="session")
+def tool() -> Callable[[str], ModuleType]:
+    """`tool(name)`: the script `tools/<name>.py` as a module."""
+    return load_tool

@@ -2,44 +2,34 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture(scope="module")
-def tool():
-    path = ROOT / "tools" / "loss_gradients.py"
-    spec = importlib.util.spec_from_file_location("loss_gradients", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["loss_gradients"] = module
-    spec.loader.exec_module(module)
-    return module
+def grads(tool):
+    return tool("loss_gradients")
 
 
-def test_groups_cover_every_weighted_term(tool) -> None:
+def test_groups_cover_every_weighted_term(grads) -> None:
     from sadetr.model.build import build_criterion
     from sadetr.model.config import LossConfig, ModelConfig
 
     for name in ("sa_detr", "qd_detr", "moment_detr"):
         crit = build_criterion(ModelConfig(name=name), LossConfig())
-        groups = {tool.group_of(k) for k in crit.weight_dict}  # KeyError for a term without a group
+        groups = {grads.group_of(k) for k in crit.weight_dict}  # KeyError for a term without a group
         assert "moment" in groups and "saliency" in groups
-    assert tool.group_of("loss_giou_1") == "moment" and tool.group_of("loss_qmargin_0") == "qmargin"
-    assert tool.part_of("decoder.layers.0.ffn.weight") == "decoder"
-    assert tool.part_of("span_embed.layers.0.weight") == "decoder"
+    assert grads.group_of("loss_giou_1") == "moment" and grads.group_of("loss_qmargin_0") == "qmargin"
+    assert grads.part_of("decoder.layers.0.ffn.weight") == "decoder"
+    assert grads.part_of("span_embed.layers.0.weight") == "decoder"
     assert (
-        tool.part_of("encoder.t2v.weight") == "encoder" and tool.part_of("query_init.mlp.w") == "query_init"
+        grads.part_of("encoder.t2v.weight") == "encoder" and grads.part_of("query_init.mlp.w") == "query_init"
     )
 
 
-def test_total_is_the_training_loss_gradient(tool, tiny_checkpoint: Path) -> None:
+def test_total_is_the_training_loss_gradient(grads, tiny_checkpoint: Path) -> None:
     """Each part's `total` is the norm of the gradient of eq 10's total, computed here independently."""
     from torch.utils.data import DataLoader
 
@@ -47,7 +37,7 @@ def test_total_is_the_training_loss_gradient(tool, tiny_checkpoint: Path) -> Non
     from sadetr.engine.checkpoint import load_trained_model
     from sadetr.model.build import build_criterion
 
-    res = tool.gradients(tiny_checkpoint, 1)
+    res = grads.gradients(tiny_checkpoint, 1)
     model, cfg, _ = load_trained_model(tiny_checkpoint)
     criterion = build_criterion(cfg.model, cfg.loss)
     dataset = build_dataset(cfg.data, "train", seed=0)
@@ -55,21 +45,15 @@ def test_total_is_the_training_loss_gradient(tool, tiny_checkpoint: Path) -> Non
     model.train()
     torch.manual_seed(0)  # the tool's draws: the loader's base seed, then dropout and noise
     batch = next(iter(DataLoader(dataset, batch_sampler=[first], collate_fn=collate)))
-    out = model(
-        batch["video_feat"],
-        batch["video_mask"],
-        batch["text_feat"],
-        batch["text_mask"],
-        targets=batch["spans"],
-    )
+    out = grads.train_forward(model, batch)
     criterion.total(criterion(out, batch)).backward()
     for part in ("encoder", "decoder"):
-        grads = [
+        flat = [
             p.grad.flatten()
             for n, p in model.named_parameters()
-            if tool.part_of(n) == part and p.grad is not None
+            if grads.part_of(n) == part and p.grad is not None
         ]
-        assert res[f"{part}/total"] == pytest.approx(float(torch.cat(grads).norm()), rel=1e-4)
+        assert res[f"{part}/total"] == pytest.approx(float(torch.cat(flat).norm()), rel=1e-4)
         assert (
             res[f"{part}/total"]
             <= sum(v for k, v in res.items() if k.startswith(part + "/") and "total" not in k) + 1e-6

@@ -4,31 +4,24 @@ rewrites a snippet fails here instead of silently dropping the mutation from the
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _harness():
-    """tools/mutation.py as a module (registered first: its dataclass needs `sys.modules`)."""
-    name = "sadetr_mutation_harness"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / "mutation.py")
-        assert spec is not None and spec.loader is not None
-        sys.modules[name] = module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+@pytest.fixture(scope="module")
+def harness(tool):
+    """tools/mutation.py as a module."""
+    return tool("mutation")
 
 
-def test_every_mutation_applies_exactly_once() -> None:
-    harness = _harness()
+def test_every_mutation_applies_exactly_once(harness) -> None:
     assert harness.check_mutations(ROOT) == []
 
 
-def test_the_list_covers_the_core_math() -> None:
-    harness = _harness()
+def test_the_list_covers_the_core_math(harness) -> None:
     files = {m.path for m in harness.MUTATIONS}
     core = {
         "model/span_ops.py", "model/matcher.py", "model/losses.py", "model/denoising.py", "model/decoder.py",
@@ -38,9 +31,8 @@ def test_the_list_covers_the_core_math() -> None:
     assert len(harness.MUTATIONS) >= 79
 
 
-def test_check_reports_a_rotten_snippet(tmp_path: Path) -> None:
+def test_check_reports_a_rotten_snippet(harness, tmp_path: Path) -> None:
     # a snippet that no longer occurs (code rewritten) and one that occurs twice are both reported
-    harness = _harness()
     m = harness.MUTATIONS[0]
     src = tmp_path / "src" / "sadetr" / m.path
     src.parent.mkdir(parents=True)

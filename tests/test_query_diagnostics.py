@@ -2,26 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture(scope="module")
-def diagnostics():
-    path = ROOT / "tools" / "query_diagnostics.py"
-    spec = importlib.util.spec_from_file_location("query_diagnostics", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["query_diagnostics"] = module
-    spec.loader.exec_module(module)
-    return module
+def diagnostics(tool):
+    return tool("query_diagnostics")
 
 
 def test_diagnostics_match_the_evaluation(diagnostics, tiny_checkpoint: Path) -> None:
