@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,17 @@ def part_of(name: str) -> str:
     return "query_init" if top == "query_init" else "encoder"
 
 
+def train_forward(model: torch.nn.Module, batch: dict[str, Any]) -> dict[str, Any]:
+    """The training forward of a collated batch (with its GT spans, so SA-DETR adds its noise queries)."""
+    return model(
+        batch["video_feat"],
+        batch["video_mask"],
+        batch["text_feat"],
+        batch["text_mask"],
+        targets=batch["spans"],
+    )
+
+
 def gradients(path: Path, batches: int) -> dict[str, Any]:
     """Mean over `batches` training batches of the per-group gradient norms per part (module docstring)."""
     from torch.utils.data import DataLoader
@@ -72,54 +84,35 @@ def gradients(path: Path, batches: int) -> dict[str, Any]:
     sampler = [list(range(i * bs, min((i + 1) * bs, n))) for i in range(batches) if i * bs < n]
     loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate)
     names, params = zip(*[(n, p) for n, p in model.named_parameters() if p.requires_grad], strict=True)
-    parts = sorted({part_of(n) for n in names})
-    sums: dict[str, float] = {}
+    part_idx: dict[str, list[int]] = defaultdict(list)  # part -> indices into params
+    for i, name in enumerate(names):
+        part_idx[part_of(name)].append(i)
+    sums: dict[str, float] = defaultdict(float)
     model.train()
     torch.manual_seed(0)
     for batch in loader:
-        out = model(
-            batch["video_feat"],
-            batch["video_mask"],
-            batch["text_feat"],
-            batch["text_mask"],
-            targets=batch["spans"],
-        )
-        losses = criterion(out, batch)
+        losses = criterion(train_forward(model, batch), batch)
         weighted: dict[str, torch.Tensor] = {}
         for key, value in losses.items():
             if key in criterion.weight_dict:
                 g = group_of(key)
                 weighted[g] = weighted.get(g, value.new_zeros(())) + criterion.weight_dict[key] * value
         grads = {
-            g: torch.autograd.grad(v, params, retain_graph=True, allow_unused=True)
+            g: torch.autograd.grad(v, params, retain_graph=True, allow_unused=True, materialize_grads=True)
             for g, v in weighted.items()
         }
-        for part in parts:
-            idx = [i for i, n in enumerate(names) if part_of(n) == part]
-
-            def flat(gs: tuple, idx: list[int] = idx) -> torch.Tensor:
-                return torch.cat(
-                    [
-                        gs[i].flatten() if gs[i] is not None else params[i].new_zeros(params[i].numel())
-                        for i in idx
-                    ]
-                )
-
-            per_group = {g: flat(gs) for g, gs in grads.items()}
+        for part, idx in part_idx.items():
+            per_group = {g: torch.cat([gs[i].flatten() for i in idx]) for g, gs in grads.items()}
             total = torch.stack(list(per_group.values())).sum(0)
             for g, vec in per_group.items():
-                _add(sums, f"{part}/{g}", float(vec.norm()))
-            _add(sums, f"{part}/total", float(total.norm()))
+                sums[f"{part}/{g}"] += float(vec.norm())
+            sums[f"{part}/total"] += float(total.norm())
             if "moment" in per_group and float(total.norm()) > 0:
                 cos = torch.nn.functional.cosine_similarity(per_group["moment"], total, dim=0)
-                _add(sums, f"{part}/cos_moment_total", float(cos))
+                sums[f"{part}/cos_moment_total"] += float(cos)
     row: dict[str, Any] = {"checkpoint": str(path), "epoch": state.get("epoch"), "model": cfg.model.name}
     row.update({k: v / len(sampler) for k, v in sums.items()})
     return row
-
-
-def _add(sums: dict[str, float], key: str, value: float) -> None:
-    sums[key] = sums.get(key, 0.0) + value
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -402,8 +402,6 @@ class SetCriterion(nn.Module):
         ctm_scale: str = "mean",
     ) -> None:
         super().__init__()
-        if ctm_scale not in CTM_SCALES:
-            raise ValueError(f"ctm scale must be one of {CTM_SCALES}, got {ctm_scale!r}")
         self.ctm_scale = ctm_scale
         self.quality_balance = quality_balance
         self.quality_reduction = quality_reduction
