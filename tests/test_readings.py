@@ -388,6 +388,49 @@ def test_ctm_scale_univtg_sums_both_directions():
     assert univtg["loss_ctm_local"].item() == pytest.approx(plain["loss_ctm_local"].item())
 
 
+def test_ctm_intra_negatives_irrelevant_by_hand():
+    """`irrelevant`: only clips outside the relevant set are L_intra's negatives, in both directions."""
+    cos, sal, rel, mask = _ctm_batch()
+    # sample 0's anchor (clip 1): `lower` has clips 0 (saliency 1, relevant) and 2; `irrelevant` only clip 2.
+    # sample 1's anchor (clip 0): clips 1 and 2 are both less salient and irrelevant: the same in both.
+    lower0 = -(0.9 - math.log(math.exp(0.2) + math.exp(0.9) + math.exp(-0.1)))
+    irr0 = -(0.9 - math.log(math.exp(0.9) + math.exp(-0.1)))
+    both1 = -(0.4 - math.log(math.exp(0.4) + math.exp(-0.3) + math.exp(0.6)))
+    assert ctm_intra_loss(cos, sal, rel, mask, 1.0).item() == pytest.approx((lower0 + both1) / 2)
+    assert ctm_intra_loss(cos, sal, rel, mask, 1.0, "irrelevant").item() == pytest.approx((irr0 + both1) / 2)
+    # the batch direction: at clip 0, sample 0's clip is relevant, so sample 1 has no negative (loss 0);
+    # at clip 1, sample 1's clip is irrelevant: the same negative as `lower`
+    batch0 = -(0.9 - math.log(math.exp(0.9) + math.exp(-0.3)))
+    irr_batch = ctm_intra_batch_loss(cos, sal, rel, mask, 1.0, "irrelevant").item()
+    assert irr_batch == pytest.approx(batch0 / 2)
+    with pytest.raises(ValueError, match="ctm intra negatives"):
+        ctm_intra_loss(cos, sal, rel, mask, 1.0, "lowest")
+    # the criterion passes the switch to L_intra; L_local and L_inter are unchanged
+    torch.manual_seed(0)
+    clip_emb, sent_emb = torch.randn(3, 3, 4), torch.randn(3, 4)
+    out = {"ctm": {"clip_emb": clip_emb, "sent_emb": sent_emb}, "video_mask": mask}
+    batch = {"saliency": sal, "relevant": rel}
+    plain = build_criterion(_cfg(), LossConfig()).loss_ctm(out, batch)
+    irr = build_criterion(_cfg(), LossConfig(ctm_intra_negatives="irrelevant")).loss_ctm(out, batch)
+    emb_cos = clip_sentence_cosine(clip_emb, sent_emb)
+    assert irr["loss_ctm_intra"].item() == pytest.approx(
+        ctm_intra_loss(emb_cos, sal, rel, mask, 0.07, "irrelevant").item()
+    )
+    assert irr["loss_ctm_intra"].item() != pytest.approx(plain["loss_ctm_intra"].item())
+    assert irr["loss_ctm_local"].item() == pytest.approx(plain["loss_ctm_local"].item())
+    assert irr["loss_ctm_inter"].item() == pytest.approx(plain["loss_ctm_inter"].item())
+
+
+def test_ctm_univtg_weight_scales_intra_and_inter_only():
+    """`ctm_univtg_weight` multiplies λ_A for L_intra and L_inter; L_local and L_vtc keep λ_A."""
+    crit = build_criterion(_cfg(), LossConfig(lambda_align=2.0, ctm_univtg_weight=0.1))
+    w = crit.weight_dict
+    assert w["loss_ctm_intra"] == pytest.approx(0.2) and w["loss_ctm_inter"] == pytest.approx(0.2)
+    assert w["loss_ctm_local"] == 2.0 and w["loss_vtc"] == 2.0
+    plain = build_criterion(_cfg(), LossConfig(lambda_align=2.0)).weight_dict
+    assert plain["loss_ctm_intra"] == plain["loss_ctm_inter"] == plain["loss_ctm_local"] == 2.0
+
+
 # ------------------------------------------------------------------------------ the model with the switches
 
 
@@ -412,6 +455,9 @@ def test_measured_defaults():
     assert LossConfig().qmargin_reduction == "gt" and crit.qmargin_reduction == "gt"
     assert LossConfig().quality_reduction == "mean" and crit.quality_reduction == "mean"
     assert LossConfig().ctm_scale == "mean" and crit.ctm_scale == "mean"
+    assert LossConfig().ctm_intra_negatives == "lower" and crit.ctm_intra_negatives == "lower"
+    w = crit.weight_dict
+    assert w["loss_ctm_intra"] == w["loss_ctm_local"] == LossConfig().lambda_align
     assert ModelConfig().anchor_grad == "first" and build_model(_cfg()).decoder.anchor_grad == "first"
     assert ModelConfig().span_query == "plain" and build_model(_cfg()).decoder.query_scale is None
     assert not ModelConfig().quality_detach and not build_model(_cfg()).decoder.quality_detach
@@ -479,6 +525,7 @@ def test_bad_model_reading_is_a_config_error(key, value):
         ("qmargin_reduction", "sum"),
         ("quality_reduction", "total"),
         ("ctm_scale", "x2"),
+        ("ctm_intra_negatives", "lowest"),
     ],
 )
 def test_bad_loss_reading_is_a_config_error(key, value):

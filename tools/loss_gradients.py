@@ -6,7 +6,8 @@ denoising draw seeded), the eq 10 terms are grouped:
 
 - `moment`: L_M on the direct queries of every layer (`loss_l1*`, `loss_giou*`); `label`: the baselines'
   foreground CE; `init`: L_init on the anchors S_d; `dn`: L_M on the noise queries; `quality`: eq 8;
-  `qmargin`: eq 9; `vtc` and `ctm`: the two parts of L_A; `saliency`: L_S.
+  `qmargin`: eq 9; `vtc` and the three terms of L_ctm (`ctm_local`, `ctm_intra`,
+  `ctm_inter`): L_A; `saliency`: L_S.
 
 and for each group g and part P of the model (`encoder`: everything before the queries, `query_init`,
 `decoder`: the decoder and its heads) the tool reports the L2 norm of the gradient of the weighted group,
@@ -36,7 +37,9 @@ GROUPS = {  # group -> prefixes of the loss keys (suffixes _0, _1 are the aux la
     "quality": ("loss_quality",),
     "qmargin": ("loss_qmargin",),
     "vtc": ("loss_vtc",),
-    "ctm": ("loss_ctm_",),
+    "ctm_local": ("loss_ctm_local",),
+    "ctm_intra": ("loss_ctm_intra",),
+    "ctm_inter": ("loss_ctm_inter",),
     "saliency": ("loss_sal_",),
 }
 DECODER_SIDE = ("decoder", "span_embed", "class_embed", "query_embed")

@@ -109,6 +109,8 @@ class LossConfig:
     quality_balance: str = "iou_bins"  # eq 8: iou_bins (BAM-DETR: per IoU bin) | none (mean over queries)
     quality_reduction: str = "mean"  # eq 8: mean over queries (NOTES.md) | sum (Σ_j: N_q × mean)
     ctm_scale: str = "mean"  # L_inter/L_intra: mean (NOTES.md) | univtg (both directions summed, as UniVTG)
+    ctm_intra_negatives: str = "lower"  # L_intra: lower (less salient clips, UniVTG, NOTES.md) | irrelevant
+    ctm_univtg_weight: float = 1.0  # L_intra, L_inter weight in L_ctm (1: eq 10; UniVTG pretrains at 0.1)
     aux_loss: bool = True  # moment/quality losses on every decoder layer
     saliency_margin: float = 0.2  # hinge margin of QD-DETR's margin ranking term
     rank_contrast_tau: float = 0.5  # temperature of QD-DETR's rank-contrastive term

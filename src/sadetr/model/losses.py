@@ -277,15 +277,31 @@ def ctm_inter_loss(
     return both if scale == "univtg" else 0.5 * both
 
 
-def ctm_intra_loss(cos: Tensor, saliency: Tensor, relevant: Tensor, video_mask: Tensor, tau: float) -> Tensor:
-    """L_intra (UniVTG): InfoNCE of the anchor clip against itself ∪ the valid clips of the same video with
-    lower saliency, on S/τ [B, L]; mean over samples with an anchor."""
+CTM_INTRA_NEGATIVES = ("lower", "irrelevant")
+
+
+def ctm_intra_negatives(saliency: Tensor, relevant: Tensor, anchor_sal: Tensor, rule: str) -> Tensor:
+    """L_intra's negatives (`loss.ctm_intra_negatives`) among clips with saliency/relevance [..., L] against
+    their anchor's saliency [...]: `lower` (UniVTG, NOTES.md): less salient than the anchor, the anchor's
+    own moment included | `irrelevant`: outside the relevant clips."""
+    if rule == "lower":
+        return saliency < anchor_sal[..., None]
+    if rule == "irrelevant":
+        return ~relevant.bool()
+    raise ValueError(f"ctm intra negatives must be one of {CTM_INTRA_NEGATIVES}, got {rule!r}")
+
+
+def ctm_intra_loss(
+    cos: Tensor, saliency: Tensor, relevant: Tensor, video_mask: Tensor, tau: float, negatives: str = "lower"
+) -> Tensor:
+    """L_intra (UniVTG): InfoNCE of the anchor clip against itself ∪ its video's valid negative clips
+    (`ctm_intra_negatives`), on S/τ [B, L]; mean over samples with an anchor."""
     anchor, has = ctm_anchors(saliency, relevant, video_mask)  # (B,), (B,)
     if not has.any():
         return cos.sum() * 0
     rows = torch.arange(len(cos), device=cos.device)
     anchor_sal = saliency[rows, anchor]  # (B,)
-    keep = (saliency < anchor_sal[:, None]) & video_mask.bool()  # (B, L) negatives
+    keep = ctm_intra_negatives(saliency, relevant, anchor_sal, negatives) & video_mask.bool()  # (B, L)
     keep[rows, anchor] = True
     logits = (cos / tau).masked_fill(~keep, float("-inf"))  # (B, L)
     log_prob = logits.log_softmax(dim=1)[rows, anchor]  # (B,)
@@ -293,18 +309,19 @@ def ctm_intra_loss(cos: Tensor, saliency: Tensor, relevant: Tensor, video_mask: 
 
 
 def ctm_intra_batch_loss(
-    cos: Tensor, saliency: Tensor, relevant: Tensor, video_mask: Tensor, tau: float
+    cos: Tensor, saliency: Tensor, relevant: Tensor, video_mask: Tensor, tau: float, negatives: str = "lower"
 ) -> Tensor:
     """L_intra's second direction (UniVTG's loss_s_intra, `loss.ctm_scale: univtg`): at each sample's anchor
     index p_b, InfoNCE over the batch of S[b', p_b]/τ with b itself the positive and as negatives the samples
-    b' whose clip p_b is valid and less salient than their own anchor; mean over samples with an anchor."""
+    b' whose clip p_b is valid and a negative for their own anchor; mean over samples with an anchor."""
     anchor, has = ctm_anchors(saliency, relevant, video_mask)  # (B,), (B,)
     if not has.any():
         return cos.sum() * 0
     rows = torch.arange(len(cos), device=cos.device)
     own_sal = saliency[rows, anchor]  # (B,) each sample's anchor saliency
     at_anchor = saliency[:, anchor]  # (B', B): saliency of video b' at clip p_b
-    keep = (at_anchor < own_sal[:, None]) & video_mask.bool()[:, anchor] & has[:, None]  # (B', B) negatives
+    negative = ctm_intra_negatives(at_anchor, relevant[:, anchor], own_sal, negatives)  # (B', B)
+    keep = negative & video_mask.bool()[:, anchor] & has[:, None]  # (B', B) negatives
     keep[rows, rows] = True
     logits = (cos[:, anchor] / tau).masked_fill(~keep, float("-inf"))  # (B', B)
     log_prob = logits.log_softmax(dim=0)[rows, rows]  # (B,)
@@ -400,9 +417,11 @@ class SetCriterion(nn.Module):
         qmargin_reduction: str = "gt",
         quality_reduction: str = "mean",
         ctm_scale: str = "mean",
+        ctm_intra_negatives: str = "lower",
     ) -> None:
         super().__init__()
         self.ctm_scale = ctm_scale
+        self.ctm_intra_negatives = ctm_intra_negatives
         self.quality_balance = quality_balance
         self.quality_reduction = quality_reduction
         self.qmargin_reduction = qmargin_reduction
@@ -551,10 +570,10 @@ class SetCriterion(nn.Module):
         mask = out["video_mask"]
         cos = clip_sentence_cosine(ctm["clip_emb"], ctm["sent_emb"])  # (B, L)
         sal, rel = batch["saliency"].to(cos.device), batch["relevant"].to(cos.device)
-        tau, scale = self.align_tau, self.ctm_scale
-        intra = ctm_intra_loss(cos, sal, rel, mask, tau)
+        tau, scale, negatives = self.align_tau, self.ctm_scale, self.ctm_intra_negatives
+        intra = ctm_intra_loss(cos, sal, rel, mask, tau, negatives)
         if scale == "univtg":
-            intra = intra + ctm_intra_batch_loss(cos, sal, rel, mask, tau)
+            intra = intra + ctm_intra_batch_loss(cos, sal, rel, mask, tau, negatives)
         return {
             "loss_ctm_local": ctm_local_loss(cos, rel, mask, tau, self._norm(batch, "clips")),
             "loss_ctm_intra": intra,
@@ -602,6 +621,7 @@ def build_sa_detr_criterion(model_cfg: ModelConfig, loss_cfg: LossConfig) -> Set
         ("loss.qmargin_reduction", loss_cfg.qmargin_reduction, QMARGIN_REDUCTIONS),
         ("loss.quality_reduction", loss_cfg.quality_reduction, QUALITY_REDUCTIONS),
         ("loss.ctm_scale", loss_cfg.ctm_scale, CTM_SCALES),
+        ("loss.ctm_intra_negatives", loss_cfg.ctm_intra_negatives, CTM_INTRA_NEGATIVES),
     ):
         if value not in allowed:
             raise ConfigError(f"must be one of {', '.join(allowed)}, got {value!r}", key)
@@ -633,7 +653,8 @@ def build_sa_detr_criterion(model_cfg: ModelConfig, loss_cfg: LossConfig) -> Set
         weights["loss_vtc"] = lam_a
     if model_cfg.use_ctm:
         losses.append("ctm")
-        weights.update({"loss_ctm_local": lam_a, "loss_ctm_intra": lam_a, "loss_ctm_inter": lam_a})
+        lam_univtg = lam_a * loss_cfg.ctm_univtg_weight
+        weights.update({"loss_ctm_local": lam_a, "loss_ctm_intra": lam_univtg, "loss_ctm_inter": lam_univtg})
     losses.append("saliency")
     weights.update({"loss_sal_margin": lam_s, "loss_sal_rank": lam_s})
     if model_cfg.use_negative_pass:
@@ -653,4 +674,5 @@ def build_sa_detr_criterion(model_cfg: ModelConfig, loss_cfg: LossConfig) -> Set
         qmargin_reduction=loss_cfg.qmargin_reduction,
         quality_reduction=loss_cfg.quality_reduction,
         ctm_scale=loss_cfg.ctm_scale,
+        ctm_intra_negatives=loss_cfg.ctm_intra_negatives,
     )
