@@ -427,7 +427,7 @@ def test_ctm_univtg_weight_scales_intra_and_inter_only():
     w = crit.weight_dict
     assert w["loss_ctm_intra"] == pytest.approx(0.2) and w["loss_ctm_inter"] == pytest.approx(0.2)
     assert w["loss_ctm_local"] == 2.0 and w["loss_vtc"] == 2.0
-    plain = build_criterion(_cfg(), LossConfig(lambda_align=2.0)).weight_dict
+    plain = build_criterion(_cfg(), LossConfig(lambda_align=2.0, ctm_univtg_weight=1.0)).weight_dict
     assert plain["loss_ctm_intra"] == plain["loss_ctm_inter"] == plain["loss_ctm_local"] == 2.0
 
 
@@ -456,8 +456,10 @@ def test_measured_defaults():
     assert LossConfig().quality_reduction == "mean" and crit.quality_reduction == "mean"
     assert LossConfig().ctm_scale == "mean" and crit.ctm_scale == "mean"
     assert LossConfig().ctm_intra_negatives == "lower" and crit.ctm_intra_negatives == "lower"
-    w = crit.weight_dict
-    assert w["loss_ctm_intra"] == w["loss_ctm_local"] == LossConfig().lambda_align
+    w = crit.weight_dict  # UniVTG's 0.1 on its two terms (seventh round); L_local and L_vtc at λ_A
+    assert LossConfig().ctm_univtg_weight == 0.1
+    assert w["loss_ctm_intra"] == w["loss_ctm_inter"] == pytest.approx(0.1 * LossConfig().lambda_align)
+    assert w["loss_ctm_local"] == w["loss_vtc"] == LossConfig().lambda_align
     assert ModelConfig().anchor_grad == "first" and build_model(_cfg()).decoder.anchor_grad == "first"
     assert ModelConfig().span_query == "plain" and build_model(_cfg()).decoder.query_scale is None
     assert not ModelConfig().quality_detach and not build_model(_cfg()).decoder.quality_detach

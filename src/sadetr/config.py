@@ -247,6 +247,7 @@ LEGACY_DEFAULTS: dict[str, Any] = {
     "model.position_mode": "raw",
     "loss.quality_balance": "none",
     "loss.qmargin_reduction": "pairs",
+    "loss.ctm_univtg_weight": 1.0,
 }
 
 

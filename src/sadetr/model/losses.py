@@ -6,7 +6,7 @@ Terms (CONTRACTS.md "Model"), grouped as in eq 10 `L = λ_A·L_A + λ_S·L_S + �
   against their own GT (L_noise).
 - L_Q: `loss_quality` (eq 8) on every layer; `loss_qmargin` (eq 9) on the noise queries.
 - L_A: `loss_vtc` (video-text InfoNCE), `loss_ctm_local` (TR-DETR), `loss_ctm_intra`, `loss_ctm_inter`
-  (UniVTG) on clip-sentence cosines.
+  (UniVTG; weighted `loss.ctm_univtg_weight`·λ_A, UniVTG's 0.1 by default) on clip-sentence cosines.
 - L_S: QD-DETR's saliency loss: `loss_sal_margin`, `loss_sal_rank`, `loss_sal_neg`.
 Aux layers repeat the per-layer terms with suffixes `_0`, `_1`, ... (aux_outputs[i] -> `_i`).
 
