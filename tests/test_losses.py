@@ -336,7 +336,8 @@ def test_criterion_terms_weights_and_total() -> None:
     assert all(torch.isfinite(v) for v in losses.values())
     assert crit.weight_dict["loss_l1"] == 20.0 and crit.weight_dict["loss_giou_0"] == 2.0
     assert crit.weight_dict["loss_vtc"] == 0.5 and crit.weight_dict["loss_quality"] == 1.0
-    assert crit.weight_dict["loss_ctm_local"] == 0.5  # L_intra, L_inter: UniVTG's 0.1 of λ_A
+    assert crit.weight_dict["loss_ctm_local"] == 0.5
+    # L_intra, L_inter: UniVTG's 0.1 of λ_A
     assert crit.weight_dict["loss_ctm_intra"] == crit.weight_dict["loss_ctm_inter"] == pytest.approx(0.05)
     manual = sum(crit.weight_dict[k] * v for k, v in losses.items())
     assert crit.total(losses).item() == pytest.approx(manual.item())

@@ -419,6 +419,11 @@ def test_ctm_intra_negatives_irrelevant_by_hand():
     assert irr["loss_ctm_intra"].item() != pytest.approx(plain["loss_ctm_intra"].item())
     assert irr["loss_ctm_local"].item() == pytest.approx(plain["loss_ctm_local"].item())
     assert irr["loss_ctm_inter"].item() == pytest.approx(plain["loss_ctm_inter"].item())
+    # with `ctm_scale: univtg` the switch reaches L_intra's batch direction too
+    both = LossConfig(ctm_intra_negatives="irrelevant", ctm_scale="univtg")
+    irr_univtg = build_criterion(_cfg(), both).loss_ctm(out, batch)
+    irr_batch_dir = ctm_intra_batch_loss(emb_cos, sal, rel, mask, 0.07, "irrelevant").item()
+    assert irr_univtg["loss_ctm_intra"].item() == pytest.approx(irr["loss_ctm_intra"].item() + irr_batch_dir)
 
 
 def test_ctm_univtg_weight_scales_intra_and_inter_only():

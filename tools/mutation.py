@@ -477,6 +477,13 @@ MUTATIONS: tuple[Mutation, ...] = (
         ("test_readings.py",),
     ),
     _m(
+        "losses.ctm_intra_negatives_not_in_batch_direction",
+        LOSS,
+        "intra = intra + ctm_intra_batch_loss(cos, sal, rel, mask, tau, negatives)",
+        "intra = intra + ctm_intra_batch_loss(cos, sal, rel, mask, tau)",
+        ("test_readings.py",),
+    ),
+    _m(
         "losses.ctm_univtg_weight_ignored",
         LOSS,
         "lam_univtg = lam_a * loss_cfg.ctm_univtg_weight",
