@@ -93,3 +93,8 @@ def test_a_config_stored_before_a_measured_default_keeps_its_old_reading(tmp_pat
     loaded, loaded_cfg, _ = load_trained_model(tmp_path / "old.ckpt")
     assert loaded_cfg == legacy
     assert loaded.decoder.layers[0].span_enhance.gate_div == 1.0  # the unscaled eq 3 gate
+    # and its criterion weights L_intra and L_inter at λ_A, NOTES.md's unweighted L_ctm
+    from sadetr.model.build import build_criterion
+
+    weights = build_criterion(loaded_cfg.model, loaded_cfg.loss).weight_dict
+    assert weights["loss_ctm_intra"] == weights["loss_ctm_inter"] == loaded_cfg.loss.lambda_align > 0

@@ -484,6 +484,20 @@ MUTATIONS: tuple[Mutation, ...] = (
         ("test_readings.py",),
     ),
     _m(
+        "losses.ctm_univtg_weight_default_one",
+        "model/config.py",
+        "ctm_univtg_weight: float = 0.1  #",
+        "ctm_univtg_weight: float = 1.0  #",
+        ("test_readings.py", "test_losses.py"),
+    ),
+    _m(
+        "config.ctm_univtg_weight_not_legacy",
+        "config.py",
+        '    "loss.ctm_univtg_weight": 1.0,\n',
+        "",
+        ("test_checkpoint.py",),
+    ),
+    _m(
         "losses.ctm_univtg_weight_ignored",
         LOSS,
         "lam_univtg = lam_a * loss_cfg.ctm_univtg_weight",
