@@ -94,7 +94,8 @@ def tiny_config(synthetic_qvh: dict[str, Path]) -> Callable[..., Any]:
     from sadetr.config import compose_config
 
     def make(*overrides: str, preset: str | None = None) -> Any:
-        return compose_config(["synthetic_tiny", str(synthetic_qvh["config"])], overrides, preset=preset)
+        presets = [preset] if preset else []
+        return compose_config(["synthetic_tiny", str(synthetic_qvh["config"])], overrides, presets=presets)
 
     return make
 

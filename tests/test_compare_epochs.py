@@ -48,23 +48,27 @@ def test_variants_compose_their_own_overrides():
     from sadetr.errors import ConfigError
 
     args = argparse.Namespace(
-        models="sa_detr,qd_detr",
-        variant=["offset=sa_detr,model.anchor_offset=true,model.gate_scale=true", "dn=fig5.without_dn"],
+        models="sa_detr,qd_detr,tuned",
+        variant=["gate=sa_detr,model.gate_scale=true,model.anchor_grad=all", "dn=fig5.without_dn"],
         config=["synthetic_tiny"],
-        overrides=["model.gate_scale=false", "train.lr=2e-4"],
-        preset=None,
+        overrides=["model.anchor_grad=none", "train.lr=2e-4"],
+        presets=[],
+        recipe=None,
         epochs=3,
     )
     entries = entries_of(args)
-    assert list(entries) == ["sa_detr", "qd_detr", "offset", "dn"]
+    assert list(entries) == ["sa_detr", "qd_detr", "tuned", "gate", "dn"]
     cfgs = {name: entry_config(args, base, own) for name, (base, own) in entries.items()}
-    assert cfgs["offset"].model.anchor_offset and cfgs["offset"].model.gate_scale  # own beats shared
-    assert not cfgs["sa_detr"].model.anchor_offset and not cfgs["sa_detr"].model.gate_scale
-    assert cfgs["qd_detr"].model.name == "qd_detr" and cfgs["offset"].model.name == "sa_detr"
+    assert cfgs["gate"].model.gate_scale and cfgs["gate"].model.anchor_grad == "all"  # own beats shared
+    assert not cfgs["sa_detr"].model.gate_scale and cfgs["sa_detr"].model.anchor_grad == "none"
+    assert cfgs["qd_detr"].model.name == "qd_detr" and cfgs["gate"].model.name == "sa_detr"
+    # a recipe entry: the recipe's readings underneath the shared config and overrides
+    assert cfgs["tuned"].model.recipe == "tuned" and cfgs["tuned"].model.gate_scale
+    assert cfgs["tuned"].model.anchor_grad == "none" and cfgs["sa_detr"].model.recipe == "paper"
     assert {c.train.lr for c in cfgs.values()} == {2e-4} and {c.train.epochs for c in cfgs.values()} == {3}
     assert cfgs["sa_detr"].model.use_dn and not cfgs["dn"].model.use_dn
     only = entries_of(argparse.Namespace(**{**vars(args), "models": ""}))
-    assert list(only) == ["offset", "dn"]
+    assert list(only) == ["gate", "dn"]
     with pytest.raises(ConfigError):
         entries_of(argparse.Namespace(**{**vars(args), "models": "", "variant": []}))
     for bad in (["x"], ["x="], ["x=detr"], ["../x=sa_detr"], ["sa_detr=sa_detr"], ["x=sa_detr,foo"]):

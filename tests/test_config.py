@@ -98,7 +98,7 @@ def test_overrides_are_yaml_scalars_and_win_over_preset() -> None:
     c = compose_config(
         "qvhighlights_sfc",
         ["train.lr=1e-4", "model.use_dn=true", "data.video_dims=[2304, 512]", "train.epochs=7"],
-        preset="table4.a",
+        presets=["table4.a"],
     )
     assert c.train.lr == 1e-4 and c.train.epochs == 7
     assert c.model.use_dn is True  # the explicit override beats the preset
@@ -106,7 +106,7 @@ def test_overrides_are_yaml_scalars_and_win_over_preset() -> None:
 
 
 def test_save_load_round_trip(tmp_path: Path) -> None:
-    c = compose_config("charades_vgg", ["model.hidden_dim=64", "train.seed=3"], preset="table4.c")
+    c = compose_config("charades_vgg", ["model.hidden_dim=64", "train.seed=3"], presets=["table4.c"])
     save_config(c, tmp_path / "run" / "config.yaml")
     back = load_config(tmp_path / "run" / "config.yaml")
     assert back == c
@@ -145,4 +145,4 @@ def test_bad_files(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="invalid YAML"):
         compose_config(tmp_path / "bad.yaml")
     with pytest.raises(ConfigError):
-        compose_config("synthetic_tiny", preset="table99.z")
+        compose_config("synthetic_tiny", presets=["table99.z"])

@@ -17,7 +17,7 @@ def identity_(lin: torch.nn.Linear) -> None:
 
 
 def test_span_based_enhance_block_by_hand():
-    block = SpanBasedEnhanceBlock(2, num_points=2, gate_scale=False)  # NOTES.md's literal eq 3
+    block = SpanBasedEnhanceBlock(2, num_points=2, gate_scale=False)  # eq 3 as written
     for lin in (block.video_proj, block.text_proj, block.fuse_proj):
         identity_(lin)
     memory = torch.tensor([[[9.0, 9.0], [1.0, 0.0], [0.0, 2.0], [7.0, 7.0]]])  # M_v, 4 clips
@@ -65,9 +65,10 @@ def test_span_aware_cross_attention_matches_reference_and_masks_padding():
     spans = torch.tensor([[[0.3, 0.2], [0.5, 0.9], [0.8, 0.1]]]).repeat(2, 1, 1)
     modulation = gaussian_mask(spans, vmask, alpha=2.0)
     with torch.no_grad():
-        attn = ca.attention_weights(content, qpos, memory, mpos, vmask, modulation)
+        query = ca.q_proj(content)  # Q_C̄
+        attn = ca.attention_weights(query, qpos, memory, mpos, vmask, modulation)
         ref = reference_attention(ca, content, qpos, memory, mpos, vmask, modulation)
-        plain = ca.attention_weights(content, qpos, memory, mpos, vmask, None)
+        plain = ca.attention_weights(query, qpos, memory, mpos, vmask, None)
         plain_ref = reference_attention(ca, content, qpos, memory, mpos, vmask, None)
     assert torch.allclose(attn, ref, atol=1e-6)
     assert torch.allclose(plain, plain_ref, atol=1e-6)
@@ -76,7 +77,9 @@ def test_span_aware_cross_attention_matches_reference_and_masks_padding():
     # Output = out_proj(attn @ W_v M_v) per head.
     v = ca.v_proj(memory).view(2, 5, 2, 4).transpose(1, 2)  # (B, h, L, dh)
     expected = ca.out_proj((attn @ v).transpose(1, 2).reshape(2, 3, 8))
-    assert torch.allclose(ca(content, qpos, memory, mpos, vmask, modulation), expected, atol=1e-6)
+    out, projected = ca(content, qpos, memory, mpos, vmask, modulation)
+    assert torch.allclose(out, expected, atol=1e-6)
+    assert torch.allclose(projected, query)  # Q_C̄, for eq 6's residual
 
 
 def make_decoder(**kw) -> SpanAwareRefineDecoder:
@@ -166,3 +169,86 @@ def test_self_attention_mask_blocks_queries():
         out = dec(content2, spans2, memory, vmask, sentence, mask)
     for (s_ref, q_ref), (s, q) in zip(ref, out):
         assert torch.equal(s_ref[:, :2], s[:, :2]) and torch.equal(q_ref[:, :2], q[:, :2])
+
+
+def _one_head_attention(w_q: float) -> torch.nn.MultiheadAttention:
+    """d = 2, one head, W_q = w_q·I, W_k = W_v = I, no biases, out_proj = I."""
+    attn = torch.nn.MultiheadAttention(2, 1, dropout=0.0, batch_first=True)
+    with torch.no_grad():
+        attn.in_proj_weight.copy_(torch.cat([w_q * torch.eye(2), torch.eye(2), torch.eye(2)]))
+        attn.in_proj_bias.zero_()
+        identity_(attn.out_proj)
+    return attn
+
+
+def test_eq1_positions_after_the_projections_by_hand():
+    from sadetr.model.layers import multihead_attention
+
+    attn = _one_head_attention(2.0)
+    content = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])  # C
+    pos = torch.tensor([[[1.0, 1.0], [0.0, 0.0]]])  # P_S
+    # eq 1: Q + P = 2C + P = [[3, 1], [0, 2]], K + P = C + P = [[2, 1], [0, 1]]
+    # logits = (Q + P)(K + P)ᵀ / √2 = [[7, 1], [2, 2]] / √2; V = C
+    out = multihead_attention(attn, content, content, None, True, pos_after_proj=pos)
+    a = 1 / (1 + math.exp(-6 / math.sqrt(2)))  # softmax([7, 1] / √2)[0]
+    assert torch.allclose(out, torch.tensor([[[a, 1 - a], [0.5, 0.5]]]), atol=1e-6)
+    # DETR's form W_q (C + P) instead: [[4, 2], [0, 2]] (K + P)ᵀ = [[10, 2], [2, 2]] / √2
+    before = multihead_attention(attn, content + pos, content, None, True)
+    b = 1 / (1 + math.exp(-8 / math.sqrt(2)))
+    assert torch.allclose(before, torch.tensor([[[b, 1 - b], [0.5, 0.5]]]), atol=1e-6)
+
+
+def _capture(module: torch.nn.Module, store: dict, key: str) -> None:
+    """Keep the first positional input of `module` in store[key] at each call."""
+    module.register_forward_hook(lambda m, args, out: store.__setitem__(key, args[0]))
+
+
+def test_eq6_residual_adds_the_projected_query_as_written():
+    from sadetr.model.decoder import SpanAwareQueryRefiner
+
+    for residual in ("query", "input"):
+        torch.manual_seed(0)
+        layer = SpanAwareQueryRefiner(8, 2, 16, 0.0, True, True, 2.0, 3, cross_residual=residual).eval()
+        seen: dict = {}
+        _capture(layer.norm2, seen, "norm2_in")  # C̃ before its LayerNorm
+        layer.cross_attn.register_forward_hook(
+            lambda m, args, out, seen=seen: seen.update(content=args[0], ca=out[0], query=out[1])
+        )
+        content, spans, memory, vmask, sentence = decoder_inputs()
+        with torch.no_grad():
+            layer(content, spans, torch.randn(2, 4, 8), memory, torch.randn(2, 6, 8), vmask, sentence)
+        expected = seen["query"] if residual == "query" else seen["content"]  # Q_C̄ = W_q C̄, or C̄
+        assert torch.allclose(seen["norm2_in"], expected + seen["ca"], atol=1e-6)
+        assert torch.allclose(seen["query"], layer.cross_attn.q_proj(seen["content"]), atol=1e-6)
+        assert not torch.allclose(seen["query"], seen["content"], atol=1e-3)
+
+
+def test_layer_uses_eq1_form_of_its_switch():
+    from sadetr.model.decoder import SpanAwareQueryRefiner
+
+    outs = {}
+    for form in ("after_proj", "before_proj"):
+        torch.manual_seed(0)
+        layer = SpanAwareQueryRefiner(8, 2, 16, 0.0, False, False, 2.0, 3, self_attn_pos=form).eval()
+        seen: dict = {}
+        _capture(layer.norm1, seen, "norm1_in")  # C + self-attention output
+        content, spans, memory, vmask, sentence = decoder_inputs()
+        pos = torch.randn(2, 4, 8, generator=torch.Generator().manual_seed(7))
+        with torch.no_grad():
+            layer(content, spans, pos, memory, torch.randn(2, 6, 8), vmask, sentence)
+        sa = seen["norm1_in"] - content
+        # explicit eq 1 per head: softmax((W_q C + b_q + P)(W_k C + b_k + P)ᵀ / √d_h)(W_v C + b_v), out_proj
+        w, b = layer.self_attn.in_proj_weight, layer.self_attn.in_proj_bias
+        src = content if form == "after_proj" else content + pos
+        q, k = src @ w[:8].T + b[:8], src @ w[8:16].T + b[8:16]
+        if form == "after_proj":
+            q, k = q + pos, k + pos
+        v = content @ w[16:].T + b[16:]
+        heads = []
+        for h in range(2):
+            sl = slice(4 * h, 4 * h + 4)
+            heads.append(((q[..., sl] @ k[..., sl].transpose(1, 2)) / 2.0).softmax(-1) @ v[..., sl])
+        expected = layer.self_attn.out_proj(torch.cat(heads, dim=-1))
+        assert torch.allclose(sa, expected, atol=1e-5)
+        outs[form] = sa
+    assert not torch.allclose(outs["after_proj"], outs["before_proj"], atol=1e-3)

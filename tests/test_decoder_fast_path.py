@@ -17,7 +17,7 @@ from sadetr.model.decoder import SpanAwareRefineDecoder, SpanBasedEnhanceBlock, 
 from sadetr.model.denoising import dn_attention_mask
 from sadetr.model.span_ops import (
     GAUSSIAN_MASK_FLOOR,
-    clip_centers,
+    clip_times,
     gaussian_mask,
     inverse_sigmoid,
     span_sine_embedding,
@@ -107,18 +107,20 @@ def test_span_enhance_fast_path_float32_with_gate_scale() -> None:
 
 
 def refiner_reference(layer, content, spans, span_pos, memory, memory_pos, vmask, sentence, blocked):
-    """One refiner layer as first written: nn.MultiheadAttention with the mask repeated per head, the
-    materialised Temporal Align, eq 5's mask straight from the formula (no floor)."""
+    """One refiner layer as first written: nn.MultiheadAttention with the mask repeated per head (so eq 1
+    in the `before_proj` form, the one nn.MultiheadAttention computes), the materialised Temporal Align,
+    eq 5's mask straight from the formula (no floor), eq 6's residual of the layer's reading."""
+    assert layer.self_attn_pos == "before_proj"
     qk = content + span_pos
     mask = None if blocked is None else blocked.repeat_interleave(layer.self_attn.num_heads, dim=0)
     sa, _ = layer.self_attn(qk, qk, content, attn_mask=mask, need_weights=False)
     content = layer.norm1(content + layer.dropout1(sa))
     content = span_enhance_reference(layer.span_enhance, content, spans, memory, vmask, sentence)
-    t = clip_centers(vmask)  # (B, L)
+    t = clip_times(vmask, layer.mask_clip_time)  # (B, L)
     c, w = spans[..., 0:1], spans[..., 1:2].clamp(min=1e-4)
     gauss = torch.exp(-layer.gaussian_alpha * (t[:, None, :] - c) ** 2 / w**2) * vmask[:, None, :]
-    ca = layer.cross_attn(content, span_pos, memory, memory_pos, vmask, gauss)
-    content = layer.norm2(content + layer.dropout2(ca))
+    ca, query = layer.cross_attn(content, span_pos, memory, memory_pos, vmask, gauss)
+    content = layer.norm2((query if layer.cross_residual == "query" else content) + layer.dropout2(ca))
     return layer.norm3(content + layer.dropout3(layer.ffn(content)))
 
 
@@ -173,7 +175,10 @@ def _decoder_run(dec, forward, inputs, seed: int) -> tuple[list, dict]:
 
 def _decoder(dropout: float, dtype: torch.dtype) -> SpanAwareRefineDecoder:
     torch.manual_seed(5)
-    dec = SpanAwareRefineDecoder(32, 4, 64, dropout=dropout, num_layers=2, num_align_points=10).to(dtype)
+    # eq 1 in the form nn.MultiheadAttention computes (the reference's), every other reading the paper's
+    dec = SpanAwareRefineDecoder(
+        32, 4, 64, dropout=dropout, num_layers=2, num_align_points=10, self_attn_pos="before_proj"
+    ).to(dtype)
     for p in dec.parameters():  # every parameter random (MLP_3's last layer starts at zero)
         torch.nn.init.normal_(p, std=0.2)
     return dec.train()
@@ -213,7 +218,7 @@ def test_decoder_fast_path_draws_the_same_dropout_masks() -> None:
 def test_gaussian_mask_floor_leaves_no_subnormals_and_changes_nothing_above_it() -> None:
     _, spans, _, vmask, _, _ = _decoder_inputs(torch.float32)
     mask = gaussian_mask(spans, vmask, 2.0)
-    t = clip_centers(vmask)
+    t = clip_times(vmask, "end")
     c, w = spans[..., 0:1], spans[..., 1:2]
     plain = torch.exp(-2.0 * (t[:, None, :] - c) ** 2 / w**2) * vmask[:, None, :]
     tiny = torch.finfo(torch.float32).tiny

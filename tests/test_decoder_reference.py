@@ -1,6 +1,7 @@
 """Reference test of the Span Aware Refine Decoder: eq 1-6 and the prediction head written out here,
-loop by loop, from the paper (3.4) and NOTES.md, and compared with the module on a batch whose samples
-have different GT counts (so different denoising masks) and different video lengths.
+loop by loop, from the paper (3.4) and docs/readings.md, and compared with the module on a batch whose
+samples have different GT counts (so different denoising masks) and different video lengths, for the
+readings of both recipes (`paper`: every equation as written; `tuned`).
 
 The reference reads only the module's parameters (`weights` below is the one place that knows where
 they live) and recomputes everything else: the sine embeddings P_S and P_Mv, the Temporal Align sampling,
@@ -20,6 +21,17 @@ from sadetr.model.denoising import dn_attention_mask
 
 D, H, FFN, NQ, NS, ALPHA = 8, 2, 12, 3, 3, 2.0
 GROUPS = 2
+# The decoder's readings in each recipe (sadetr.model.recipes).
+READINGS = {
+    "paper": dict(
+        self_attn_pos="after_proj", gate_scale=False, position_mode="raw", mask_clip_time="end",
+        cross_residual="query",
+    ),
+    "tuned": dict(
+        self_attn_pos="before_proj", gate_scale=True, position_mode="projected", mask_clip_time="center",
+        cross_residual="input",
+    ),
+}  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------ reference
@@ -81,13 +93,19 @@ def align(memory: torch.Tensor, n_valid: int, c: float, w: float) -> torch.Tenso
     return torch.stack(rows)  # (N_s, d)
 
 
-def reference_layer(wl: dict, C, S, P_S, M_v, P_Mv, n_valid, M_t, blocked):
-    """One refiner layer for one sample. C, P_S [Q, d]; S [Q, 2]; M_v, P_Mv [L, d]; blocked [Q, Q]."""
+def reference_layer(wl: dict, C, S, P_S, M_v, P_Mv, n_valid, M_t, blocked, r: dict):
+    """One refiner layer for one sample. C, P_S [Q, d]; S [Q, 2]; M_v, P_Mv [L, d]; blocked [Q, Q];
+    r: the readings (`READINGS`)."""
     Q, dh = C.shape[0], D // H
-    # eq 1: Ĉ = LN(C + SelfAttn(Q = K = C + P_S, V = C)), the denoising mask blocks (row, column) pairs
+    # eq 1: Ĉ = LN(C + softmax((W_q C + P_S)(W_k C + P_S)ᵀ / √d_h) W_v C) as written (after_proj), or with
+    # W(C + P_S) (before_proj); the denoising mask blocks (row, column) pairs
     wq, bq, wk, bk, wv, bv, wo, bo = wl["sa"]
-    x = C + P_S
-    q, k, v = x @ wq.T + bq, x @ wk.T + bk, C @ wv.T + bv
+    if r["self_attn_pos"] == "after_proj":
+        q, k = C @ wq.T + bq + P_S, C @ wk.T + bk + P_S
+    else:
+        x = C + P_S
+        q, k = x @ wq.T + bq, x @ wk.T + bk
+    v = C @ wv.T + bv
     heads = []
     for h in range(H):
         sl = slice(h * dh, (h + 1) * dh)
@@ -95,25 +113,27 @@ def reference_layer(wl: dict, C, S, P_S, M_v, P_Mv, n_valid, M_t, blocked):
         heads.append(logits.masked_fill(blocked, float("-inf")).softmax(-1) @ v[:, sl])
     (g1, b1), (g2, b2), (g3, b3) = wl["norms"]
     C_hat = F.layer_norm(C + torch.cat(heads, -1) @ wo.T + bo, (D,), g1, b1)
-    # eq 2-3: span based enhance, M_t-weighted sampled clips, no softmax; gate ĝ = sigmoid(<Ĉ, M̂_s> / √d)
-    # (`model.gate_scale`, the measured default)
+    # eq 2-3: span based enhance, M_t-weighted sampled clips, no softmax; gate ĝ = sigmoid(<Ĉ, M̂_s>), as
+    # written, or divided by √d (`model.gate_scale`)
     C_bar = torch.zeros_like(C_hat)
     for i in range(Q):
         M_s = align(M_v, n_valid, float(S[i, 0]), float(S[i, 1]))  # (N_s, d)
         s = wl["W_v"](M_s) @ wl["W_t"](M_t) / math.sqrt(D)  # (N_s,)
         pooled = (s[:, None] * M_s).mean(0)
-        gate = torch.sigmoid(C_hat[i] @ pooled / math.sqrt(D))
+        gate = torch.sigmoid(C_hat[i] @ pooled / (math.sqrt(D) if r["gate_scale"] else 1.0))
         C_bar[i] = wl["W_f"]((pooled + C_hat[i]) * gate) + C_hat[i]
-    # eq 5: Gaussian mask around each span over the clip centres; eq 4 + 6: concatenated content and
-    # position per head, scaled by sqrt(2 d_head), logits times the mask, padded clips excluded
+    # eq 5: Gaussian mask around each span at t_j = (j + 1)/L_v (as written) or the clip centres; eq 4 + 6:
+    # concatenated content and position per head, scaled by sqrt(2 d_head), logits times the mask, padded
+    # clips excluded
     W_q, W_k, W_vv, W_o = wl["ca"]
     qc, kc, vc = W_q(C_bar), W_k(M_v), W_vv(M_v)
-    if wl["W_p"] is not None:  # projected: this layer's W_p · PE(t_j, 1/L_v) (the measured default)
+    if wl["W_p"] is not None:  # projected: this layer's W_p · PE(t_j, 1/L_v)
         P_Mv = wl["W_p"](P_Mv)
     out = []
     for i in range(Q):
         c, w = float(S[i, 0]), max(float(S[i, 1]), 1e-4)
-        gauss = [math.exp(-ALPHA * ((j + 0.5) / n_valid - c) ** 2 / w**2) for j in range(n_valid)]
+        shift = 1.0 if r["mask_clip_time"] == "end" else 0.5
+        gauss = [math.exp(-ALPHA * ((j + shift) / n_valid - c) ** 2 / w**2) for j in range(n_valid)]
         per_head = []
         for h in range(H):
             sl = slice(h * dh, (h + 1) * dh)
@@ -126,12 +146,13 @@ def reference_layer(wl: dict, C, S, P_S, M_v, P_Mv, n_valid, M_t, blocked):
             )
             per_head.append(logits.softmax(0) @ vc[:n_valid, sl])
         out.append(W_o(torch.cat(per_head)))
-    C_tilde = F.layer_norm(C_bar + torch.stack(out), (D,), g2, b2)  # residual adds C̄ (NOTES.md)
+    residual = qc if r["cross_residual"] == "query" else C_bar  # eq 6: + Q_C̄ as written, or + C̄
+    C_tilde = F.layer_norm(residual + torch.stack(out), (D,), g2, b2)
     lin1, lin2 = wl["ffn"]
     return F.layer_norm(C_tilde + lin2(F.relu(lin1(C_tilde))), (D,), g3, b3)
 
 
-def reference_decoder(dec, content, spans, memory, n_valid, sentence, blocked):
+def reference_decoder(dec, content, spans, memory, n_valid, sentence, blocked, r: dict):
     """The whole decoder for one sample: per layer P_S = MLP_2(PE(S)), the layer, the head
     S' = sigmoid(logit(S) + MLP_3(C)) (logit clamped at 1e-3), q = sigmoid(linear(C)).
     P_Mv: raw, sine(t_j) over d channels; projected, each clip as the span (t_j, 1/L_v) in PE(S)'s layout
@@ -146,7 +167,7 @@ def reference_decoder(dec, content, spans, memory, n_valid, sentence, blocked):
     for wl in W["layers"]:
         pe = torch.stack([torch.cat([sine(float(c), D // 2), sine(float(w), D // 2)]) for c, w in S])
         P_S = mlp(W["mlp2"], pe)
-        C = reference_layer(wl, C, S, P_S, memory, P_Mv, n_valid, sentence, blocked)
+        C = reference_layer(wl, C, S, P_S, memory, P_Mv, n_valid, sentence, blocked, r)
         x = S.clamp(1e-3, 1 - 1e-3)
         S = torch.sigmoid(torch.log(x / (1 - x)) + mlp(W["mlp3"], C))
         outs.append((S, torch.sigmoid(W["q"](C)).squeeze(-1)))
@@ -156,7 +177,7 @@ def reference_decoder(dec, content, spans, memory, n_valid, sentence, blocked):
 # ------------------------------------------------------------------------------------------ inputs
 
 
-def make_decoder(seed: int = 0, position_mode: str = "projected") -> SpanAwareRefineDecoder:
+def make_decoder(seed: int = 0, recipe: str = "paper") -> SpanAwareRefineDecoder:
     """A small decoder with every parameter random (LayerNorms and MLP_3's zero-initialised last layer
     included), so that no term of the reference can hide behind an identity or a zero."""
     torch.manual_seed(seed)
@@ -168,7 +189,7 @@ def make_decoder(seed: int = 0, position_mode: str = "projected") -> SpanAwareRe
         num_layers=2,
         gaussian_alpha=ALPHA,
         num_align_points=NS,
-        position_mode=position_mode,
+        **READINGS[recipe],
     ).eval()
     with torch.no_grad():
         for name, p in dec.named_parameters():
@@ -228,15 +249,17 @@ def batch_inputs(seed: int = 0):
 # ------------------------------------------------------------------------------------------ tests
 
 
-@pytest.mark.parametrize("position_mode", ["projected", "raw"])
-def test_decoder_matches_reference_with_different_denoising_masks(position_mode: str) -> None:
-    dec = make_decoder(position_mode=position_mode)
+@pytest.mark.parametrize("recipe", sorted(READINGS))
+def test_decoder_matches_reference_with_different_denoising_masks(recipe: str) -> None:
+    dec = make_decoder(recipe=recipe)
     content, spans, memory, vmask, sentence, mask, _, _ = batch_inputs()
     assert not torch.equal(mask[0], mask[1])  # the two samples really have different masks
     with torch.no_grad():
         outs = dec(content, spans, memory, vmask, sentence, mask)
         for b in range(2):
-            ref = reference_decoder(dec, content[b], spans[b], memory[b], LENGTHS[b], sentence[b], mask[b])
+            ref = reference_decoder(
+                dec, content[b], spans[b], memory[b], LENGTHS[b], sentence[b], mask[b], READINGS[recipe]
+            )
             for layer, ((s, q), (s_ref, q_ref)) in enumerate(zip(outs, ref)):
                 torch.testing.assert_close(
                     s[b], s_ref, atol=2e-5, rtol=1e-4, msg=f"spans b={b} layer={layer}"
@@ -255,7 +278,9 @@ def test_decoder_reference_without_mask_and_the_mask_matters() -> None:
     with torch.no_grad():
         free = dec(content, spans, memory, vmask, sentence)
         masked = dec(content, spans, memory, vmask, sentence, mask)
-        ref = reference_decoder(dec, content[1], spans[1], memory[1], LENGTHS[1], sentence[1], open_)
+        ref = reference_decoder(
+            dec, content[1], spans[1], memory[1], LENGTHS[1], sentence[1], open_, READINGS["paper"]
+        )
     torch.testing.assert_close(free[-1][0][1], ref[-1][0], atol=2e-5, rtol=1e-4)
     assert not torch.allclose(free[-1][1][:, :NQ], masked[-1][1][:, :NQ], atol=1e-4)
 

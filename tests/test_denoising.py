@@ -188,22 +188,6 @@ def test_center_noise_scale_by_hand(center_scale: str, scale: float) -> None:
         noise_spans(gt, 0.1, 0.1, center_scale="gt")
 
 
-def test_noise_min_width_by_hand() -> None:
-    # `model.dn_noise_min_width`: the noise scales with max(w, floor). Magnitude pinned to σ = 0.1: a GT
-    # (0.5, 0.04) under a floor of 0.2 moves its centre by σ·0.2/2 = 0.01 and its width by σ·0.2 = 0.02
-    # (without the floor: 0.002 and 0.004); a GT wider than the floor, (0.5, 0.4), is not affected.
-    gt = torch.tensor([[0.5, 0.04], [0.5, 0.4]]).repeat(32, 1)
-    floored = noise_spans(gt, 0.1, 0.1, torch.Generator().manual_seed(0), scale_floor=0.2)
-    plain = noise_spans(gt, 0.1, 0.1, torch.Generator().manual_seed(0))
-    expected_dc = torch.tensor([0.01, 0.02]).repeat(32)
-    torch.testing.assert_close((floored[:, 0] - gt[:, 0]).abs(), expected_dc)
-    torch.testing.assert_close((floored[:, 1] - gt[:, 1]).abs(), 2 * expected_dc)
-    torch.testing.assert_close((plain[:, 0] - gt[:, 0]).abs(), torch.tensor([0.002, 0.02]).repeat(32))
-    assert build_denoiser(ModelConfig(dn_noise_min_width=0.2)).scale_floor == 0.2
-    with pytest.raises(ConfigError, match=r"model\.dn_noise_min_width"):
-        build_denoiser(ModelConfig(dn_noise_min_width=1.0))
-
-
 def test_center_noise_draws_the_same_numbers() -> None:
     # Both readings draw the same random numbers in the same order: only the centre's scale differs, so
     # with c = w the two give the same anchors, and the generator ends in the same state.

@@ -106,7 +106,8 @@ def _train_run(tmp_path_factory: pytest.TempPathFactory, data: dict, preset: str
     from sadetr.engine.trainer import train
 
     run = tmp_path_factory.mktemp(f"learn_{preset or 'full'}")
-    cfg = compose_config(["synthetic_qvh", str(data["config"])], [*TRAIN, *extra], preset=preset)
+    presets = [preset] if preset else []
+    cfg = compose_config(["synthetic_qvh", str(data["config"])], [*TRAIN, *extra], presets=presets)
     train(cfg, run)
     record = json.loads((run / "best_metrics.json").read_text())
     assert record["epoch"] == cfg.train.epochs  # scored once, at the end

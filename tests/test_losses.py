@@ -124,11 +124,13 @@ def test_dn_loss_value_and_gradient_only_to_positives() -> None:
         dn_spans[1, g * 4 : g * 4 + 2] = GT[1]
     dn_spans[0, 4] = torch.tensor([0.5, 0.2])  # group 1, positive, GT 0: L1 0.1, gIoU loss 0.5
     dn_spans.requires_grad_(True)
+    # L_noise "in the same way" as eq 7: the sum over every noise group divided by the 3 GT spans (`gt`)
+    pairs = build_criterion(ModelConfig(), LossConfig(noise_reduction="pairs"))(out, _batch())
+    assert pairs["loss_dn_l1"].item() == pytest.approx(0.1 / (GROUPS * 3))  # DN-DETR: the (group, GT) mean
     crit = build_criterion(ModelConfig(), LossConfig())
     losses = crit(out, _batch())
-    k = GROUPS * 3  # positive slots in the batch
-    assert losses["loss_dn_l1"].item() == pytest.approx(0.1 / k)
-    assert losses["loss_dn_giou"].item() == pytest.approx(0.5 / k)
+    assert losses["loss_dn_l1"].item() == pytest.approx(0.1 / 3)
+    assert losses["loss_dn_giou"].item() == pytest.approx(0.5 / 3)
     (losses["loss_dn_l1"] + losses["loss_dn_giou"]).backward()
     grad_rows = dn_spans.grad.abs().sum(-1)  # (B, N_dn)
     positive = torch.zeros(2, 8, dtype=torch.bool)  # slots g*2M + j with a real GT
@@ -187,7 +189,9 @@ def test_quality_margin_hand_value() -> None:
     assert quality_margin_loss(q, meta, 0.4).item() == pytest.approx(0.3)
     meta2 = {**meta, "num_groups": 2}
     q2 = torch.tensor([[0.6, 0.0, 0.5, 0.9, 0.9, 0.0, 0.1, 0.9]])  # group 1: hinge(0.1 - 0.9 + 0.4) = 0
-    assert quality_margin_loss(q2, meta2, 0.4).item() == pytest.approx(0.15)
+    # eq 9's 1/N_gt: the hinges of both groups (0.3 + 0) over the one GT span; pairs: over the 2 pairs
+    assert quality_margin_loss(q2, meta2, 0.4).item() == pytest.approx(0.3)
+    assert quality_margin_loss(q2, meta2, 0.4, reduction="pairs").item() == pytest.approx(0.15)
 
 
 # ----------------------------------------------------------------------------------------------- L_A
@@ -337,8 +341,10 @@ def test_criterion_terms_weights_and_total() -> None:
     assert crit.weight_dict["loss_l1"] == 20.0 and crit.weight_dict["loss_giou_0"] == 2.0
     assert crit.weight_dict["loss_vtc"] == 0.5 and crit.weight_dict["loss_quality"] == 1.0
     assert crit.weight_dict["loss_ctm_local"] == 0.5
-    # L_intra, L_inter: UniVTG's 0.1 of λ_A
-    assert crit.weight_dict["loss_ctm_intra"] == crit.weight_dict["loss_ctm_inter"] == pytest.approx(0.05)
+    # L_ctm = L_local + L_intra + L_inter (3.2), all three at λ_A
+    assert crit.weight_dict["loss_ctm_intra"] == crit.weight_dict["loss_ctm_inter"] == pytest.approx(0.5)
+    tuned = build_criterion(ModelConfig(), LossConfig(lambda_align=0.5, ctm_univtg_weight=0.1))
+    assert tuned.weight_dict["loss_ctm_intra"] == tuned.weight_dict["loss_ctm_inter"] == pytest.approx(0.05)
     manual = sum(crit.weight_dict[k] * v for k, v in losses.items())
     assert crit.total(losses).item() == pytest.approx(manual.item())
 
@@ -419,7 +425,7 @@ def test_count_reducer_sets_the_divisors_of_count_normalised_terms() -> None:
     IoU-bin balance) and nothing else; the hook sees this batch's local counts: the normalisers once per
     forward, then eq 8's three bin counts once per decoder layer."""
     out = _fake_out(torch.Generator().manual_seed(8))
-    crit = build_criterion(ModelConfig(), LossConfig())
+    crit = build_criterion(ModelConfig(), LossConfig(quality_balance="iou_bins"))
     local = crit(out, _batch())
     seen: list[list[float]] = []
 

@@ -9,6 +9,7 @@ import torch
 
 from sadetr.model.span_ops import (
     clip_centers,
+    clip_times,
     gaussian_mask,
     generalized_temporal_iou,
     inverse_sigmoid,
@@ -72,7 +73,7 @@ def test_clip_centers_use_own_length() -> None:
 def test_gaussian_mask_eq5_values() -> None:
     mask = torch.tensor([[True, True, False, False]])  # L_v = 2: centres 0.25, 0.75
     spans = torch.tensor([[[0.25, 0.5], [0.5, 1.0]]])
-    g = gaussian_mask(spans, mask, alpha=2.0)
+    g = gaussian_mask(spans, mask, alpha=2.0, clip_time="center")
     expected = torch.tensor(
         [
             [
@@ -82,6 +83,17 @@ def test_gaussian_mask_eq5_values() -> None:
         ]
     )
     assert torch.allclose(g, expected, atol=1e-6)
+
+
+def test_gaussian_mask_eq5_as_written_uses_i_over_lv() -> None:
+    # eq 5: t_i = i / L_v for i = 1..L_v (the end of clip i): L_v = 4 -> 0.25, 0.5, 0.75, 1.0
+    mask = torch.tensor([[True, True, True, True, False]])
+    spans = torch.tensor([[[0.5, 0.5]]])  # c = 0.5, w = 0.5, alpha = 2: exp(-8 (t - 0.5)^2)
+    g = gaussian_mask(spans, mask, alpha=2.0)  # the default is eq 5 as written
+    expected = torch.tensor([[[math.exp(-0.5), 1.0, math.exp(-0.5), math.exp(-2.0), 0.0]]])
+    assert torch.allclose(g, expected, atol=1e-6)
+    assert torch.allclose(clip_times(mask, "end")[0, :4], torch.tensor([0.25, 0.5, 0.75, 1.0]))
+    assert torch.allclose(clip_times(mask, "center")[0, :4], torch.tensor([0.125, 0.375, 0.625, 0.875]))
 
 
 def _align_inputs() -> tuple[torch.Tensor, torch.Tensor]:

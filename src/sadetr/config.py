@@ -1,11 +1,13 @@
 """Run configuration: the typed `Config` and its composition from layered YAML parts.
 
 A config file may list `_base_: [part, ...]` (paths relative to the file, or built-in names); the parts
-are merged in order (recursively, each may have its own `_base_`), then the file itself, then an
-optional named preset (`sadetr.model.presets`), then dotted `--set key=value` overrides (values parsed
-as YAML scalars), so the user's explicit overrides always win. The merged mapping becomes typed
-dataclasses; an unknown key, a wrong type or a malformed override is a `ConfigError` naming the dotted
-key. Built-in configs live in `sadetr/configs/` and can be named without the `.yaml` suffix.
+are merged in order (recursively, each may have its own `_base_`), then the file itself, then the named
+presets in order (`sadetr.model.presets`), then dotted `--set key=value` overrides (values parsed as YAML
+scalars), so the user's explicit overrides always win. The recipe named by the result's `model.recipe`
+(`sadetr.model.recipes`, `paper` when unset) lies underneath all of them: it gives the reading switches
+that no layer sets. The merged mapping becomes typed dataclasses; an unknown key, a wrong type or a
+malformed override is a `ConfigError` naming the dotted key. Built-in configs live in `sadetr/configs/`
+and can be named without the `.yaml` suffix.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from sadetr.data.config import DataConfig
 from sadetr.engine.config import TrainConfig
 from sadetr.errors import ConfigError, DataError
 from sadetr.model.config import LossConfig, ModelConfig
+from sadetr.model.presets import get_preset
+from sadetr.model.recipes import DEFAULT_RECIPE, get_recipe
 from sadetr.paths import read_user_text
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "configs"
@@ -232,23 +236,69 @@ def build_dataclass(cls: type, values: Any, prefix: str = "") -> Any:
 
 
 def config_from_dict(tree: Mapping[str, Any]) -> Config:
-    """Typed `Config` from a plain (merged) mapping; missing fields take their defaults."""
+    """Typed `Config` from a plain (merged) mapping; missing fields take their defaults. A removed switch
+    (`REMOVED_SWITCHES`) at its neutral value is dropped; at any other value it is a ConfigError."""
     from sadetr.devices import check_device
 
-    cfg = build_dataclass(Config, tree)
+    cfg = build_dataclass(Config, drop_removed_switches(tree))
     check_device(cfg.train.device, "train.device")
     return cfg
 
 
-# Defaults changed by measurement (docs/model.md "Readings"), with the value a run had before the key
-# existed: a stored config (checkpoint) without the key was trained with that value, not the new default.
+# Every key added after the first stored config format, with the value that runs had before the key
+# existed: a stored config (checkpoint) without the key was trained with that value, not the default.
 LEGACY_DEFAULTS: dict[str, Any] = {
+    "data.allow_empty_windows": False,
+    "model.recipe": "unnamed",  # metadata: configs stored before recipes existed name none
+    "model.round_to_clip": False,  # windows were not rounded to the clip grid
+    "model.qd_t2v_form": "normed",  # QD-DETR's earlier T2V residual form
+    "model.self_attn_pos": "before_proj",
     "model.gate_scale": False,
     "model.position_mode": "raw",
-    "loss.quality_balance": "none",
+    "model.mask_clip_time": "center",
+    "model.gaussian_mode": "logits",
+    "model.cross_residual": "input",
+    "model.anchor_grad": "first",
+    "model.dn_center_noise": "width",
+    "loss.noise_reduction": "pairs",
     "loss.qmargin_reduction": "pairs",
+    "loss.quality_balance": "none",
     "loss.ctm_univtg_weight": 1.0,
 }
+# Switches removed in sadetr 0.2 (docs/readings.md "Removed switches"), with their neutral value: a config
+# that holds one at that value loses nothing when it is dropped; any other value cannot be run here.
+REMOVED_SWITCHES: dict[str, Any] = {
+    "model.anchor_offset": False,
+    "model.position_scale": "video",
+    "model.span_query": "plain",
+    "model.quality_detach": False,
+    "model.dn_noise_min_width": 0.0,
+    "loss.quality_reduction": "mean",
+    "loss.ctm_scale": "mean",
+    "loss.ctm_intra_negatives": "lower",
+}
+LAST_VERSION_WITH_REMOVED = "0.1.0"
+
+
+def drop_removed_switches(tree: Mapping[str, Any]) -> Mapping[str, Any]:
+    """`tree` without the `REMOVED_SWITCHES` keys it holds at their neutral value (a new mapping when one
+    is dropped); a removed switch at another value -> ConfigError naming it and the last version."""
+    if not isinstance(tree, Mapping):
+        return tree
+    out = dict(tree)
+    for dotted, neutral in REMOVED_SWITCHES.items():
+        section, key = dotted.split(".")
+        part = out.get(section)
+        if not isinstance(part, Mapping) or key not in part:
+            continue
+        if part[key] != neutral:
+            raise ConfigError(
+                f"{part[key]!r} was a reading removed in sadetr 0.2 (docs/readings.md \"Removed switches\"); "
+                f"sadetr {LAST_VERSION_WITH_REMOVED} is the last version that runs it",
+                dotted,
+            )
+        out[section] = {k: v for k, v in part.items() if k != key}
+    return out
 
 
 def stored_config(tree: Mapping[str, Any]) -> Config:
@@ -282,31 +332,39 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
     return plain(cfg)
 
 
-def preset_overrides(name: str) -> dict[str, Any]:
-    """Dotted overrides of a named paper setting (e.g. `table4.a`), from `sadetr.model.presets`."""
-    from sadetr.model.presets import get_preset
-
-    return dict(get_preset(name))
+def with_recipe(tree: Mapping[str, Any]) -> dict[str, Any]:
+    """`tree` on top of the recipe it names (`model.recipe`, default `paper`): the recipe's readings fill
+    the keys that `tree` does not set. An unknown recipe name -> ConfigError."""
+    model = tree.get("model")
+    name = model.get("recipe", DEFAULT_RECIPE) if isinstance(model, Mapping) else DEFAULT_RECIPE
+    if not isinstance(name, str):
+        raise ConfigError(f"expected a recipe name, got {name!r}", "model.recipe")
+    base: dict[str, Any] = {"model": {"recipe": name}}
+    for key, value in get_recipe(name).overrides.items():
+        set_dotted(base, key, value)
+    return deep_merge(base, tree)
 
 
 def compose_config(
     path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
     overrides: Iterable[str] = (),
-    preset: str | None = None,
+    presets: Sequence[str] = (),
 ) -> Config:
-    """Layers of `path` (built-in name or file, or several merged in order; None = defaults), then
-    `preset`, then `overrides`."""
+    """Layers of `path` (built-in name or file, or several merged in order; None = defaults), then the
+    `presets` in order, then `overrides`, all on top of the recipe the result names (`with_recipe`)."""
     paths = [] if path is None else [path] if isinstance(path, (str, os.PathLike)) else list(path)
+    if isinstance(presets, str):
+        presets = [presets]
     tree: dict[str, Any] = {}
     for one in paths:
         tree = deep_merge(tree, load_layers(one))
-    if preset:
-        for key, value in preset_overrides(preset).items():
+    for preset in presets:
+        for key, value in get_preset(preset).items():
             set_dotted(tree, key, value)
     for text in overrides:
         key, value = parse_override(text)
         set_dotted(tree, key, value)
-    return config_from_dict(tree)
+    return config_from_dict(with_recipe(tree))
 
 
 def save_config(cfg: Config, path: str | os.PathLike[str]) -> None:

@@ -1,8 +1,9 @@
 """`sadetr compare`: train several models under identical data, budget and evaluation, then tabulate.
 
-Each entry of `--models` is a model name (sa_detr, qd_detr, moment_detr) or a named preset (e.g.
-`table11.gaussian_mask`); `--variant NAME=BASE,KEY=VALUE,...` adds an entry NAME: the model or preset
-BASE with its own overrides on top of the shared ones (one reading against the defaults, in one table).
+Each entry of `--models` is a model name (sa_detr, qd_detr, moment_detr), a recipe (paper, tuned) or a
+named preset (e.g. `table11.gaussian_mask`); `--variant NAME=BASE,KEY=VALUE,...` adds an entry NAME: the
+model, recipe or preset BASE with its own overrides on top of the shared ones (one reading against the
+defaults, in one table).
 Every entry gets the same composed config (`--config`, `--set`), the same `--epochs` and `--seeds`, and
 the engine's training loop and evaluation. Writes into `--out`:
 `<entry>/` (one run directory, or `seed<k>/` sub-runs), `compare.json` (best metrics per entry: per
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from sadetr.atomic import atomic_path
-from sadetr.commands.train import add_config_arguments
+from sadetr.commands.train import add_config_arguments, config_overrides
 from sadetr.errors import ConfigError
 
 MODEL_NAMES = ("sa_detr", "qd_detr", "moment_detr")
@@ -37,6 +38,11 @@ TABLE_KEYS = (
     "HL-min-VeryGood-Hit1",
 )
 CURVE_KEY = "MR-full-mAP"
+# Numbers of an evaluation record that are not metrics.
+CPU_KEY = "train_cpu_s"  # process CPU seconds of training up to an evaluation (the trainer logs it)
+NOT_METRICS = ("global_step", CPU_KEY)
+# mAP levels of the convergence table: the first epoch and the training CPU-seconds at which each is reached.
+LEVELS = (10.0, 20.0, 30.0, 40.0, 50.0)
 # Metrics of the convergence table (compare_epochs.md), per evaluated epoch.
 EPOCH_KEYS = ("MR-full-mAP", "MR-full-R1@0.5", "MR-full-R1@0.7")
 
@@ -60,7 +66,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=[],
         metavar="NAME=BASE,KEY=VALUE,...",
         help="an extra entry NAME: model or preset BASE plus its own dotted overrides, e.g. "
-        "offset=sa_detr,model.anchor_offset=true (repeatable)",
+        "gate=sa_detr,model.gate_scale=true (repeatable)",
     )
     add_config_arguments(p, required=True)
     p.add_argument("--epochs", type=int, help="training epochs for every model (default: the config's)")
@@ -82,18 +88,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def check_base(name: str, key: str) -> None:
-    """`name` must be a model name or a preset of `sadetr.model.presets`."""
+    """`name` must be a model name, a recipe (`sadetr.model.recipes`) or a preset (`sadetr.model.presets`)."""
     from sadetr.model.presets import list_presets
+    from sadetr.model.recipes import RECIPES
 
-    if name not in MODEL_NAMES and name not in set(list_presets()):
+    if name not in MODEL_NAMES and name not in RECIPES and name not in set(list_presets()):
         raise ConfigError(
-            f"{name!r} is neither a model ({', '.join(MODEL_NAMES)}) nor a preset (sadetr.model.presets)",
+            f"{name!r} is neither a model ({', '.join(MODEL_NAMES)}), a recipe ({', '.join(RECIPES)}) "
+            "nor a preset (sadetr.model.presets)",
             key=key,
         )
 
 
 def parse_models(text: str) -> list[str]:
-    """`"sa_detr,qd_detr"` -> names; each must be a model name or a preset, no duplicates."""
+    """`"sa_detr,qd_detr"` -> names; each must be a model name, a recipe or a preset, no duplicates."""
     entries = [m.strip() for m in text.split(",") if m.strip()]
     if not entries or len(set(entries)) != len(entries):
         raise ConfigError(f"expected distinct comma-separated names, got {text!r}", key="--models")
@@ -103,7 +111,7 @@ def parse_models(text: str) -> list[str]:
 
 
 def parse_variant(text: str) -> tuple[str, str, list[str]]:
-    """`"offset=sa_detr,model.anchor_offset=true"` -> ("offset", "sa_detr", ["model.anchor_offset=true"])."""
+    """`"gate=sa_detr,model.gate_scale=true"` -> ("gate", "sa_detr", ["model.gate_scale=true"])."""
     name, sep, rest = text.partition("=")
     name = name.strip()
     parts = [p.strip() for p in rest.split(",") if p.strip()]
@@ -136,20 +144,21 @@ def entry_config(args: argparse.Namespace, entry: str, own: list[str] | None = N
     `--set` overrides, then the entry's `own` overrides (a `--variant`), then `--epochs` (identical for
     every entry)."""
     from sadetr.config import compose_config
+    from sadetr.model.recipes import RECIPES
 
-    overrides = list(args.overrides) + list(own or [])
-    preset = args.preset
+    overrides = config_overrides(args) + list(own or [])
+    presets = list(args.presets)
     if entry in MODEL_NAMES:
         overrides.insert(0, f"model.name={entry}")
-    elif preset:
-        raise ConfigError("cannot combine --preset with a preset in --models", key="--preset")
+    elif entry in RECIPES:
+        overrides.insert(0, f"model.recipe={entry}")
     else:
-        preset = entry
+        presets.append(entry)
     if args.epochs is not None:
         if args.epochs < 1:
             raise ConfigError(f"must be >= 1, got {args.epochs}", key="--epochs")
         overrides.append(f"train.epochs={args.epochs}")
-    return compose_config(args.config, overrides=overrides, preset=preset)
+    return compose_config(args.config, overrides=overrides, presets=presets)
 
 
 def eval_records(run_dir: Path) -> list[dict[str, Any]]:
@@ -178,7 +187,7 @@ def best_evaluation(records: list[dict[str, Any]], key: str) -> dict[str, float]
     if not scored:
         return None
     best = max(scored, key=lambda rec: rec[key])  # the first of equal values, as the trainer keeps it
-    return {k: v for k, v in best.items() if isinstance(v, (int, float)) and k != "global_step"}
+    return {k: v for k, v in best.items() if isinstance(v, (int, float)) and k not in NOT_METRICS}
 
 
 def summarize_entry(per_seed: dict[int, dict[str, float]]) -> dict[str, dict[str, float]]:
@@ -263,7 +272,34 @@ def format_epochs(curves: dict[str, dict[str, list[list[tuple[int, float]]]]], r
             reached = first_epoch_reaching(mean_std_by_epoch(curves[entry].get(CURVE_KEY, [])), target)
             lines.append(f"| {entry} | {'not reached' if reached is None else reached} |")
         parts.append("\n".join(lines))
+    levels = format_levels(curves, [*LEVELS, *([ref[max(ref)][0]] if ref else [])])
+    if levels:
+        parts.append(levels)
     return "\n\n".join(parts)
+
+
+def format_levels(curves: dict[str, dict[str, list[list[tuple[int, float]]]]], levels: list[float]) -> str:
+    """Markdown table: per entry and mean-mAP level, the first epoch whose mean MR-full-mAP reaches it and
+    the mean training CPU-seconds at that epoch (`epoch / CPU s`); '' when no entry logged CPU time."""
+    cpu = {entry: mean_std_by_epoch(c.get(CPU_KEY, [])) for entry, c in curves.items()}
+    if not any(cpu.values()):
+        return ""
+    lines = [
+        f"### first epoch / training CPU-seconds at which the mean {CURVE_KEY} reaches each level",
+        "",
+        "| entry | " + " | ".join(f"{level:.1f}" for level in levels) + " |",
+        "|---" * (len(levels) + 1) + "|",
+    ]
+    for entry, c in curves.items():
+        curve = mean_std_by_epoch(c.get(CURVE_KEY, []))
+        cells = []
+        for level in levels:
+            epoch = first_epoch_reaching(curve, level)
+            seconds = cpu[entry].get(epoch) if epoch is not None else None
+            spent = "–" if seconds is None else f"{seconds[0]:.0f}"
+            cells.append("–" if epoch is None else f"{epoch} / {spent}")
+        lines.append(f"| {entry} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def plot_curves(curves: dict[str, list[list[tuple[int, float]]]], key: str, path: Path) -> None:
@@ -323,12 +359,14 @@ def compare(args: argparse.Namespace, configs: dict[str, Any]) -> dict[str, dict
                 best = train(with_seed(cfg, seed), run_dir, resume=args.resume)["best"]
                 records = eval_records(run_dir)
             per_seed[seed] = {k: v for k, v in (best or {}).items() if k != "epoch"}
-            seed_curves[str(seed)] = eval_curves(records, EPOCH_KEYS)  # CURVE_KEY is one of them
+            seed_curves[str(seed)] = eval_curves(records, (*EPOCH_KEYS, CPU_KEY))  # CURVE_KEY is one of them
         results[entry] = {
             "per_seed": {str(s): m for s, m in per_seed.items()},
             "summary": summarize_entry(per_seed),
             "curves": {s: c[CURVE_KEY] for s, c in seed_curves.items()},
-            "epoch_curves": {key: {s: c[key] for s, c in seed_curves.items()} for key in EPOCH_KEYS},
+            "epoch_curves": {
+                key: {s: c[key] for s, c in seed_curves.items()} for key in (*EPOCH_KEYS, CPU_KEY)
+            },
         }
     return results
 

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, required: bool = True) -> None:
-    """`--config`, `--set`, `--preset` (shared by the commands that compose a config)."""
+    """`--config`, `--recipe`, `--preset`, `--set` (shared by the commands that compose a config)."""
     parser.add_argument(
         "--config",
         action="append",
@@ -37,7 +37,25 @@ def add_config_arguments(parser: argparse.ArgumentParser, required: bool = True)
         metavar="KEY=VALUE",
         help="dotted override, e.g. --set train.lr=2e-4 (repeatable; YAML scalar values)",
     )
-    parser.add_argument("--preset", help="a named paper setting from sadetr.model.presets, e.g. table4.a")
+    parser.add_argument(
+        "--recipe",
+        help="the readings underneath the config: paper (the default: the paper as written) or tuned "
+        "(docs/readings.md); the same as --set model.recipe=NAME",
+    )
+    parser.add_argument(
+        "--preset",
+        dest="presets",
+        action="append",
+        default=[],
+        help="a paper ablation row, e.g. table4.a (repeatable, applied in order on top of the recipe; "
+        "`sadetr reproduce` lists them)",
+    )
+
+
+def config_overrides(args: argparse.Namespace) -> list[str]:
+    """The dotted overrides of `--recipe` then `--set`, in the order `compose_config` applies them."""
+    recipe = getattr(args, "recipe", None)
+    return ([f"model.recipe={recipe}"] if recipe else []) + list(args.overrides)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -75,7 +93,7 @@ def _compose(args: argparse.Namespace, run_dir: Path) -> Config:
                 "--config is required (unless resuming a run that has config.yaml)", key="--config"
             )
         config = [saved]
-    return compose_config(config, overrides=args.overrides, preset=args.preset)
+    return compose_config(config, overrides=config_overrides(args), presets=args.presets)
 
 
 def run(args: argparse.Namespace) -> int:

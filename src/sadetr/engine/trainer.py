@@ -191,6 +191,7 @@ class Trainer:
         self.model = model
         self.num_workers = resolve_num_workers(self.tcfg.num_workers, self.device)
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
+        self.train_cpu_s = 0.0  # process CPU seconds spent in training epochs (evaluation excluded)
         self.best_value = -math.inf
         self.best_metrics: dict[str, Any] | None = None
         self.last_good: Path | None = None  # the last checkpoint written (always with finite weights)
@@ -260,6 +261,7 @@ class Trainer:
             "features": feature_pipeline(self.cfg.data, self.cfg.model),
             "metrics": self.best_metrics or {},
             "best": self.best_value if math.isfinite(self.best_value) else None,
+            "train_cpu_s": self.train_cpu_s,
         }
 
     def save(self, name: str) -> None:
@@ -290,6 +292,7 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.epoch, self.step_in_epoch = int(state["epoch"]), int(state["step"])
         self.global_step = int(state["global_step"])
+        self.train_cpu_s = float(state.get("train_cpu_s") or 0.0)
         self.best_metrics = state.get("metrics") or None
         self.best_value = state["best"] if state.get("best") is not None else -math.inf
         ranks = state.get("rng_ranks") or [state["rng"]]
@@ -302,7 +305,9 @@ class Trainer:
         """Train until `train.epochs`, evaluating every `eval_every` epochs; returns the summary."""
         try:
             while self.epoch < self.tcfg.epochs:
+                cpu0 = time.process_time()
                 self._train_epoch()
+                self.train_cpu_s += time.process_time() - cpu0
                 self.epoch, self.step_in_epoch = self.epoch + 1, 0
                 if self._eval_due():
                     self._evaluate()
@@ -455,7 +460,8 @@ class Trainer:
                 f"not a metric of this evaluation (available: {', '.join(brief)})",
                 key="train.selection_metric",
             )
-        self.logger.log("eval", brief, self.epoch, self.global_step)
+        record = {**brief, "train_cpu_s": round(self.train_cpu_s, 1)}  # CPU-seconds to this evaluation
+        self.logger.log("eval", record, self.epoch, self.global_step)
         log.info("epoch %d: %s = %.2f (%.1fs)", self.epoch, key, brief[key], time.perf_counter() - t0)
         if brief[key] > self.best_value:
             self.best_value, self.best_metrics = float(brief[key]), {"epoch": self.epoch, **brief}

@@ -10,6 +10,7 @@ from torch import nn
 
 from sadetr.errors import ConfigError
 from sadetr.model.config import LossConfig, ModelConfig
+from sadetr.model.span_ops import CLIP_TIMES
 
 if TYPE_CHECKING:
     from sadetr.model.losses import SetCriterion
@@ -29,10 +30,10 @@ def build_sa_detr(cfg: ModelConfig) -> nn.Module:
     """SA-DETR with every component switch of `cfg` (3.2-3.4, Tables 4-8)."""
     from sadetr.model.decoder import (
         ANCHOR_GRADS,
+        CROSS_RESIDUALS,
         GAUSSIAN_MODES,
         POSITION_MODES,
-        POSITION_UNITS,
-        SPAN_QUERIES,
+        SELF_ATTN_POSITIONS,
         SpanAwareRefineDecoder,
     )
     from sadetr.model.denoising import build_denoiser
@@ -45,11 +46,12 @@ def build_sa_detr(cfg: ModelConfig) -> nn.Module:
         ("model.ctm_stage", cfg.ctm_stage, ("before", "after")),
         ("model.anchor_init", cfg.anchor_init, ("instance", "learnable")),
         # the decoder's readings: the decoder's own lists of allowed values
-        ("model.gaussian_mode", cfg.gaussian_mode, GAUSSIAN_MODES),
+        ("model.self_attn_pos", cfg.self_attn_pos, SELF_ATTN_POSITIONS),
         ("model.position_mode", cfg.position_mode, POSITION_MODES),
-        ("model.position_scale", cfg.position_scale, POSITION_UNITS),
+        ("model.mask_clip_time", cfg.mask_clip_time, CLIP_TIMES),
+        ("model.gaussian_mode", cfg.gaussian_mode, GAUSSIAN_MODES),
+        ("model.cross_residual", cfg.cross_residual, CROSS_RESIDUALS),
         ("model.anchor_grad", cfg.anchor_grad, ANCHOR_GRADS),
-        ("model.span_query", cfg.span_query, SPAN_QUERIES),
     ):
         if value not in allowed:
             raise ConfigError(f"must be one of {', '.join(allowed)}, got {value!r}", key)
@@ -75,7 +77,7 @@ def build_sa_detr(cfg: ModelConfig) -> nn.Module:
         use_ctm=cfg.use_ctm,
         ctm_stage=cfg.ctm_stage,
     )
-    query_init = DualPathQueryInitializer(cfg.hidden_dim, cfg.num_queries, cfg.anchor_init, cfg.anchor_offset)
+    query_init = DualPathQueryInitializer(cfg.hidden_dim, cfg.num_queries, cfg.anchor_init)
     decoder = SpanAwareRefineDecoder(
         dim=cfg.hidden_dim,
         nheads=cfg.nheads,
@@ -89,10 +91,10 @@ def build_sa_detr(cfg: ModelConfig) -> nn.Module:
         gaussian_mode=cfg.gaussian_mode,
         position_mode=cfg.position_mode,
         gate_scale=cfg.gate_scale,
-        position_unit=cfg.position_scale,
         anchor_grad=cfg.anchor_grad,
-        span_query=cfg.span_query,
-        quality_detach=cfg.quality_detach,
+        self_attn_pos=cfg.self_attn_pos,
+        mask_clip_time=cfg.mask_clip_time,
+        cross_residual=cfg.cross_residual,
     )
     try:
         denoiser = build_denoiser(cfg)
@@ -111,6 +113,9 @@ def build_baseline(cfg: ModelConfig) -> nn.Module:
         raise ConfigError(f"must be one of relu, prelu, got {cfg.qd_activation!r}", "model.qd_activation")
     if cfg.qd_t2v_form not in ("public", "normed"):
         raise ConfigError(f"must be one of public, normed, got {cfg.qd_t2v_form!r}", "model.qd_t2v_form")
+    if cfg.mask_clip_time not in CLIP_TIMES:
+        allowed = ", ".join(CLIP_TIMES)
+        raise ConfigError(f"must be one of {allowed}, got {cfg.mask_clip_time!r}", "model.mask_clip_time")
     return build_moment_detr(cfg) if cfg.name == "moment_detr" else build_qd_detr(cfg)
 
 

@@ -1,14 +1,13 @@
-"""Span Aware Refine Decoder of SA-DETR (paper 3.4, eq 1-6, NOTES.md "3.4").
+"""Span Aware Refine Decoder of SA-DETR (paper 3.4, eq 1-6, docs/readings.md "3.4").
 
 Owns: the Span Based Enhance Block (eq 2-3), the span-aware cross-attention with concatenated content
 and position and the Gaussian modulation (eq 4-6), the Span Aware Query Refiner layer (eq 1 + the
 above + FFN), and the shared prediction head (anchor offsets and quality). Direct and noise query groups
 run through the same layers as one sequence; the self-attention mask keeps them apart.
 
-Readings (switches of `ModelConfig`, docs/model.md "Readings"): `gaussian_mode` (eq 6 on logits or
-probabilities), `position_mode` (eq 4's P_Mv projected, the
-measured default, or raw as NOTES.md reads it), `gate_scale` (eq 3's gate /√d, the measured default, or
-unscaled as NOTES.md reads it).
+Readings (switches of `ModelConfig`, docs/readings.md; the paper's form is each one's default):
+`self_attn_pos` (eq 1), `gate_scale` (eq 3), `position_mode` (eq 4's P_Mv), `mask_clip_time` (eq 5),
+`gaussian_mode` and `cross_residual` (eq 6), `anchor_grad` (3.4's anchor update).
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ from torch import Tensor, nn
 
 from sadetr.model.layers import MLP, FeedForward, multihead_attention
 from sadetr.model.span_ops import (
-    clip_centers,
+    clip_times,
     gaussian_mask,
     inverse_sigmoid,
     sine_embedding,
@@ -28,59 +27,47 @@ from sadetr.model.span_ops import (
     temporal_align_points,
 )
 
+SELF_ATTN_POSITIONS = ("after_proj", "before_proj")
 GAUSSIAN_MODES = ("logits", "probs")
 POSITION_MODES = ("raw", "projected")
-POSITION_UNITS = ("video", "clip")
-# Gradient paths of the anchors between layers (3.4): none (S_d detached) | first (NOTES.md) | all (paper).
+CROSS_RESIDUALS = ("query", "input")
+# Gradient paths of the anchors between layers (3.4): none (S_d detached) | first (DAB-DETR) | all.
 ANCHOR_GRADS = ("none", "first", "all")
-# Positional query of eq 4: plain (P_S of eq 1) | conditional (DAB-DETR, which eq 4 cites).
-SPAN_QUERIES = ("plain", "conditional")
 
 
-def gaussian_log_mask(spans_cxw: Tensor, video_mask: Tensor, alpha: float, min_width: float = 1e-4) -> Tensor:
+def gaussian_log_mask(
+    spans_cxw: Tensor, video_mask: Tensor, alpha: float, min_width: float = 1e-4, clip_time: str = "end"
+) -> Tensor:
     """log of eq 5's mask, `−alpha (t_i − c)² / w²`, computed in log space (no underflow to −inf):
     spans [B, Q, 2] cxw, video_mask [B, L] -> [B, Q, L] (padded clips are masked by the attention)."""
-    t = clip_centers(video_mask)  # (B, L)
+    t = clip_times(video_mask, clip_time)  # (B, L)
     c = spans_cxw[..., 0:1]  # (B, Q, 1)
     w = spans_cxw[..., 1:2].clamp(min=min_width)  # (B, Q, 1)
     return -alpha * (t[:, None, :] - c) ** 2 / w**2  # (B, Q, L)
 
 
-def position_scale(video_mask: Tensor, unit: str) -> float | Tensor:
-    """The sine embeddings' scale of the decoder's positions (`model.position_scale`): `video` is 2π (the
-    fastest channel pair turns once over the video, DETR's normalised embedding); `clip` is L_v, each
-    sample's own clip count (positions in clips: the fastest pair turns 1 radian per clip, as DETR's
-    unnormalised embedding turns 1 radian per feature cell). float, or [B, 1]."""
-    if unit == "video":
-        return 2 * math.pi
-    return video_mask.sum(dim=1, keepdim=True).clamp(min=1).float()  # (B, 1)
+def clip_position_embedding(video_mask: Tensor, dim: int, mode: str = "raw") -> Tensor:
+    """P_Mv = PE(M_v) of eq 4 before any projection: [B, L] -> [B, L, dim].
 
-
-def clip_position_embedding(
-    video_mask: Tensor, dim: int, mode: str = "raw", scale: float | Tensor = 2 * math.pi
-) -> Tensor:
-    """P_Mv of eq 4 before any projection: [B, L] -> [B, L, dim].
-
-    raw: `sine_embedding(t_i, d)` of the clip centres (NOTES.md). projected: each clip as the span
+    raw: `sine_embedding(t_i, d)` of the clip centres (the paper's PE). projected: each clip as the span
     (t_i, 1/L_v) through PE(S)'s own layout (`span_sine_embedding`), so that the clips' centre channels
     match the spans' centre channels; the cross-attention then projects it (`position_mode`).
-    scale: see `position_scale`.
     """
-    centres = clip_centers(video_mask)  # (B, L)
+    centres = clip_times(video_mask, "center")  # (B, L)
     if mode == "raw":
-        return sine_embedding(centres, dim, scale=scale)
+        return sine_embedding(centres, dim)
     widths = 1.0 / video_mask.sum(dim=1, keepdim=True).clamp(min=1).to(centres.dtype)  # (B, 1)
-    return span_sine_embedding(torch.stack([centres, widths.expand_as(centres)], dim=-1), dim, scale)
+    return span_sine_embedding(torch.stack([centres, widths.expand_as(centres)], dim=-1), dim)
 
 
 class SpanBasedEnhanceBlock(nn.Module):
     """Eq 2-3: enhance each content embedding with the text-weighted clips sampled inside its span.
 
-    gate_scale: eq 3's gate as `sigmoid(⟨Ĉ, M̂_s⟩ / √d)` (the default, measured), or the unscaled dot
-    product of NOTES.md (`model.gate_scale: false`), which saturates at d = 256 within 3 epochs.
+    gate_scale (`model.gate_scale`): eq 3's gate as written, `sigmoid(⟨Ĉ, M̂_s⟩)` (false), or divided by
+    √d (true, the `tuned` recipe: the unscaled 256-d dot product saturates within 3 epochs).
     """
 
-    def __init__(self, dim: int, num_points: int, gate_scale: bool = True) -> None:
+    def __init__(self, dim: int, num_points: int, gate_scale: bool = False) -> None:
         super().__init__()
         self.num_points = num_points  # N_s
         self.gate_div = math.sqrt(dim) if gate_scale else 1.0
@@ -160,24 +147,23 @@ class SpanAwareCrossAttention(nn.Module):
 
     def attention_weights(
         self,
-        content: Tensor,
+        query: Tensor,
         query_pos: Tensor,
         memory: Tensor,
         memory_pos: Tensor,
         video_mask: Tensor,
         modulation: Tensor | None,
     ) -> Tensor:
-        """Eq 4 + eq 6 softmax: -> [B, h, Q, L]; padded clips get exactly 0.
-
-        modulation [B, Q, L]: the mask (gaussian_mode logits) or its log (probs), or None."""
+        """Eq 4 + eq 6 softmax on the projected query Q_C̄ = W_q C̄ [B, Q, d]: -> [B, h, Q, L]; padded clips
+        get exactly 0. modulation [B, Q, L]: the mask (gaussian_mode logits) or its log (probs), or None."""
         if self.pos_proj is not None:
             memory_pos = self.pos_proj(memory_pos)  # W_p P_Mv (B, L, d)
-        q = torch.cat([self._heads(self.q_proj(content)), self._heads(query_pos)], dim=-1)  # (B, h, Q, 2dh)
+        q = torch.cat([self._heads(query), self._heads(query_pos)], dim=-1)  # (B, h, Q, 2dh)
         k = torch.cat([self._heads(self.k_proj(memory)), self._heads(memory_pos)], dim=-1)  # (B, h, L, 2dh)
-        # Eq 4 writes sqrt(2d); per head the concatenated vectors have 2 d_head dims (NOTES.md).
+        # Eq 4 writes sqrt(2d); per head the concatenated vectors have 2 d_head dims (docs/readings.md).
         logits = q @ k.transpose(-1, -2) / math.sqrt(2 * self.head_dim)  # map, eq 4, (B, h, Q, L)
         if modulation is not None and self.gaussian_mode == "probs":
-            # Departure from NOTES.md's literal eq 6 (when chosen): probabilities times mask, renormalised.
+            # CNM's reading of eq 6 (when chosen): probabilities times mask, renormalised.
             logits = logits + modulation[:, None]  # (B, h, Q, L), modulation = log(mask)
         elif modulation is not None:
             # Eq 6 as written: the logits (not the probabilities) are multiplied by the Gaussian mask.
@@ -193,30 +179,24 @@ class SpanAwareCrossAttention(nn.Module):
         memory_pos: Tensor,
         video_mask: Tensor,
         modulation: Tensor | None,
-    ) -> Tensor:
-        """content C̄, query_pos P_S [B, Q, d]; memory M_v, memory_pos P_Mv [B, L, d] -> [B, Q, d]."""
-        attn = self.attention_weights(content, query_pos, memory, memory_pos, video_mask, modulation)
+    ) -> tuple[Tensor, Tensor]:
+        """content C̄, query_pos P_S [B, Q, d]; memory M_v, memory_pos P_Mv [B, L, d] ->
+        (softmax(map ⊙ mask) V_Mv [B, Q, d], Q_C̄ = W_q C̄ [B, Q, d] for eq 6's residual)."""
+        query = self.q_proj(content)  # Q_C̄ (B, Q, d)
+        attn = self.attention_weights(query, query_pos, memory, memory_pos, video_mask, modulation)
         v = self._heads(self.v_proj(memory))  # (B, h, L, dh)
         out = self.attn_drop(attn) @ v  # (B, h, Q, dh)
         bsz, _, num_q, _ = out.shape
-        return self.out_proj(out.transpose(1, 2).reshape(bsz, num_q, -1))  # (B, Q, d)
-
-
-def conditional_span_query(
-    span_pe: Tensor, spans: Tensor, scale: Tensor | None, width_logit: Tensor, min_width: float = 1e-4
-) -> Tensor:
-    """Eq 4's positional query as DAB-DETR builds it: PE(S) ⊙ scale ⊙ sigmoid(width_logit) / w.
-
-    span_pe PE(S) [B, Q, d]; spans S (c, w) [B, Q, 2]; scale MLP(C^i) [B, Q, d] (None at the first layer,
-    where it is 1); width_logit [B, Q, 1] -> [B, Q, d] (`model.span_query: conditional`).
-    """
-    pos = span_pe if scale is None else span_pe * scale  # conditional spatial query (Conditional DETR)
-    width = spans[..., 1:2].clamp(min=min_width)  # (B, Q, 1)
-    return pos * (torch.sigmoid(width_logit) / width)  # width-modulated attention (DAB-DETR)
+        return self.out_proj(out.transpose(1, 2).reshape(bsz, num_q, -1)), query  # (B, Q, d) each
 
 
 class SpanAwareQueryRefiner(nn.Module):
-    """One decoder layer: self-attention (eq 1), Span Based Enhance Block (eq 2-3), eq 4-6, FFN."""
+    """One decoder layer: self-attention (eq 1), Span Based Enhance Block (eq 2-3), eq 4-6, FFN.
+
+    self_attn_pos (eq 1): `after_proj` adds P_S to the projected query and key, `(W_q C + P_S)(W_k C + P_S)ᵀ`,
+    as written; `before_proj` projects the sum, `W_q (C + P_S)` (DETR/DAB-DETR). cross_residual (eq 6):
+    `query` adds Q_C̄ = W_q C̄, as written; `input` adds C̄ (DETR). mask_clip_time: eq 5's clip time.
+    """
 
     def __init__(
         self,
@@ -230,9 +210,16 @@ class SpanAwareQueryRefiner(nn.Module):
         num_align_points: int,
         gaussian_mode: str = "logits",
         position_proj: bool = False,
-        gate_scale: bool = True,
+        gate_scale: bool = False,
+        self_attn_pos: str = "after_proj",
+        mask_clip_time: str = "end",
+        cross_residual: str = "query",
     ) -> None:
         super().__init__()
+        if self_attn_pos not in SELF_ATTN_POSITIONS:
+            raise ValueError(f"self_attn_pos must be one of {SELF_ATTN_POSITIONS}, got {self_attn_pos!r}")
+        if cross_residual not in CROSS_RESIDUALS:
+            raise ValueError(f"cross_residual must be one of {CROSS_RESIDUALS}, got {cross_residual!r}")
         self.self_attn = nn.MultiheadAttention(dim, nheads, dropout=dropout, batch_first=True)
         self.norm1 = nn.LayerNorm(dim)
         self.span_enhance = (
@@ -247,6 +234,9 @@ class SpanAwareQueryRefiner(nn.Module):
         self.dropout3 = nn.Dropout(dropout)
         self.use_gaussian_mask = use_gaussian_mask
         self.gaussian_alpha = gaussian_alpha
+        self.self_attn_pos = self_attn_pos
+        self.mask_clip_time = mask_clip_time
+        self.cross_residual = cross_residual
 
     def forward(
         self,
@@ -258,31 +248,32 @@ class SpanAwareQueryRefiner(nn.Module):
         video_mask: Tensor,
         sentence: Tensor,
         self_attn_mask: Tensor | None = None,
-        cross_pos: Tensor | None = None,
     ) -> Tensor:
         """content C^i [B, Q, d]; spans S^i [B, Q, 2]; span_pos P_S [B, Q, d] -> C^{i+1} [B, Q, d].
 
         self_attn_mask: [B, Q, Q] bool, True = blocked (the denoiser's mask), or None.
-        cross_pos: eq 4's positional query [B, Q, d] where it is not P_S (`span_query: conditional`).
         """
-        qk = content + span_pos  # eq 1: (Q + P_S), (K + P_S)
         # (B, 1, Q, Q), True = attend, the same for every head; None: every query sees every query
         attend = None if self_attn_mask is None else ~self_attn_mask[:, None]
         # (B, Q, d), laid out [Q, B, d] as nn.MultiheadAttention's output: dropout1 draws the same mask
-        sa = multihead_attention(self.self_attn, qk, content, attend, keys_are_queries=True, query_major=True)
+        if self.self_attn_pos == "after_proj":  # eq 1: (W_q C + P_S)(W_k C + P_S)ᵀ, V = W_v C
+            sa = multihead_attention(
+                self.self_attn, content, content, attend, True, query_major=True, pos_after_proj=span_pos
+            )
+        else:  # W_q (C + P_S), W_k (C + P_S), V = W_v C
+            qk = content + span_pos  # (B, Q, d)
+            sa = multihead_attention(self.self_attn, qk, content, attend, True, query_major=True)
         content = self.norm1(content + self.dropout1(sa))  # Ĉ, eq 1
         if self.span_enhance is not None:
             content = self.span_enhance(content, spans, memory, video_mask, sentence)  # C̄, eq 2-3
         modulation = None
-        if self.use_gaussian_mask and self.cross_attn.gaussian_mode == "probs":
-            modulation = gaussian_log_mask(spans, video_mask, self.gaussian_alpha)  # log eq 5 (B, Q, L)
-        elif self.use_gaussian_mask:
-            modulation = gaussian_mask(spans, video_mask, self.gaussian_alpha)  # eq 5 (B, Q, L)
-        query_pos = span_pos if cross_pos is None else cross_pos  # eq 4's P_S
-        ca = self.cross_attn(content, query_pos, memory, memory_pos, video_mask, modulation)
-        # Departure from the literal eq 6 ("+ Q_C̄"): the residual adds the layer input C̄ (NOTES.md).
-        content = self.norm2(content + self.dropout2(ca))  # C̃, eq 6
-        return self.norm3(content + self.dropout3(self.ffn(content)))  # C^{i+1}
+        if self.use_gaussian_mask:  # eq 5 (B, Q, L), or its log for gaussian_mode probs
+            make = gaussian_log_mask if self.cross_attn.gaussian_mode == "probs" else gaussian_mask
+            modulation = make(spans, video_mask, self.gaussian_alpha, clip_time=self.mask_clip_time)
+        ca, query = self.cross_attn(content, span_pos, memory, memory_pos, video_mask, modulation)
+        residual = query if self.cross_residual == "query" else content  # eq 6's "+ Q_C̄", or C̄
+        content = self.norm2(residual + self.dropout2(ca))  # C̃, eq 6
+        return self.norm3(content + self.dropout3(self.ffn(content)))  # C^{i+1} = FFN(C̃) + C̃
 
 
 class SpanAwareRefineDecoder(nn.Module):
@@ -300,26 +291,20 @@ class SpanAwareRefineDecoder(nn.Module):
         gaussian_alpha: float = 2.0,
         num_align_points: int = 10,
         gaussian_mode: str = "logits",
-        position_mode: str = "projected",
-        gate_scale: bool = True,
-        position_unit: str = "video",
+        position_mode: str = "raw",
+        gate_scale: bool = False,
         anchor_grad: str = "first",
-        span_query: str = "plain",
-        quality_detach: bool = False,
+        self_attn_pos: str = "after_proj",
+        mask_clip_time: str = "end",
+        cross_residual: str = "query",
     ) -> None:
         super().__init__()
-        self.quality_detach = quality_detach
-        if span_query not in SPAN_QUERIES:
-            raise ValueError(f"span_query must be one of {SPAN_QUERIES}, got {span_query!r}")
         if anchor_grad not in ANCHOR_GRADS:
             raise ValueError(f"anchor_grad must be one of {ANCHOR_GRADS}, got {anchor_grad!r}")
         if position_mode not in POSITION_MODES:
             raise ValueError(f"position_mode must be one of {POSITION_MODES}, got {position_mode!r}")
-        if position_unit not in POSITION_UNITS:
-            raise ValueError(f"position_scale must be one of {POSITION_UNITS}, got {position_unit!r}")
         self.dim = dim
         self.position_mode = position_mode
-        self.position_unit = position_unit
         self.anchor_grad = anchor_grad
         self.layers = nn.ModuleList(
             [
@@ -335,6 +320,9 @@ class SpanAwareRefineDecoder(nn.Module):
                     gaussian_mode,
                     position_mode == "projected",
                     gate_scale,
+                    self_attn_pos,
+                    mask_clip_time,
+                    cross_residual,
                 )
                 for _ in range(num_layers)
             ]
@@ -345,9 +333,6 @@ class SpanAwareRefineDecoder(nn.Module):
         self.quality_head = nn.Linear(dim, 1)  # quality q (BAM-DETR)
         nn.init.zeros_(self.span_head.output_layer.weight)
         nn.init.zeros_(self.span_head.output_layer.bias)
-        # span_query: conditional: DAB-DETR's query_scale and ref_anchor_head, shared by the layers.
-        self.query_scale = MLP(dim, dim, dim, 2) if span_query == "conditional" else None
-        self.width_head = MLP(dim, dim, 1, 2) if span_query == "conditional" else None
 
     def forward(
         self,
@@ -359,29 +344,22 @@ class SpanAwareRefineDecoder(nn.Module):
         self_attn_mask: Tensor | None = None,
     ) -> list[tuple[Tensor, Tensor]]:
         """content [B, Q, d], initial anchors [B, Q, 2] cxw -> per layer (spans [B, Q, 2], quality [B, Q])."""
-        scale = position_scale(video_mask, self.position_unit)  # 2π or (B, 1)
-        memory_pos = clip_position_embedding(video_mask, self.dim, self.position_mode, scale)
-        memory_pos = memory_pos.to(memory.dtype)  # P_Mv (B, L, d)
+        memory_pos = clip_position_embedding(video_mask, self.dim, self.position_mode)  # P_Mv (B, L, d)
+        memory_pos = memory_pos.to(memory.dtype)
         if self.anchor_grad == "none":
             spans = spans.detach()  # DINO's two-stage proposals: S_d learns from L_init alone
         outputs = []
-        for i, layer in enumerate(self.layers):
-            span_pe = span_sine_embedding(spans, self.dim, scale).to(content.dtype)  # PE(S) (B, Q, d)
-            span_pos = self.span_pos_mlp(span_pe)  # P_S, eq 1
-            cross_pos = None
-            if self.query_scale is not None and self.width_head is not None:
-                cond = None if i == 0 else self.query_scale(content)  # (B, Q, d)
-                cross_pos = conditional_span_query(span_pe, spans, cond, self.width_head(content))
+        for layer in self.layers:
+            span_pe = span_sine_embedding(spans, self.dim).to(content.dtype)  # PE(S) (B, Q, d)
+            span_pos = self.span_pos_mlp(span_pe)  # P_S = MLP(PE(S)), eq 1
             content = layer(
-                content, spans, span_pos, memory, memory_pos, video_mask, sentence, self_attn_mask, cross_pos
+                content, spans, span_pos, memory, memory_pos, video_mask, sentence, self_attn_mask
             )
-            # Departure from the literal "S^{i+1} = S^i + Δ": the offset is added in logit space (NOTES.md).
+            # S^{i+1} = S^i + Δ with the offset added in logit space (DAB-DETR; docs/readings.md "3.4").
             new_spans = torch.sigmoid(inverse_sigmoid(spans) + self.span_head(content))  # S^{i+1}
-            quality_in = content.detach() if self.quality_detach else content  # eq 8-9 train the head only
-            quality = torch.sigmoid(self.quality_head(quality_in)).squeeze(-1)  # (B, Q)
+            quality = torch.sigmoid(self.quality_head(content)).squeeze(-1)  # Q_S = sigmoid(Linear(C)) (B, Q)
             outputs.append((new_spans, quality))
-            # first (NOTES.md, DAB-DETR): the anchor fed to the next layer is detached, the initial one is
-            # not, so that learnable or instance anchors get gradients through the first layer; all: the
-            # paper's S^{i+1} = S^i + Δ without a stop-gradient (each layer's loss reaches every earlier one).
+            # first (DAB-DETR): the anchor fed to the next layer is detached, the initial one is not, so that
+            # learnable or instance anchors get gradients through the first layer; all: no stop-gradient.
             spans = new_spans if self.anchor_grad == "all" else new_spans.detach()
         return outputs

@@ -1,14 +1,12 @@
 """Noise Query group of the Dual Path Query Initializer (3.3): noised GT span anchors and the decoder
 self-attention mask that keeps the noise groups from leaking into the direct group (DN-DETR / DINO).
 
-Noise rule (NOTES.md 3.3; the paper's "σ_p = σ_n + δ" is a typo): for a GT (c, w),
+Noise rule (docs/readings.md "3.3"; the paper's "σ_p = σ_n + δ" is a typo): for a GT (c, w),
 `Δc = ±u_c·w/2`, `Δw = ±u_w·w` with independent random signs and magnitudes `u` uniform in `[0, σ_p]`
 for positive anchors and in `[σ_p, σ_p + margin]` for negative ones (DINO's contrastive bands; the
 margin is `σ_n − σ_p` for the fixed schedule, shrinking linearly to `min_margin` for the curriculum one).
-The centre's scale is a reading (`model.dn_center_noise`): `width` (NOTES.md, DN-DETR: `|Δc| ≤ σ·w/2`,
-NOTES.md calls the paper's "|Δc| < σc/2" a typo) or `center` (the paper as written: `Δc = ±u_c·c/2`).
-`model.dn_noise_min_width` (a fraction of the video, default 0) lets the noise scale with `max(w, floor)`:
-below the floor, a moment's noise is that of a moment `floor` wide (the clip grid hides sub-clip noise).
+The centre's scale is a reading (`model.dn_center_noise`): `width` (DN-DETR's `|Δc| ≤ σ·w/2`; the paper's
+"|Δc| < σc/2" read as a typo, docs/readings.md) or `center` (as written: `Δc = ±u_c·c/2`).
 
 Clamp (our choice; keeps both bounds `|Δc| ≤ σ·w/2` and `|Δw| ≤ σ·w`): the noised width is clamped to
 `[min_width, 1]`, then the centre to `[w'/2, 1 − w'/2]` so that the span lies inside [0, 1]. Since
@@ -79,14 +77,12 @@ def noise_spans(
     generator: torch.Generator | None = None,
     min_width: float = 1e-4,
     center_scale: str = "width",
-    scale_floor: float = 0.0,
 ) -> Tensor:
     """Noise GT spans (center, width) [..., 2] with relative magnitudes uniform in [low, high] (3.3).
 
     `Δc = ±u_c·w/2` (center_scale `width`) or `±u_c·c/2` (`center`, the paper's literal rule),
     `Δw = ±u_w·w`, u ~ U[low, high], independent signs; then the clamp of the module docstring.
-    scale_floor (`model.dn_noise_min_width`): the noise scales with `max(w, scale_floor)` instead of w
-    (0: w itself). Returns [..., 2].
+    Returns [..., 2].
     """
     if center_scale not in CENTER_NOISE_SCALES:
         raise ValueError(f"center noise scale must be one of {CENTER_NOISE_SCALES}, got {center_scale!r}")
@@ -96,9 +92,8 @@ def noise_spans(
     u = low + (high - low) * u  # (..., 2)
     sign = torch.randint(0, 2, gt.shape, generator=generator, device=draw_on).to(gt.device, gt.dtype) * 2 - 1
     delta = sign * u  # (..., 2) relative noise of (c, w)
-    w_scale = w.clamp(min=scale_floor)  # (...) the width the noise is relative to
-    new_w = (w + delta[..., 1] * w_scale).clamp(min=min_width, max=1.0)
-    new_c = c + delta[..., 0] * (w_scale if center_scale == "width" else c) / 2
+    new_w = (w + delta[..., 1] * w).clamp(min=min_width, max=1.0)
+    new_c = c + delta[..., 0] * (w if center_scale == "width" else c) / 2
     new_c = torch.minimum(torch.maximum(new_c, new_w / 2), 1 - new_w / 2)  # span inside [0, 1]
     return torch.stack([new_c, new_w], dim=-1)
 
@@ -146,11 +141,8 @@ class SpanDenoiser(nn.Module):
         schedule: str = "fixed",
         min_margin: float = 0.1,
         center_scale: str = "width",
-        scale_floor: float = 0.0,
     ) -> None:
         super().__init__()
-        if not 0.0 <= scale_floor < 1.0:
-            raise ValueError(f"dn_noise_min_width must lie in [0, 1), got {scale_floor}")
         if center_scale not in CENTER_NOISE_SCALES:
             raise ValueError(f"dn_center_noise must be one of {CENTER_NOISE_SCALES}, got {center_scale!r}")
         if num_groups < 1:
@@ -167,7 +159,6 @@ class SpanDenoiser(nn.Module):
         self.schedule = schedule
         self.min_margin = min_margin
         self.center_scale = center_scale
-        self.scale_floor = scale_floor
         self.progress = 0.0
 
     def set_progress(self, progress: float) -> None:
@@ -180,10 +171,8 @@ class SpanDenoiser(nn.Module):
         return self.sigma_p, self.sigma_p + margin
 
     def _noised(self, groups: Tensor, low: float, high: float, generator: torch.Generator | None) -> Tensor:
-        """`noise_spans` with this denoiser's centre rule and noise floor: [..., 2] -> [..., 2]."""
-        return noise_spans(
-            groups, low, high, generator, center_scale=self.center_scale, scale_floor=self.scale_floor
-        )
+        """`noise_spans` with this denoiser's centre rule: [..., 2] -> [..., 2]."""
+        return noise_spans(groups, low, high, generator, center_scale=self.center_scale)
 
     def forward(
         self, targets: list[Tensor], num_queries: int, generator: torch.Generator | None = None
@@ -231,7 +220,7 @@ class SpanDenoiser(nn.Module):
 
 def build_denoiser(cfg: ModelConfig) -> SpanDenoiser | None:
     """The denoiser of `cfg` (use_dn, num_dn_groups, dn_sigma_p/n, dn_negatives, dn_schedule,
-    dn_center_noise, dn_noise_min_width), or None."""
+    dn_center_noise), or None."""
     if not cfg.use_dn:
         return None
     checks = (
@@ -240,7 +229,6 @@ def build_denoiser(cfg: ModelConfig) -> SpanDenoiser | None:
         ("model.dn_sigma_n", cfg.dn_sigma_n < 1, "must be < 1 (the noised width must stay > 0)"),
         ("model.dn_schedule", cfg.dn_schedule in ("fixed", "curriculum"), "must be one of fixed, curriculum"),
         ("model.dn_center_noise", cfg.dn_center_noise in CENTER_NOISE_SCALES, "must be one of width, center"),
-        ("model.dn_noise_min_width", 0.0 <= cfg.dn_noise_min_width < 1.0, "must lie in [0, 1)"),
         (
             "model.dn_curriculum_min_margin",
             0 <= cfg.dn_curriculum_min_margin <= cfg.dn_sigma_n - cfg.dn_sigma_p + 1e-9,
@@ -259,7 +247,6 @@ def build_denoiser(cfg: ModelConfig) -> SpanDenoiser | None:
         schedule=cfg.dn_schedule,
         min_margin=cfg.dn_curriculum_min_margin,
         center_scale=cfg.dn_center_noise,
-        scale_floor=cfg.dn_noise_min_width,
     )
 
 

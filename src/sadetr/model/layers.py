@@ -107,13 +107,16 @@ def multihead_attention(
     mask: Tensor | None,
     keys_are_queries: bool,
     query_major: bool = False,
+    pos_after_proj: Tensor | None = None,
 ) -> Tensor:
     """`attn`'s math (its own weights, so its state_dict) through `attention`, without its mask checks.
 
     q: [B, Lq, d]; v: [B, Lk, d]; the keys are q (self-attention, Lk = Lq) or v (cross-attention), so
     one in-projection GEMM serves both; mask: bool [B, 1, 1 or Lq, Lk] (True = attend), or None (every
-key) -> [B, Lq, d].
-    Attention dropout is `attn.dropout` in training.
+    key) -> [B, Lq, d]. Attention dropout is `attn.dropout` in training.
+
+    pos_after_proj [B, Lq, d] (self-attention only): added to the projected queries and keys,
+    `(W_q q + b_q + pos)(W_k q + b_k + pos)ᵀ` (SA-DETR's eq 1), instead of being part of `q`.
 
     query_major: the result is laid out in memory as [Lq, B, d] (a transposed view), as
     `nn.MultiheadAttention(batch_first=True)` returns it. A dropout after it draws its mask in memory
@@ -126,7 +129,11 @@ key) -> [B, Lq, d].
     if keys_are_queries:
         q_, k_ = F.linear(q, w[: 2 * d], b[: 2 * d]).chunk(2, dim=-1)  # (B, Lq, d) each
         v_ = F.linear(v, w[2 * d :], b[2 * d :])  # (B, Lk, d)
+        if pos_after_proj is not None:
+            q_, k_ = q_ + pos_after_proj, k_ + pos_after_proj  # (B, Lq, d) each
     else:
+        if pos_after_proj is not None:
+            raise ValueError("pos_after_proj is for self-attention (keys_are_queries=True)")
         q_ = F.linear(q, w[:d], b[:d])  # (B, Lq, d)
         k_, v_ = F.linear(v, w[d:], b[d:]).chunk(2, dim=-1)  # (B, Lk, d) each
     heads = (q_.view(bsz, lq, h, d // h), k_.view(bsz, lk, h, d // h), v_.view(bsz, lk, h, d // h))

@@ -1,4 +1,4 @@
-"""SA-DETR's training objective (3.2, 3.5, eq 7-10, NOTES.md): the loss functions and `SetCriterion`.
+"""SA-DETR's training objective (3.2, 3.5, eq 7-10, docs/readings.md): the loss functions and `SetCriterion`.
 
 Terms (CONTRACTS.md "Model"), grouped as in eq 10 `L = λ_A·L_A + λ_S·L_S + λ_M·L_M + λ_Q·L_Q`:
 - L_M (eq 7): `loss_l1`, `loss_giou` on Hungarian-matched direct predictions of every decoder layer;
@@ -6,12 +6,13 @@ Terms (CONTRACTS.md "Model"), grouped as in eq 10 `L = λ_A·L_A + λ_S·L_S + �
   against their own GT (L_noise).
 - L_Q: `loss_quality` (eq 8) on every layer; `loss_qmargin` (eq 9) on the noise queries.
 - L_A: `loss_vtc` (video-text InfoNCE), `loss_ctm_local` (TR-DETR), `loss_ctm_intra`, `loss_ctm_inter`
-  (UniVTG; weighted `loss.ctm_univtg_weight`·λ_A, UniVTG's 0.1 by default) on clip-sentence cosines.
+  (UniVTG; weighted `loss.ctm_univtg_weight`·λ_A, 1 in the `paper` recipe) on clip-sentence cosines.
 - L_S: QD-DETR's saliency loss: `loss_sal_margin`, `loss_sal_rank`, `loss_sal_neg`.
 Aux layers repeat the per-layer terms with suffixes `_0`, `_1`, ... (aux_outputs[i] -> `_i`).
 
 Normalisation (DETR's `num_boxes`): the terms that divide by a count that varies between batches (L_M by
-the #GT spans, L_noise and eq 9 by the #positive noise queries, `loss_ctm_local` by the #valid clips)
+the #GT spans, L_noise and eq 9 by the #GT spans or the #positive noise queries (`loss.noise_reduction`,
+`loss.qmargin_reduction`), `loss_ctm_local` by the #valid clips)
 take it from `SetCriterion.normalizers`, which passes this process's counts through the public hook
 `SetCriterion.count_reducer`. One process: the counts as they are. Distributed data parallel: set
 `criterion.count_reducer = mean_over_processes` (the trainer does), so each process divides by the
@@ -128,8 +129,9 @@ def quality_targets(pred_spans: Tensor, targets: Sequence[Tensor]) -> Tensor:
 # BAM-DETR's IoU bins of the quality loss: (0.7, 1], (0.3, 0.7], [0, 0.3].
 QUALITY_BINS = (0.3, 0.7)
 QUALITY_BALANCES = ("none", "iou_bins")
-QMARGIN_REDUCTIONS = ("pairs", "gt")
-QUALITY_REDUCTIONS = ("mean", "sum")
+# How the N_n noise groups enter L_noise and eq 9 (docs/readings.md "Noise groups"): gt divides the sum over
+# groups and GT spans by the #GT spans (eq 9's 1/N_gt); pairs by the #(group, GT) pairs (DN-DETR).
+NOISE_REDUCTIONS = ("gt", "pairs")
 
 
 def iou_bin_balanced_mean(
@@ -159,48 +161,51 @@ def quality_loss(
     matched_weight: float,
     balance: str = "none",
     count_reducer: CountReducer | None = None,
-    reduction: str = "mean",
 ) -> Tensor:
-    """Eq 8: `mean_j c_j·|q_j − max_n IoU(m_j, m_n)|`, c_j = w_q for matched queries, 1 otherwise.
+    """Eq 8: `mean_j c_j·|q_j − max_n IoU(m_j, m_n)|`, c_j = w_q for matched queries, 1 otherwise (eq 8's
+    Σ_j normalised by the number of queries, as eq 7's Σ by the GT count; docs/readings.md "Eq 8").
 
     balance (`loss.quality_balance`): `none` is the mean over all queries; `iou_bins` the mean within
-    each IoU bin, averaged over the 3 bins (BAM-DETR, `iou_bin_balanced_mean`), so the many low-IoU
-    queries do not dominate and pull every q to 0. reduction (`loss.quality_reduction`): `mean` (NOTES.md)
-    as above; `sum` is eq 8's `Σ_j` over the N_q queries of a video as written, i.e. N_q times `mean`."""
+    each IoU bin, averaged over the 3 bins (BAM-DETR's code, `iou_bin_balanced_mean`), so the many
+    low-IoU queries do not dominate and pull every q to 0."""
     if balance not in QUALITY_BALANCES:
         raise ValueError(f"quality balance must be one of {QUALITY_BALANCES}, got {balance!r}")
-    if reduction not in QUALITY_REDUCTIONS:
-        raise ValueError(f"quality reduction must be one of {QUALITY_REDUCTIONS}, got {reduction!r}")
     target = quality_targets(pred_spans, targets)  # (B, Q)
     weight = torch.ones_like(target)  # (B, Q)
     index = matched_index(matches, [int(t.shape[0]) for t in targets], weight.device)  # (3, K)
     weight[index[0], index[1]] = matched_weight
     errors = weight * (pred_quality - target).abs()  # (B, Q)
-    loss = iou_bin_balanced_mean(errors, target, count_reducer) if balance == "iou_bins" else errors.mean()
-    return loss * pred_quality.shape[1] if reduction == "sum" else loss  # sum: N_q × the mean
+    return iou_bin_balanced_mean(errors, target, count_reducer) if balance == "iou_bins" else errors.mean()
+
+
+def noise_divisor(num_pairs: float, groups: int, reduction: str) -> float:
+    """The divisor of L_noise and eq 9 for `num_pairs` (group, GT) pairs of N_n = `groups` noise groups:
+    `gt` the #GT spans (num_pairs / groups), `pairs` num_pairs itself; at least 1.
+
+    >>> noise_divisor(10.0, 5, "gt"), noise_divisor(10.0, 5, "pairs")
+    (2.0, 10.0)
+    """
+    if reduction not in NOISE_REDUCTIONS:
+        raise ValueError(f"noise reduction must be one of {NOISE_REDUCTIONS}, got {reduction!r}")
+    return max(num_pairs / groups if reduction == "gt" else num_pairs, 1.0)
 
 
 def quality_margin_loss(
-    dn_quality: Tensor, dn_meta: dict, margin: float, num_pairs: float | None = None, reduction: str = "pairs"
+    dn_quality: Tensor, dn_meta: dict, margin: float, num_pairs: float | None = None, reduction: str = "gt"
 ) -> Tensor:
-    """Eq 9: `max(q_neg − q_pos + δ_q, 0)` per (group, GT) pair of noise queries, averaged over the pairs.
+    """Eq 9: `Σ max(q_neg − q_pos + δ_q, 0)` over the (group, GT) pairs of noise queries, divided by
+    `noise_divisor` (reduction `gt`: 1/N_gt as written; `pairs`: the mean over the pairs).
 
-    dn_quality: [B, N_dn] with negatives in the layout `g·2M + p·M + j`; num_pairs: the divisor (default:
-    this batch's number of pairs; the criterion passes its reduced count, see `SetCriterion.normalizers`).
-    reduction (`loss.qmargin_reduction`): `pairs` divides the sum by the number of (group, GT) pairs; `gt`
-    by the number of GT spans (= pairs / groups: a sum over the groups, a mean over the GT spans).
+    dn_quality: [B, N_dn] with negatives in the layout `g·2M + p·M + j`; num_pairs: the number of pairs
+    (default: this batch's; the criterion passes its reduced count, see `SetCriterion.normalizers`).
     """
-    if reduction not in QMARGIN_REDUCTIONS:
-        raise ValueError(f"qmargin reduction must be one of {QMARGIN_REDUCTIONS}, got {reduction!r}")
     bsz = dn_quality.shape[0]
     groups, max_gt = dn_meta["num_groups"], dn_meta["max_gt"]
     q = dn_quality.view(bsz, groups, 2, max_gt)  # (B, G, 2, M)
     hinge = (q[:, :, 1] - q[:, :, 0] + margin).clamp(min=0)  # (B, G, M)
     valid = dn_meta["pos_valid"].to(dn_quality.device)[:, None, :].expand(bsz, groups, max_gt)  # (B, G, M)
     num = float(valid.sum()) if num_pairs is None else float(num_pairs)
-    if reduction == "gt":
-        num = num / groups
-    return hinge[valid].sum() / max(num, 1.0)
+    return hinge[valid].sum() / noise_divisor(num, groups, reduction)
 
 
 # ----------------------------------------------------------------------------------------------- L_A
@@ -247,24 +252,12 @@ def ctm_anchors(saliency: Tensor, relevant: Tensor, video_mask: Tensor) -> tuple
     return score.argmax(dim=1), candidates.any(dim=1)
 
 
-CTM_SCALES = ("mean", "univtg")
-
-
 def ctm_inter_loss(
-    clip_emb: Tensor,
-    sent_emb: Tensor,
-    saliency: Tensor,
-    relevant: Tensor,
-    video_mask: Tensor,
-    tau: float,
-    scale: str = "mean",
+    clip_emb: Tensor, sent_emb: Tensor, saliency: Tensor, relevant: Tensor, video_mask: Tensor, tau: float
 ) -> Tensor:
     """L_inter (UniVTG): symmetric InfoNCE at τ over the cosines between each sample's anchor clip and
-    the batch's sentence tokens (samples without a positive clip are left out). scale (`loss.ctm_scale`):
-    `mean` of both directions (NOTES.md) | `univtg`: their sum, as UniVTG's loss_s_inter.
+    the batch's sentence tokens (samples without a positive clip are left out), mean of both directions.
     """
-    if scale not in CTM_SCALES:
-        raise ValueError(f"ctm scale must be one of {CTM_SCALES}, got {scale!r}")
     anchor, has = ctm_anchors(saliency, relevant, video_mask)  # (B,), (B,)
     if not has.any():
         return clip_emb.sum() * 0
@@ -273,58 +266,21 @@ def ctm_inter_loss(
     sents = F.normalize(sent_emb[idx], dim=-1)  # (B', d)
     logits = clips @ sents.t() / tau  # (B', B')
     labels = torch.arange(len(idx), device=logits.device)
-    both = F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels)
-    return both if scale == "univtg" else 0.5 * both
+    return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels))
 
 
-CTM_INTRA_NEGATIVES = ("lower", "irrelevant")
-
-
-def ctm_intra_negatives(saliency: Tensor, relevant: Tensor, anchor_sal: Tensor, rule: str) -> Tensor:
-    """L_intra's negatives (`loss.ctm_intra_negatives`) among clips with saliency/relevance [..., L] against
-    their anchor's saliency [...]: `lower` (UniVTG, NOTES.md): less salient than the anchor, the anchor's
-    own moment included | `irrelevant`: outside the relevant clips."""
-    if rule == "lower":
-        return saliency < anchor_sal[..., None]
-    if rule == "irrelevant":
-        return ~relevant.bool()
-    raise ValueError(f"ctm intra negatives must be one of {CTM_INTRA_NEGATIVES}, got {rule!r}")
-
-
-def ctm_intra_loss(
-    cos: Tensor, saliency: Tensor, relevant: Tensor, video_mask: Tensor, tau: float, negatives: str = "lower"
-) -> Tensor:
-    """L_intra (UniVTG): InfoNCE of the anchor clip against itself ∪ its video's valid negative clips
-    (`ctm_intra_negatives`), on S/τ [B, L]; mean over samples with an anchor."""
+def ctm_intra_loss(cos: Tensor, saliency: Tensor, relevant: Tensor, video_mask: Tensor, tau: float) -> Tensor:
+    """L_intra (UniVTG): InfoNCE of the anchor clip against itself ∪ the valid clips of its video that are
+    less salient than it, on S/τ [B, L]; mean over samples with an anchor."""
     anchor, has = ctm_anchors(saliency, relevant, video_mask)  # (B,), (B,)
     if not has.any():
         return cos.sum() * 0
     rows = torch.arange(len(cos), device=cos.device)
     anchor_sal = saliency[rows, anchor]  # (B,)
-    keep = ctm_intra_negatives(saliency, relevant, anchor_sal, negatives) & video_mask.bool()  # (B, L)
+    keep = (saliency < anchor_sal[:, None]) & video_mask.bool()  # (B, L) negatives
     keep[rows, anchor] = True
     logits = (cos / tau).masked_fill(~keep, float("-inf"))  # (B, L)
     log_prob = logits.log_softmax(dim=1)[rows, anchor]  # (B,)
-    return -(log_prob[has]).mean()
-
-
-def ctm_intra_batch_loss(
-    cos: Tensor, saliency: Tensor, relevant: Tensor, video_mask: Tensor, tau: float, negatives: str = "lower"
-) -> Tensor:
-    """L_intra's second direction (UniVTG's loss_s_intra, `loss.ctm_scale: univtg`): at each sample's anchor
-    index p_b, InfoNCE over the batch of S[b', p_b]/τ with b itself the positive and as negatives the samples
-    b' whose clip p_b is valid and a negative for their own anchor; mean over samples with an anchor."""
-    anchor, has = ctm_anchors(saliency, relevant, video_mask)  # (B,), (B,)
-    if not has.any():
-        return cos.sum() * 0
-    rows = torch.arange(len(cos), device=cos.device)
-    own_sal = saliency[rows, anchor]  # (B,) each sample's anchor saliency
-    at_anchor = saliency[:, anchor]  # (B', B): saliency of video b' at clip p_b
-    negative = ctm_intra_negatives(at_anchor, relevant[:, anchor], own_sal, negatives)  # (B', B)
-    keep = negative & video_mask.bool()[:, anchor] & has[:, None]  # (B', B) negatives
-    keep[rows, rows] = True
-    logits = (cos[:, anchor] / tau).masked_fill(~keep, float("-inf"))  # (B', B)
-    log_prob = logits.log_softmax(dim=0)[rows, rows]  # (B,)
     return -(log_prob[has]).mean()
 
 
@@ -413,17 +369,13 @@ class SetCriterion(nn.Module):
         rank_contrast_tau: float = 0.5,
         align_tau: float = 0.07,
         count_reducer: CountReducer | None = None,
-        quality_balance: str = "iou_bins",
+        quality_balance: str = "none",
+        noise_reduction: str = "gt",
         qmargin_reduction: str = "gt",
-        quality_reduction: str = "mean",
-        ctm_scale: str = "mean",
-        ctm_intra_negatives: str = "lower",
     ) -> None:
         super().__init__()
-        self.ctm_scale = ctm_scale
-        self.ctm_intra_negatives = ctm_intra_negatives
         self.quality_balance = quality_balance
-        self.quality_reduction = quality_reduction
+        self.noise_reduction = noise_reduction
         self.qmargin_reduction = qmargin_reduction
         self.count_reducer = count_reducer
         self.matcher = matcher
@@ -504,7 +456,6 @@ class SetCriterion(nn.Module):
             self.quality_matched_weight,
             self.quality_balance,
             self.count_reducer,
-            self.quality_reduction,
         )
         return {"loss_quality": loss}
 
@@ -528,12 +479,15 @@ class SetCriterion(nn.Module):
         return layers
 
     def loss_dn(self, out: dict, batch: dict) -> dict[str, Tensor]:
-        """L_noise: eq 7 on positive noise predictions vs their own GT, every decoder layer."""
+        """L_noise: eq 7 on positive noise predictions vs their own GT, every decoder layer; the sum over
+        the noise groups and GT spans divided by `noise_divisor` (`loss.noise_reduction`)."""
         terms: dict[str, Tensor] = {}
+        groups = out["dn_meta"]["num_groups"] if out.get("dn_meta") else 1
         for dn_out, suffix in self._dn_layers(out):
             src, tgt = dn_positive_spans(dn_out["pred_spans"], batch["spans"], out["dn_meta"])
             num = self._norm(batch, "dn")
-            l1, giou = span_losses(src, tgt, len(src) if num is None else num)
+            divisor = noise_divisor(float(len(src) if num is None else num), groups, self.noise_reduction)
+            l1, giou = span_losses(src, tgt, divisor)
             terms.update(_suffixed({"loss_dn_l1": l1, "loss_dn_giou": giou}, suffix))
         return terms
 
@@ -570,14 +524,11 @@ class SetCriterion(nn.Module):
         mask = out["video_mask"]
         cos = clip_sentence_cosine(ctm["clip_emb"], ctm["sent_emb"])  # (B, L)
         sal, rel = batch["saliency"].to(cos.device), batch["relevant"].to(cos.device)
-        tau, scale, negatives = self.align_tau, self.ctm_scale, self.ctm_intra_negatives
-        intra = ctm_intra_loss(cos, sal, rel, mask, tau, negatives)
-        if scale == "univtg":
-            intra = intra + ctm_intra_batch_loss(cos, sal, rel, mask, tau, negatives)
+        tau = self.align_tau
         return {
             "loss_ctm_local": ctm_local_loss(cos, rel, mask, tau, self._norm(batch, "clips")),
-            "loss_ctm_intra": intra,
-            "loss_ctm_inter": ctm_inter_loss(ctm["clip_emb"], ctm["sent_emb"], sal, rel, mask, tau, scale),
+            "loss_ctm_intra": ctm_intra_loss(cos, sal, rel, mask, tau),
+            "loss_ctm_inter": ctm_inter_loss(ctm["clip_emb"], ctm["sent_emb"], sal, rel, mask, tau),
         }
 
     def loss_saliency(self, out: dict, batch: dict) -> dict[str, Tensor]:
@@ -618,10 +569,8 @@ def build_sa_detr_criterion(model_cfg: ModelConfig, loss_cfg: LossConfig) -> Set
     """SA-DETR's criterion: terms switched on by the config and their eq 10 weights (Table 9)."""
     for key, value, allowed in (
         ("loss.quality_balance", loss_cfg.quality_balance, QUALITY_BALANCES),
-        ("loss.qmargin_reduction", loss_cfg.qmargin_reduction, QMARGIN_REDUCTIONS),
-        ("loss.quality_reduction", loss_cfg.quality_reduction, QUALITY_REDUCTIONS),
-        ("loss.ctm_scale", loss_cfg.ctm_scale, CTM_SCALES),
-        ("loss.ctm_intra_negatives", loss_cfg.ctm_intra_negatives, CTM_INTRA_NEGATIVES),
+        ("loss.noise_reduction", loss_cfg.noise_reduction, NOISE_REDUCTIONS),
+        ("loss.qmargin_reduction", loss_cfg.qmargin_reduction, NOISE_REDUCTIONS),
     ):
         if value not in allowed:
             raise ConfigError(f"must be one of {', '.join(allowed)}, got {value!r}", key)
@@ -671,8 +620,6 @@ def build_sa_detr_criterion(model_cfg: ModelConfig, loss_cfg: LossConfig) -> Set
         rank_contrast_tau=loss_cfg.rank_contrast_tau,
         align_tau=loss_cfg.align_tau,
         quality_balance=loss_cfg.quality_balance,
+        noise_reduction=loss_cfg.noise_reduction,
         qmargin_reduction=loss_cfg.qmargin_reduction,
-        quality_reduction=loss_cfg.quality_reduction,
-        ctm_scale=loss_cfg.ctm_scale,
-        ctm_intra_negatives=loss_cfg.ctm_intra_negatives,
     )

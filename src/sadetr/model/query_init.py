@@ -1,4 +1,4 @@
-"""Dual Path Query Initializer of SA-DETR (paper 3.3, NOTES.md "3.3").
+"""Dual Path Query Initializer of SA-DETR (paper 3.3, docs/readings.md "3.3").
 
 Owns: the direct query group (instance-related anchors `S_d = sigmoid(MLP_3(M_g))`, or DAB-DETR learnable
 anchors, and the zero-initialised content `C_d`) and the noise group's content vector (initialised to
@@ -15,29 +15,17 @@ from sadetr.model.span_ops import inverse_sigmoid
 
 
 class DualPathQueryInitializer(nn.Module):
-    """Direct group anchors and content; noise group content (3.3).
+    """Direct group anchors and content; noise group content (3.3)."""
 
-    anchor_offset (`model.anchor_offset`, instance anchors only): `S_d = sigmoid(MLP_3(M_g) + o_q)` with a
-    learnable per-query logit offset o_q, initialised to centres `(q + 0.5)/N_q` and width logit 0, so
-    that the direct queries start spread over the video instead of all near (0.5, 0.5).
-    """
-
-    def __init__(
-        self, dim: int, num_queries: int, anchor_init: str = "instance", anchor_offset: bool = False
-    ) -> None:
+    def __init__(self, dim: int, num_queries: int, anchor_init: str = "instance") -> None:
         super().__init__()
         if anchor_init not in ("instance", "learnable"):
             raise ValueError(f"anchor_init must be 'instance' or 'learnable', got {anchor_init!r}")
         self.num_queries = num_queries
         self.anchor_init = anchor_init
-        self.anchor_offset: nn.Parameter | None = None
         if anchor_init == "instance":
             self.anchor_mlp: MLP | None = MLP(dim, dim, num_queries * 2, 3)  # MLP_3 on the fusion token M_g
             self.anchor_embed = None
-            if anchor_offset:  # o_q: centre logits of (q + 0.5)/N_q, width logits 0
-                centres = (torch.arange(num_queries, dtype=torch.float32) + 0.5) / num_queries
-                init = torch.stack([inverse_sigmoid(centres), torch.zeros(num_queries)], dim=1)  # (Nq, 2)
-                self.anchor_offset = nn.Parameter(init)
         else:
             self.anchor_mlp = None
             # DAB-DETR learnable anchors, stored in logit space; uniform in (0, 1) after the sigmoid.
@@ -52,9 +40,7 @@ class DualPathQueryInitializer(nn.Module):
         bsz = token.shape[0]
         if self.anchor_mlp is not None:
             logits = self.anchor_mlp(token).view(bsz, self.num_queries, 2)  # (B, Nq, 2)
-            if self.anchor_offset is not None:
-                logits = logits + self.anchor_offset  # + o_q
-            anchors = torch.sigmoid(logits)  # S_d (B, Nq, 2)
+            anchors = torch.sigmoid(logits)  # S_d = sigmoid(MLP_3(M_g)) (B, Nq, 2)
             init_spans: Tensor | None = anchors
         else:
             assert self.anchor_embed is not None  # anchor_init == "learnable"

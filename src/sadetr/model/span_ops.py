@@ -162,12 +162,31 @@ def clip_centers(video_mask: Tensor) -> Tensor:
     return (idx[None, :] + 0.5) / lengths  # (B, L)
 
 
-def gaussian_mask(spans_cxw: Tensor, video_mask: Tensor, alpha: float, min_width: float = 1e-4) -> Tensor:
-    """Eq 5: `mask[b, q, i] = exp(-alpha * (t_i - c)^2 / w^2)`, t_i the centre of clip i (NOTES.md).
+CLIP_TIMES = ("end", "center")
+
+
+def clip_times(video_mask: Tensor, where: str = "center") -> Tensor:
+    """Normalised time of each clip: its centre `(i + 0.5) / L_v` or its end `(i + 1) / L_v` (0-based i,
+    i.e. eq 5's `i/L_v` for i = 1..L_v), using each sample's own L_v: [B, L] bool -> [B, L] float.
+
+    >>> clip_times(torch.tensor([[True, True, False]]), "end")
+    tensor([[0.5000, 1.0000, 1.5000]])
+    """
+    if where not in CLIP_TIMES:
+        raise ValueError(f"clip time must be one of {CLIP_TIMES}, got {where!r}")
+    centres = clip_centers(video_mask)  # (B, L)
+    if where == "center":
+        return centres
+    return centres + 0.5 / video_mask.sum(dim=1, keepdim=True).clamp(min=1).to(centres.dtype)
+
+
+def gaussian_mask(
+    spans_cxw: Tensor, video_mask: Tensor, alpha: float, min_width: float = 1e-4, clip_time: str = "end"
+) -> Tensor:
+    """Eq 5: `mask[b, q, i] = exp(-alpha * (t_i - c)^2 / w^2)`, t_i the time of clip i (`clip_times`: eq 5's
+    `i/L_v`, the clip's end, or its centre, `model.mask_clip_time`).
 
     spans_cxw: [B, Q, 2]; video_mask: [B, L] bool -> [B, Q, L]; padded clips get 0.
-
-    Departure from the literal text: eq 5 writes i/L_v with i = 1..L_v; NOTES.md uses clip centres.
 
     Values below `GAUSSIAN_MASK_FLOOR` are set to 0. That changes no result: eq 6 multiplies logits by the
     mask, and a logit times 1e-30 moves the softmax input by < 1e-29, below float64's resolution of 1.
@@ -175,7 +194,7 @@ def gaussian_mask(spans_cxw: Tensor, video_mask: Tensor, alpha: float, min_width
     Gaussian below 1.2e-38), which the CPU computes about 10x slower: with them one [256, 64, 40] x
     [256, 40, 75] backward matmul of the cross-attention took 20 ms instead of 2 ms.
     """
-    t = clip_centers(video_mask)  # (B, L)
+    t = clip_times(video_mask, clip_time)  # (B, L)
     c = spans_cxw[..., 0:1]  # (B, Q, 1)
     w = spans_cxw[..., 1:2].clamp(min=min_width)  # (B, Q, 1)
     mask = torch.exp(-alpha * (t[:, None, :] - c) ** 2 / w**2)  # (B, Q, L)

@@ -201,10 +201,12 @@ class DABDecoder(nn.Module):
         dropout: float,
         activation: str,
         gaussian_alpha: float | None,
+        mask_clip_time: str = "end",
     ) -> None:
         super().__init__()
         self.dim = dim
         self.gaussian_alpha = gaussian_alpha
+        self.mask_clip_time = mask_clip_time
         self.layers = nn.ModuleList(
             DABDecoderLayer(dim, nheads, ffn_dim, dropout, activation, first=(i == 0))
             for i in range(num_layers)
@@ -241,7 +243,8 @@ class DABDecoder(nn.Module):
             sine = sine * (self.ref_anchor_head(output).sigmoid() / ref[..., 1:2])
             logit_mask = None
             if self.gaussian_alpha is not None:
-                logit_mask = gaussian_mask(ref, video_mask, self.gaussian_alpha)  # (B, Nq, L), eq 5
+                alpha, clip_time = self.gaussian_alpha, self.mask_clip_time
+                logit_mask = gaussian_mask(ref, video_mask, alpha, clip_time=clip_time)  # (B, Nq, L), eq 5
             output = layer(output, query_pos, sine, memory, memory_pad, pos, logit_mask)
             new_ref = (self.bbox_embed(output) + inverse_sigmoid(ref)).sigmoid()  # (B, Nq, 2)
             if i < len(self.layers) - 1:
@@ -276,6 +279,7 @@ class QDDETR(nn.Module):
         dynamic_anchor: bool = False,
         gaussian_alpha: float | None = None,
         t2v_form: str = "public",
+        mask_clip_time: str = "end",
     ) -> None:
         super().__init__()
         self.hidden_dim = hidden_dim
@@ -294,7 +298,7 @@ class QDDETR(nn.Module):
             EncoderLayer(hidden_dim, nheads, ffn_dim, dropout, activation) for _ in range(n_enc_layers)
         )
         self.decoder = DABDecoder(
-            hidden_dim, nheads, ffn_dim, n_dec_layers, dropout, activation, gaussian_alpha
+            hidden_dim, nheads, ffn_dim, n_dec_layers, dropout, activation, gaussian_alpha, mask_clip_time
         )
         for part in (self.t2v_encoder, self.encoder, self.decoder):
             _xavier_init(part)
@@ -396,4 +400,5 @@ def build_qd_detr(cfg: ModelConfig) -> QDDETR:
         dynamic_anchor=cfg.qd_dynamic_anchor,
         gaussian_alpha=cfg.gaussian_alpha if cfg.qd_gaussian_mask else None,
         t2v_form=cfg.qd_t2v_form,
+        mask_clip_time=cfg.mask_clip_time,
     )
