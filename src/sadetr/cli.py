@@ -33,6 +33,7 @@ COMMANDS: dict[str, str] = {
     "import-checkpoint": "convert a released Moment-DETR/QD-DETR checkpoint",
     "index": "index a video library for corpus search (sadetr search)",
     "predict": "predict moments and saliency for a split (or a video)",
+    "reproduce": "print the commands that reproduce a table of the paper",
     "search": "search an indexed video library (sadetr index) for a text query",
     "serve": "HTTP service: moments of a video, search of an index",
     "synth": "generate a synthetic dataset in the real feature layout",

@@ -1,6 +1,6 @@
 """Typed configuration of the data layer (`DataConfig`): annotation files, feature sources, lengths.
 
-Defaults are the QVHighlights SF+C / CLIP setting (NOTES.md "Shapes and conventions"). Only
+Defaults are the QVHighlights SF+C / CLIP setting (docs/data.md). Only
 `sadetr.data.dataset.build_dataset` (and the feature store it builds) reads this object.
 """
 

@@ -1,6 +1,7 @@
 """Typed configuration of training (`TrainConfig`): optimiser, schedule, seeds, evaluation, logging.
 
-Defaults are the paper's QVHighlights setting (section 4.2, appendix A.2, Table 9, NOTES.md).
+Defaults are the paper's QVHighlights setting (section 4.2, appendix A.2, Table 9); what the paper
+does not give (weight decay, gradient clipping) is from the Moment-DETR / QD-DETR code (docs/readings.md).
 Only the engine's `build_*` functions read this object.
 """
 

@@ -46,7 +46,8 @@ def build_scheduler(
 
 
 def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
-    """AdamW over the trainable parameters (section 4.2: weight decay 1e-4); on CUDA its fused kernel
+    """AdamW over the trainable parameters (weight decay 1e-4: the paper gives none, Moment-DETR's
+    and QD-DETR's code use it; docs/readings.md "Training"); on CUDA its fused kernel
     (the same update in one launch per step instead of several per parameter group)."""
     params = [p for p in model.parameters() if p.requires_grad]
     fused = bool(params) and all(p.is_cuda for p in params)

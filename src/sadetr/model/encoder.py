@@ -1,4 +1,4 @@
-"""Multi Modal Align Encoder of SA-DETR (paper 3.2, NOTES.md "3.2").
+"""Multi Modal Align Encoder of SA-DETR (paper 3.2, docs/readings.md "3.2").
 
 Owns: the input projections, the fusion token g, the shared-parameter cross-attention fusion encoder,
 the attention-pooled sentence token M_t, the clip-sentence cosines S, the global enhance block with the
@@ -95,7 +95,7 @@ class SaliencyHead(nn.Module):
 class LocalEnhanceBlock(nn.Module):
     """Local enhance block (3.2): Conv1d k=1, 3, 1 (stride 1, same padding), ReLU between, residual + LN.
 
-    Departure from the literal paper (NOTES.md): "strides of 1, 3, and 1" are read as kernel sizes, since
+    A typo fixed (docs/readings.md "3.2"): "strides of 1, 3, and 1" are read as kernel sizes, since
     the output must still have L_v clip rows. Padded clips are zeroed before each conv so that the valid
     clips never read padding.
     """
@@ -181,7 +181,7 @@ class MultiModalAlignEncoder(nn.Module):
         self.use_negative_pass = use_negative_pass
         self.use_vtc, self.vtc_stage = use_vtc, vtc_stage
         self.use_ctm, self.ctm_stage = use_ctm, ctm_stage
-        # log(1/tau) of L_vtc, learnable, tau initialised to 0.07 (CLIP; NOTES.md).
+        # log(1/tau) of L_vtc, learnable, tau initialised to 0.07 (CLIP).
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / vtc_init_tau))) if use_vtc else None
 
     def video_positions(self, video_mask: Tensor) -> Tensor:

@@ -1,5 +1,6 @@
-"""Hungarian matching of predicted spans to GT spans (3.5, NOTES.md): cost `λ_l1·L1(cxw) − λ_giou·gIoU(xx)`,
-one optimal one-to-one assignment per sample (scipy's `linear_sum_assignment`).
+"""Hungarian matching of predicted spans to GT spans (3.5, docs/readings.md): cost
+`λ_l1·L1(cxw) − λ_giou·gIoU(xx)`, one optimal one-to-one assignment per sample (scipy's
+`linear_sum_assignment`).
 
 Used for the direct group of every decoder layer and for the initial anchors S_d (L_init); the noise
 group needs no matching (each noise query belongs to its own GT). The baselines reuse it, adding their

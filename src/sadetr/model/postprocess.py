@@ -2,9 +2,9 @@
 
 The direct group of the last decoder layer gives the moments, ranked by predicted quality; spans are
 converted to seconds (`span_xx * clip_sec * num_clips`, clipped to [0, duration]). Then, by default, the
-field's inference protocol (NOTES.md 3.5; Moment-DETR, QD-DETR, BAM-DETR): every window is rounded to the
-clip grid (multiples of `clip_sec`) and kept at least one clip wide (`snap_to_clip_grid`; switch
-`model.round_to_clip`). Saliency is one score per valid clip.
+field's inference protocol (docs/readings.md "3.5"; Moment-DETR, QD-DETR, BAM-DETR): every window is
+rounded to the clip grid (multiples of `clip_sec`) and kept at least one clip wide (`snap_to_clip_grid`;
+switch `model.round_to_clip`). Saliency is one score per valid clip.
 """
 
 from __future__ import annotations

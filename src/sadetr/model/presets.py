@@ -1,8 +1,9 @@
-"""Named ablation settings of the paper as config overrides (Tables 4-8, 10, Figure 6).
+"""Named ablation settings of the paper as config overrides (Tables 4-8, 10, 11, Figures 5-6).
 
 Each preset is a dict of dotted keys (`"model.use_vtc": False`) applied on top of a QVHighlights config
-(the tables are QVHighlights val ablations). Every preset sets all switches of the components its table
-varies, so a row reproduces the same setting on any base config.
+and its recipe (`paper` by default; the tables are QVHighlights val ablations). A preset sets exactly the
+switches of the components its table varies, never a reading, so a row resolves to the recipe plus that
+row's switches. `TABLES` groups the presets by the table or figure they reproduce.
 """
 
 from __future__ import annotations
@@ -105,10 +106,30 @@ def _build() -> dict[str, dict[str, object]]:
 
 PRESETS: dict[str, dict[str, object]] = _build()
 
+# Table or figure -> what it shows; its rows are the presets named `<table>.<row>`, in `PRESETS` order.
+TABLES: dict[str, str] = {
+    "table4": "Table 4: components (FA, QI, AD, DN), QVHighlights val",
+    "table5": "Table 5: the Query Initializer",
+    "table6": "Table 6: the Span Aware Query Refiner (Gaussian modulation, span enhance)",
+    "table7": "Table 7: the stage of L_vtc and L_ctm (before / after fusion)",
+    "table8": "Table 8: contrastive denoise learning",
+    "table10": "Table 10: the feature align losses L_vtc and L_ctm",
+    "table11": "Table 11: SA-DETR's anchors and Gaussian mask grafted onto QD-DETR",
+    "fig5": "Figure 5: convergence with and without denoise learning",
+    "fig6": "Figure 6: the number of noise groups N_n",
+}
+
 
 def list_presets() -> list[str]:
     """Names of all presets, sorted."""
     return sorted(PRESETS)
+
+
+def table_rows(table: str) -> list[str]:
+    """The preset names of one table of `TABLES`, in the paper's row order; unknown -> ConfigError."""
+    if table not in TABLES:
+        raise ConfigError(f"unknown table {table!r}; valid: {', '.join(TABLES)}", "table")
+    return [name for name in PRESETS if name.split(".")[0] == table]
 
 
 def get_preset(name: str) -> dict[str, object]:

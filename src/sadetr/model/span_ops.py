@@ -1,7 +1,7 @@
 """Span operations on normalised temporal spans: conversions, IoU/gIoU, sine embedding, Gaussian mask
 (eq 5) and Temporal Align (G-TAD sampling used by the Span Based Enhance Block).
 
-Conventions (NOTES.md): spans are (center, width) in [0, 1], normalised by the time covered by the
+Conventions (docs/readings.md): spans are (center, width) in [0, 1], normalised by the time covered by the
 sample's own `L_v` valid clips; clip `i` (0-based) covers `[i/L_v, (i+1)/L_v]` and has centre
 `(i + 0.5)/L_v`. Padded clips never count: every function that looks at clips takes a `valid`
 mask / length and uses the sample's own `L_v`.
