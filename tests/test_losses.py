@@ -453,3 +453,60 @@ def test_count_reducer_sets_the_divisors_of_count_normalised_terms() -> None:
         factor = 0.5 if k.startswith(halved) else 1.0
         assert reduced[k].item() == pytest.approx(factor * v.item(), rel=1e-6, abs=1e-9), k
     assert any(local[k].item() > 0 for k in local if k.startswith("loss_qmargin"))
+
+
+# ------------------------------------------------------------------- auxiliary layers, by hand
+
+
+def test_each_aux_layer_is_matched_on_its_own_predictions() -> None:
+    """Eq 7 on every decoder layer with that layer's own Hungarian matching: GT (0.5, 0.4) of sample 0
+    is matched to query 0 in the last layer and to query 1 in the auxiliary layer."""
+    out = _fake_out(torch.Generator().manual_seed(4), dn=False)
+    last = torch.full((2, NQ, 2), 0.9)
+    aux = torch.full((2, NQ, 2), 0.9)
+    last[0, 0] = torch.tensor([0.5, 0.3])  # L1 to the GT: (0 + 0.1) / 2 = 0.05
+    aux[0, 1] = torch.tensor([0.45, 0.4])  # L1: (0.05 + 0) / 2 = 0.025; query 0 of aux is far away
+    last[1, :2], aux[1, :2] = GT[1], GT[1]  # sample 1 exact in both layers
+    out["pred_spans"], out["aux_outputs"][0]["pred_spans"] = last, aux
+    losses = build_criterion(ModelConfig(use_dn=False), LossConfig())(out, _batch())
+    assert losses["loss_l1"].item() == pytest.approx(0.05 / 3)  # 3 GT spans in the batch
+    assert losses["loss_l1_0"].item() == pytest.approx(0.025 / 3)  # not (0.9 - 0.5, 0.9 - 0.4): own match
+
+
+def test_each_noise_layer_gives_its_own_aux_terms() -> None:
+    """L_noise and eq 9 on every decoder layer: `_0` from the first layer's noise outputs, the plain
+    names from the last layer's; hand values per layer."""
+    out = _fake_out(torch.Generator().manual_seed(5))
+    for layer, shift in enumerate((0.2, 0.1)):  # layer 0 off by 0.2 in the centre, the last by 0.1
+        spans, quality = out["dn_outputs"][layer]["pred_spans"], out["dn_outputs"][layer]["pred_quality"]
+        for g in range(GROUPS):
+            spans[0, g * 4] = GT[0][0] + torch.tensor([shift, 0.0])
+            spans[1, g * 4 : g * 4 + 2] = GT[1]
+        quality.data.fill_(0.5)
+        quality.data[:, 2::4] = 0.5 + shift  # the negative of GT 0 in each group: hinge shift + 0.4
+        quality.data[1, 3::4] = 0.0  # sample 1's second negative: no hinge
+    losses = build_criterion(ModelConfig(), LossConfig())(out, _batch())
+    # L1 per positive query: (shift + 0) / 2 for sample 0's GT, 0 for sample 1's; GROUPS groups; / 3 GT
+    assert losses["loss_dn_l1_0"].item() == pytest.approx(GROUPS * 0.2 / 2 / 3)
+    assert losses["loss_dn_l1"].item() == pytest.approx(GROUPS * 0.1 / 2 / 3)
+    # eq 9: valid (group, GT) pairs (sample 0: GT 0; sample 1: GT 0, GT 1) over the 3 GT spans
+    for suffix, shift in (("_0", 0.2), ("", 0.1)):
+        expected = GROUPS * 2 * (shift + 0.4) / 3  # sample 0's and sample 1's first GT per group
+        assert losses[f"loss_qmargin{suffix}"].item() == pytest.approx(expected)
+
+
+def test_clip_sentence_similarity_is_a_cosine_by_hand() -> None:
+    """S of 3.2 is the cosine: both vectors normalised (a dot product would give 3 and 6 here)."""
+    from sadetr.model.losses import clip_sentence_cosine
+
+    clips = torch.tensor([[[3.0, 4.0], [0.0, 2.0], [-1.0, 0.0]]])  # norms 5, 2, 1
+    sentence = torch.tensor([[1.0, 0.0]])
+    assert clip_sentence_cosine(clips, sentence).tolist() == [[pytest.approx(0.6), 0.0, -1.0]]
+    assert clip_sentence_cosine(clips, sentence * 7).tolist() == [[pytest.approx(0.6), 0.0, -1.0]]
+    # through L_local: BCE-with-logits of S/τ, so the scale of the embeddings does not enter
+    rel, mask = torch.tensor([[True, False, False]]), torch.ones(1, 3, dtype=torch.bool)
+    cos = clip_sentence_cosine(clips * 10, sentence)
+    expected = (
+        math.log(1 + math.exp(-0.6 / 0.07)) + math.log(1 + math.exp(0.0)) + math.log(1 + math.exp(-1 / 0.07))
+    ) / 3
+    assert ctm_local_loss(cos, rel, mask, 0.07).item() == pytest.approx(expected, rel=1e-5)

@@ -42,7 +42,7 @@ CURVE_KEY = "MR-full-mAP"
 CPU_KEY = "train_cpu_s"  # process CPU seconds of training up to an evaluation (the trainer logs it)
 NOT_METRICS = ("global_step", CPU_KEY)
 # mAP levels of the convergence table: the first epoch and the training CPU-seconds at which each is reached.
-LEVELS = (10.0, 20.0, 30.0, 40.0, 50.0)
+MAP_LEVELS = (10.0, 20.0, 30.0, 40.0, 50.0)
 # Metrics of the convergence table (compare_epochs.md), per evaluated epoch.
 EPOCH_KEYS = ("MR-full-mAP", "MR-full-R1@0.5", "MR-full-R1@0.7")
 
@@ -272,7 +272,7 @@ def format_epochs(curves: dict[str, dict[str, list[list[tuple[int, float]]]]], r
             reached = first_epoch_reaching(mean_std_by_epoch(curves[entry].get(CURVE_KEY, [])), target)
             lines.append(f"| {entry} | {'not reached' if reached is None else reached} |")
         parts.append("\n".join(lines))
-    levels = format_levels(curves, [*LEVELS, *([ref[max(ref)][0]] if ref else [])])
+    levels = format_levels(curves, [*MAP_LEVELS, *([ref[max(ref)][0]] if ref else [])])
     if levels:
         parts.append(levels)
     return "\n\n".join(parts)
