@@ -7,7 +7,7 @@ TORCH_VERSION := 2.13.0
 # The exact versions CI installs; pyproject.toml keeps ranges for users. `make lock` rewrites it.
 LOCK := requirements/ci-constraints.txt
 
-.PHONY: setup test demo bench lint mutation clean browser lock
+.PHONY: setup test check demo bench lint mutation clean browser lock
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -32,10 +32,16 @@ setup: $(STAMP)
 browser:
 	scripts/ensure_chromium.sh
 
-test: $(STAMP) browser
-	$(BIN)/ruff check src tests
-	$(BIN)/mypy
-	$(BIN)/python -m pytest -n 2 --dist loadgroup -q tests
+# The whole suite (CI's command): linters, every test and every docstring example.
+test: $(STAMP) browser lint
+	$(BIN)/python -m pytest -n 2 --dist loadgroup -q --doctest-modules tests src/sadetr
+
+# The fast lane for every edit (about two minutes on 2 cores): linters, the hand-computed math
+# (tests marked `check`, tests/conftest.py) and the docstring examples; no training, no browser.
+check: $(STAMP) lint
+	@start=$$(date +%s); \
+	$(BIN)/python -m pytest -n 2 -q -m check --doctest-modules tests src/sadetr; status=$$?; \
+	echo "make check: tests took $$(( $$(date +%s) - start )) s"; exit $$status
 
 demo: $(STAMP)
 	$(BIN)/sadetr demo --out runs/demo
@@ -54,7 +60,7 @@ mutation: $(STAMP)
 	$(BIN)/python tools/mutation.py --jobs $(MUTATION_JOBS) --no-shared-data --min-score 95
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests tools
 	$(BIN)/mypy
 
 clean:

@@ -13,6 +13,10 @@ guarded by a file lock in the shared base temp dir):
 
 Torch runs single-threaded in tests: on 2 shared cores, intra-op threads of parallel test workers
 oversubscribe the CPU and slow small ops down by an order of magnitude.
+
+Lanes: every test of the modules in `CHECK_MODULES` (the hand-computed math of the model, the losses,
+the evaluation, the configs and recipes) carries the `check` marker: `make check` runs them, the linters
+and the doctests in about two minutes; `make test` runs everything.
 """
 
 from __future__ import annotations
@@ -28,6 +32,13 @@ from typing import Any
 import pytest
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+# The fast lane (`make check`): test modules of hand-computable math and configs, no training.
+CHECK_MODULES = {
+    "test_span_ops", "test_matcher", "test_losses", "test_loss_fast_path", "test_decoder",
+    "test_decoder_reference", "test_decoder_fast_path", "test_denoising", "test_query_init",
+    "test_encoder", "test_encoder_reference", "test_readings", "test_recipes", "test_legacy_configs",
+    "test_config", "test_eval", "test_postprocess", "test_mutation_harness", "test_annotations",
+}  # fmt: skip
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -35,6 +46,13 @@ def pytest_configure(config: pytest.Config) -> None:
     import torch
 
     torch.set_num_threads(1)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark the tests of `CHECK_MODULES` with `check`."""
+    for item in items:
+        if item.path.stem in CHECK_MODULES:
+            item.add_marker(pytest.mark.check)
 
 
 def _shared_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -26,7 +26,7 @@ def _package(tmp_path: Path, files: dict[str, str]) -> Path:
     return tmp_path
 
 
-MODULE = '''SCALE = 2.0
+MODULE = """SCALE = 2.0
 
 
 class Head:
@@ -37,7 +37,7 @@ class Head:
 
 def helper(x):
     return x * SCALE
-'''
+"""
 
 
 def test_a_target_is_found_in_whichever_module_defines_it(harness, tmp_path: Path) -> None:

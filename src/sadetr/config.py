@@ -293,7 +293,7 @@ def drop_removed_switches(tree: Mapping[str, Any]) -> Mapping[str, Any]:
             continue
         if part[key] != neutral:
             raise ConfigError(
-                f"{part[key]!r} was a reading removed in sadetr 0.2 (docs/readings.md \"Removed switches\"); "
+                f'{part[key]!r} was a reading removed in sadetr 0.2 (docs/readings.md "Removed switches"); '
                 f"sadetr {LAST_VERSION_WITH_REMOVED} is the last version that runs it",
                 dotted,
             )

@@ -34,7 +34,7 @@ LENGTH_TOLERANCE_CLIPS = 2  # feature length x clip_len may differ from the dura
 def windows_to_spans(windows: np.ndarray, total_sec: float) -> np.ndarray:
     """[N, 2] (start, end) seconds -> [N, 2] (center, width) normalised by `total_sec`, clipped to [0, 1].
 
-    >>> windows_to_spans(np.array([[10.0, 30.0]]), 100.0).tolist()
+    >>> windows_to_spans(np.array([[10.0, 30.0]]), 100.0).round(6).tolist()
     [[0.2, 0.2]]
     """
     xx = np.clip(windows / total_sec, 0.0, 1.0)  # [N, 2]
