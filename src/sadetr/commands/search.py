@@ -103,7 +103,9 @@ def run(args: argparse.Namespace) -> int:
         require("av", what="--clips-out")
     demo = DemoLibrary.open(args.demo) if args.demo is not None else None
     index = demo.index if demo is not None else args.index
-    if demo is not None:
+    feats = None
+    if demo is not None and args.query is not None:
+        feats = demo.features(args.query, field="--query")  # a sentence it does not know: refused now
         print(demo.describe(), file=sys.stderr)
 
     from sadetr.corpus import CorpusSearcher
@@ -111,11 +113,8 @@ def run(args: argparse.Namespace) -> int:
     from sadetr.data.features import TEXT_KEY, load_feature_file
 
     searcher = CorpusSearcher.open(index, args.checkpoint, device=args.device, clip_dir=args.clip)
-    feats = None
     if args.query_features is not None:
         feats = load_feature_file(args.query_features, TEXT_KEY, searcher.model.text_dim)
-    elif demo is not None:
-        feats = demo.features(str(args.query), field="--query")
     k = check_k(args.k_windows, searcher)
     hits = searcher.search(
         None if feats is not None else args.query,

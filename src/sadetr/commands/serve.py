@@ -138,6 +138,8 @@ def load_service(args: argparse.Namespace, command: str) -> MomentService:
         limits=limits,
         demo=demo,
     )
+    if demo is not None:
+        log.info("%s", demo.describe())
     log.info("%s", capabilities(service))
     return service
 
