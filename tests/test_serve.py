@@ -769,3 +769,17 @@ def test_after_a_kill_9_the_next_server_removes_the_uploads_left(files, tmp_path
         second.send_signal(signal.SIGINT)
         second.wait(15)
     assert not any(p.name.startswith("sadetr-serve-") for p in tmp.iterdir())  # removed on a normal exit
+
+
+@pytest.mark.corpus
+def test_the_load_check_tool_sends_every_kind_and_finds_no_5xx(tool, capsys):
+    """tools/load_check.py (docs/serve.md's figures) at a small size: every kind of request is sent and
+    answered with the status it expects; its verdict is the exit status."""
+    pytest.importorskip("faiss", reason="its server has an index")
+    assert tool("load_check").main(["--clients", "2", "--requests", "13"]) == 0
+    out = capsys.readouterr().out
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["requests"] == summary["answered"] == 26
+    assert summary["server_errors_5xx"] == summary["lost"] == summary["unexpected_status"] == 0
+    for kind in ("bad: .npy header of 2^40 rows", "bad: upload over the limit", "search: query features"):
+        assert kind in out

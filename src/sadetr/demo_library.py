@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from sadetr.errors import ConfigError, DataError
+from sadetr.extras import missing
 from sadetr.paths import check_qid, safe_child
 from sadetr.query_text import normalize_query
 
@@ -75,7 +76,10 @@ class DemoLibrary:
         }
         absent = [f"{what} ({path})" for what, path in needed.items() if not path.exists()]
         if absent:
-            raise ConfigError(f"no demo in {root}: missing {', '.join(absent)}; {MAKE_HINT}", key=flag)
+            hint = MAKE_HINT
+            if missing("faiss"):  # the demo skips its corpus step without faiss
+                hint = "the demo builds its index only with faiss: pip install 'sadetr[search]', then " + hint
+            raise ConfigError(f"no demo in {root}: missing {', '.join(absent)}; {hint}", key=flag)
         data = (yaml.safe_load(needed["data config"].read_text(encoding="utf-8")) or {}).get("data") or {}
         queries = [
             DemoQuery(a.qid, a.query, a.vid, float(a.duration), [list(w) for w in a.windows])
