@@ -7,6 +7,7 @@ faiss ends `sadetr index` before any work and makes the demo skip its corpus ste
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -111,6 +112,20 @@ def test_search_on_the_demo_by_a_typed_sentence_equals_search_by_its_features(mi
     assert err.count("\n") == 1 and "not one of the 12 queries" in err.splitlines()[-1]
 
 
+@pytest.mark.corpus
+def test_after_make_demo_search_without_an_index_runs_on_the_demo(mini_demo, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    sentence = DemoLibrary.open(mini_demo).queries[1].query
+    assert main(["search", "--query", sentence]) == 2  # no runs/demo yet: an error, one line
+    assert "give exactly one of --index and --demo" in capsys.readouterr().err
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "demo").symlink_to(mini_demo)  # where `make demo` writes it
+    assert main(["search", "--query", sentence, "--format", "jsonl"]) == 0
+    default = capsys.readouterr().out
+    assert main(["search", "--demo", str(mini_demo), "--query", sentence, "--format", "jsonl"]) == 0
+    assert default == capsys.readouterr().out and default
+
+
 # ---------------------------------------------------------------- serve --demo, as curl would
 
 
@@ -148,6 +163,28 @@ def test_serve_on_the_demo_answers_a_typed_sentence_over_http(mini_demo, tmp_pat
         assert all(h["log_score"] <= 0 and 0 <= h["quality"] <= 1 for h in hits)
         bad = httpx.post(f"{base}/v1/search", json={"query": "a man opens the door"}, timeout=60)
         assert bad.status_code == 422 and "not one of the 12 queries" in bad.json()["detail"]
+        # /v1/moments on one demo video's features (its sources concatenated) and a demo sentence
+        vid = listed["queries"][0]["vid"]
+        parts = [
+            np.load(mini_demo / "data" / "features" / s / f"{vid}.npz")["features"]
+            for s in health["video_sources"]
+        ]
+        feats = np.concatenate(parts, axis=1).astype(np.float32)
+        buf = io.BytesIO()
+        np.save(buf, feats)
+        resp = httpx.post(
+            f"{base}/v1/moments",
+            data={"query": sentence},
+            files={"features": ("f.npy", buf.getvalue())},
+            timeout=60,
+        )
+        assert resp.status_code == 200, resp.text
+        moments = resp.json()
+        assert len(moments["pred_saliency_scores"]) == len(feats)
+        assert all(
+            0 <= s < e <= moments["duration"] + 1e-6 and 0 <= c <= 1
+            for s, e, c in moments["pred_relevant_windows"]
+        )
         assert "SYNTHETIC DEMO" in (tmp_path / "serve.log").read_text()
     finally:
         proc.send_signal(signal.SIGINT)

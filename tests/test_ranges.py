@@ -112,3 +112,16 @@ def test_serve_and_app_listen_on_the_loopback_by_default():
     for command in ("serve", "app"):
         args = build_parser().parse_args([command, "--checkpoint", "m.ckpt"])
         assert args.host == "127.0.0.1"
+
+
+def test_docstring_examples_hold() -> None:
+    import doctest
+
+    import sadetr.demo_library
+    import sadetr.extras
+    import sadetr.query_text
+    import sadetr.webapp.render
+
+    for module in (ranges, sadetr.query_text, sadetr.demo_library, sadetr.extras, sadetr.webapp.render):
+        result = doctest.testmod(module)
+        assert result.attempted > 0 and result.failed == 0, module.__name__

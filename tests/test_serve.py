@@ -659,8 +659,10 @@ def test_moments_from_query_features_alone(client, service):
 # ---------------------------------------------------------------- start: refused in one line; the address
 
 
-def test_serve_refuses_backbones_it_cannot_use_before_listening(files, tmp_path, capsys):
+def test_serve_refuses_backbones_it_cannot_use_before_listening(files, tmp_path, capsys, monkeypatch):
     from sadetr.video.tiny import make_tiny_clip
+
+    monkeypatch.chdir(tmp_path)  # no runs/demo here: `serve` without a model is an error
 
     wide = make_tiny_clip(tmp_path / "clip32", embed_dim=32, full_vocab=True)
     capsys.readouterr()

@@ -11,6 +11,7 @@ with a few that work.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,8 @@ from sadetr.errors import ConfigError, DataError
 from sadetr.extras import missing
 from sadetr.paths import check_qid, safe_child
 from sadetr.query_text import normalize_query
+
+log = logging.getLogger(__name__)
 
 DEFAULT_DIR = Path("runs/demo")  # where `make demo` writes it
 MAKE_HINT = "run `make demo` (or `sadetr demo --out DIR`) first"
@@ -89,6 +92,20 @@ class DemoLibrary:
             raise ConfigError(f"the demo in {root} has no queries ({needed['queries']} is empty)", key=flag)
         text_source = str(data.get("text_source", "clip_text_features"))
         return cls(root, queries, text_source, int(data.get("text_dim", 512)))
+
+    @staticmethod
+    def default_if_made(flag: str) -> Path | None:
+        """runs/demo when `make demo` has made it there (a checkpoint and an index), else None; says on
+        the log that `flag` is taken as `--demo runs/demo`."""
+        if (DEFAULT_DIR / "run" / "best.ckpt").is_file() and (DEFAULT_DIR / "corpus" / "index").is_dir():
+            log.info(
+                "no %s given: running on the synthetic demo in %s (as --demo %s)",
+                flag,
+                DEFAULT_DIR,
+                DEFAULT_DIR,
+            )
+            return DEFAULT_DIR
+        return None
 
     # ------------------------------------------------------------------ the catalogue
 

@@ -88,6 +88,8 @@ def run(args: argparse.Namespace) -> int:
 
     if (args.query is None) == (args.query_features is None):
         raise ConfigError("give exactly one of --query and --query-features", "search")
+    if args.index is None and args.demo is None and args.checkpoint is None and args.clip is None:
+        args.demo = DemoLibrary.default_if_made("--index")  # nothing at all: after `make demo`, its demo
     if (args.index is None) == (args.demo is None):
         raise ConfigError("give exactly one of --index and --demo", "search")
     if args.demo is not None and (args.checkpoint or args.clip):

@@ -91,12 +91,16 @@ def model_inputs(args: argparse.Namespace) -> tuple[Path, Path | None, DemoLibra
     from sadetr.demo_library import DemoLibrary
 
     if args.demo is None:
-        if args.checkpoint is None:
-            raise ConfigError(
-                "give --checkpoint CKPT, or --demo to run on the synthetic demo (after `make demo`)",
-                key="--checkpoint",
-            )
-        return args.checkpoint, args.index, None
+        given = (args.checkpoint, args.index, args.clip, args.slowfast)
+        if all(x is None for x in given):  # nothing at all: after `make demo`, its demo
+            args.demo = DemoLibrary.default_if_made("--checkpoint")
+        if args.demo is None:
+            if args.checkpoint is None:
+                raise ConfigError(
+                    "give --checkpoint CKPT, or --demo to run on the synthetic demo (after `make demo`)",
+                    key="--checkpoint",
+                )
+            return args.checkpoint, args.index, None
     clash = [f for f, v in (("--checkpoint", args.checkpoint), ("--index", args.index)) if v is not None]
     clash += [f for f, v in (("--clip", args.clip), ("--slowfast", args.slowfast)) if v is not None]
     if clash:
