@@ -19,6 +19,7 @@ import sys
 import tempfile
 import threading
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -187,7 +188,7 @@ def _bad_features() -> dict[str, tuple[bytes, str]]:
         "wrong dim": (npy_bytes(np.ones((5, 7), np.float32)), r"expected shape [L > 0, 16], got [5, 7]"),
         "1-D": (npy_bytes(np.ones(16, np.float32)), "got [16]"),
         "NaN": (npy_bytes(nan), "NaN"),
-        "pickle": (npy_bytes(np.array([{"a": 1}], dtype=object)), "not a readable"),
+        "pickle": (npy_bytes(np.array([{"a": 1}], dtype=object)), "never loaded"),
         "garbage": (b"this is not numpy", "not a readable"),
         "npz wrong key": (npz_bytes(a=ok, b=ok), "expected 'features'"),
         "strings": (npy_bytes(np.array([["a"] * 16])), "numeric"),
@@ -338,7 +339,7 @@ def test_the_queue_refuses_when_full_and_drops_requests_past_their_deadline(serv
 
 def test_cli_refuses_bad_limits_and_paths_with_exit_code_2(files, tmp_path, capsys):
     code = main(["serve", "--checkpoint", str(files["checkpoint"]), "--max-upload-mb", "0"])
-    assert code == 2 and "--max-upload-mb: must be positive" in capsys.readouterr().err
+    assert code == 2 and "--max-upload-mb: must be a finite number in (0, " in capsys.readouterr().err
     code = main(["app", "--checkpoint", str(files["checkpoint"]), "--videos", str(tmp_path / "nowhere")])
     assert code == 2 and "--videos: no such folder" in capsys.readouterr().err
     code = main(["serve", "--checkpoint", str(files["checkpoint"]), "--index", str(tmp_path / "nowhere")])
@@ -351,36 +352,95 @@ def test_cli_refuses_bad_limits_and_paths_with_exit_code_2(files, tmp_path, caps
 # ---------------------------------------------------------------- corpus search (needs sadetr.corpus)
 
 
-@pytest.mark.corpus
-def test_search_endpoint_returns_the_searchers_ranked_hits(files, tmp_path):
-    corpus = pytest.importorskip("sadetr.corpus", reason="needs sadetr.corpus (the corpus search engine)")
-    build_index = pytest.importorskip("sadetr.corpus.index").build_index
-
+def build_tiny_index(files: dict[str, Path], root: Path, n_videos: int = 4) -> Path:
+    """An index of `n_videos` noisy copies of the test video's CLIP features under `root`."""
+    from sadetr.corpus.index import build_index
     from sadetr.predictor import Predictor
 
     predictor = Predictor.from_checkpoint(files["checkpoint"], device="cpu", clip=files["clip"])
-    feat_root = tmp_path / "features"
+    feat_root = root / "features"
     (feat_root / "clip_features").mkdir(parents=True)
     rng = np.random.default_rng(0)
-    for k in range(4):
+    for k in range(n_videos):
         feats = predictor.encode_video(files["video"]).feats + rng.normal(0, 0.1, (3, VIDEO_DIM))
         np.savez(feat_root / "clip_features" / f"vid{k}.npz", features=feats.astype(np.float32))
-    index = build_index(files["checkpoint"], feat_root, tmp_path / "index")
-    svc = MomentService.load(files["checkpoint"], clip=files["clip"], index=index)
+    return build_index(files["checkpoint"], feat_root, root / "index")
+
+
+@pytest.fixture(scope="module")
+def tiny_index(files, tmp_path_factory) -> Path:
+    pytest.importorskip("sadetr.corpus", reason="needs sadetr.corpus (the corpus search engine)")
+    return build_tiny_index(files, tmp_path_factory.mktemp("index"))
+
+
+@pytest.mark.corpus
+def test_search_endpoint_returns_the_searchers_ranked_hits_with_readable_scores(files, tiny_index):
+    from sadetr.corpus import CorpusSearcher
+
+    svc = MomentService.load(files["checkpoint"], clip=files["clip"], index=tiny_index)
     try:
         with TestClient(create_app(svc)) as c:
             assert c.get("/healthz").json()["index"]["videos"] == 4
             resp = c.post("/v1/search", json={"query": "the dog", "top": 3})
             assert resp.status_code == 200, resp.text
-            hits = resp.json()["hits"]
-            direct = corpus.CorpusSearcher.open(index, files["checkpoint"], clip_dir=files["clip"]).search(
-                "the dog", top=3
-            )
+            body = resp.json()
+            hits = body["hits"]
+            searcher = CorpusSearcher.open(tiny_index, files["checkpoint"], clip_dir=files["clip"])
+            direct = searcher.search("the dog", top=3)
             assert [(h["video"], h["start"], h["end"]) for h in hits] == [
                 (h.video, h.start, h.end) for h in direct
             ]
             assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
+            assert body["alpha"] == searcher.alpha
+            for h in hits:  # log_score = ln(score) = alpha (s - 1) + ln q, by hand
+                expected = body["alpha"] * (h["retrieval_score"] - 1) + np.log(h["quality"])
+                assert h["log_score"] == pytest.approx(expected, rel=1e-6, abs=1e-6)
+                assert h["score"] == pytest.approx(np.exp(h["log_score"]), rel=1e-9)
+                assert h["log_score"] <= 0 and -1 <= h["retrieval_score"] <= 1 and 0 <= h["quality"] <= 1
             one_line_error(c.post("/v1/search", json={"query": "x" * 600}), 422, "query")
+    finally:
+        svc.close()
+
+
+@pytest.mark.corpus
+def test_search_by_query_features_equals_the_cli_and_needs_no_clip(files, tiny_index, tmp_path, capsys):
+    """`/v1/search` with `query_features` on a server without --clip answers what `sadetr search
+    --query-features` prints; a sentence there is refused in one line, not a 500."""
+    text = np.random.default_rng(3).normal(size=(5, 64)).astype(np.float32)
+    np.savez(tmp_path / "q.npz", last_hidden_state=text)
+    argv = ["search", "--index", str(tiny_index), "--query-features", str(tmp_path / "q.npz")]
+    assert main([*argv, "--top", "3", "--format", "jsonl"]) == 0
+    cli = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    svc = MomentService.load(files["checkpoint"], index=tiny_index)  # no --clip
+    try:
+        with TestClient(create_app(svc)) as c:
+            resp = c.post("/v1/search", json={"query_features": text.tolist(), "top": 3})
+            assert resp.status_code == 200, resp.text
+            hits = resp.json()["hits"]
+            assert [(h["video"], h["start"], h["end"]) for h in hits] == [
+                (h["video"], h["start"], h["end"]) for h in cli
+            ]
+            assert [h["log_score"] for h in hits] == pytest.approx([h["log_score"] for h in cli])
+            one_line_error(c.post("/v1/search", json={"query": "the dog"}), 422, "query_features", "--clip")
+            one_line_error(
+                c.post("/v1/search", json={"query": "q", "query_features": text.tolist()}), 422, "exactly one"
+            )
+            one_line_error(c.post("/v1/search", json={"top": 3}), 422, "exactly one")
+            one_line_error(
+                c.post("/v1/search", json={"query_features": text[:, :10].tolist()}),
+                422,
+                "[1 <= L_t <= 1024, 64]",
+            )
+            one_line_error(
+                c.post("/v1/search", json={"query_features": [[1.0, 2.0], [3.0]]}), 422, "query_features"
+            )
+            nan = b'{"query_features": [[NaN' + b", 0.5" * 63 + b"]]}"
+            one_line_error(
+                c.post("/v1/search", content=nan, headers={"content-type": "application/json"}), 422, "NaN"
+            )
+            one_line_error(
+                c.post("/v1/search", json={"query_features": text.tolist(), "top": 1001}), 422, "top"
+            )
     finally:
         svc.close()
 
@@ -495,3 +555,233 @@ def test_load_8_clients_no_failures_and_stable_memory(files, tmp_path):
     # memory is stable: after the first third (warm-up: allocator, caches) RSS grows by < 64 MiB
     warm = [m for t, m in rss if t >= wall / 3]
     assert warm and max(warm) - warm[0] < 64, rss
+
+
+# ---------------------------------------------------------------- hostile inputs (issue 28): 4xx, one line
+
+
+def _announcing_npy(rows: int, dim: int = VIDEO_DIM) -> bytes:
+    """A .npy whose header announces `rows` x `dim` float32 but holds one row of data."""
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": "<f4", "fortran_order": False, "shape": (rows, dim)})
+    return buf.getvalue() + np.ones(dim, np.float32).tobytes()
+
+
+@pytest.mark.parametrize("container", ["npy", "npz"])
+def test_a_header_announcing_2_to_the_40_rows_is_a_422_not_a_500(client, container):
+    data = _announcing_npy(2**40)
+    if container == "npz":
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as archive:
+            archive.writestr("features.npy", data)
+        data = buf.getvalue()
+    resp = client.post("/v1/moments", data={"query": "q"}, files={"features": (f"f.{container}", data)})
+    one_line_error(resp, 422, "features", "announces shape [1099511627776, 16]")
+
+
+def test_a_text_file_is_refused_without_suggesting_to_load_it_unsafely(client):
+    resp = client.post(
+        "/v1/moments", data={"query": "q"}, files={"features": ("f.npy", b"0.1 0.2 0.3\n0.4 0.5 0.6\n")}
+    )
+    detail = one_line_error(resp, 422, "features", "not a readable .npy/.npz array")
+    assert "pickle" not in detail and "unsafe" not in detail, detail
+
+
+def test_an_unreadable_video_is_refused_without_showing_a_server_path(client):
+    garbage = client.post("/v1/moments", data={"query": "q"}, files={"video": ("v.mp4", b"\x00junk" * 999)})
+    detail = one_line_error(garbage, 422, "video", "not a readable video")
+    assert tempfile.gettempdir() not in detail and "sadetr-serve" not in detail and "upload.mp4" not in detail
+
+
+@pytest.mark.parametrize("query", ["\u200b", " \u200b\ufeff ", "\u200d\u2060", "\u00a0"])
+def test_a_query_empty_once_normalised_is_refused(client, query):
+    ok = npy_bytes(np.ones((5, VIDEO_DIM), np.float32))
+    resp = client.post("/v1/moments", data={"query": query}, files={"features": ("f.npy", ok)})
+    one_line_error(resp, 422, "query", "must not be empty")
+
+
+@pytest.mark.parametrize(
+    ("duration", "fragment"),
+    [
+        ("1e6", "does not agree with the features"),  # 30 clips = 60 s of features
+        ("120", "does not agree"),
+        ("57.9", "does not agree"),
+        ("nan", "duration"),
+        ("inf", "duration"),
+        ("-1", "duration"),
+        ("0", "duration"),
+    ],
+)
+def test_a_duration_that_contradicts_the_features_is_refused(client, duration, fragment):
+    feats = npy_bytes(np.ones((30, VIDEO_DIM), np.float32))
+    resp = client.post(
+        "/v1/moments", data={"query": "q", "duration": duration}, files={"features": ("f.npy", feats)}
+    )
+    one_line_error(resp, 422, fragment)
+
+
+@pytest.mark.parametrize("duration", ["59", "60", "61.5"])
+def test_a_duration_within_one_clip_of_the_features_is_used(client, duration):
+    feats = npy_bytes(np.ones((30, VIDEO_DIM), np.float32))
+    resp = client.post(
+        "/v1/moments", data={"query": "q", "duration": duration}, files={"features": ("f.npy", feats)}
+    )
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["duration"] == pytest.approx(float(duration))
+
+
+def test_a_video_duration_must_agree_with_the_video(client, files):
+    one_line_error(post_video(client, files["video"], duration="50"), 422, "does not agree with the video")
+    assert post_video(client, files["video"], duration="5").status_code == 200
+
+
+def test_moments_from_query_features_alone(client, service):
+    feats = np.random.default_rng(0).normal(size=(10, VIDEO_DIM)).astype(np.float32)
+    text = np.random.default_rng(1).normal(size=(6, 64)).astype(np.float32)
+    resp = client.post(
+        "/v1/moments",
+        files={"features": ("f.npy", npy_bytes(feats)), "text_features": ("t.npy", npy_bytes(text))},
+    )
+    assert resp.status_code == 200, resp.text
+    direct = service.predictor.predict("x", feats, text_features=text)
+    assert (
+        resp.json()["query"] == "" and resp.json()["pred_relevant_windows"] == direct["pred_relevant_windows"]
+    )
+    nan = text.copy()
+    nan[0, 0] = np.nan
+    resp = client.post(
+        "/v1/moments",
+        files={"features": ("f.npy", npy_bytes(feats)), "text_features": ("t.npy", npy_bytes(nan))},
+    )
+    one_line_error(resp, 422, "text_features", "NaN")
+
+
+# ---------------------------------------------------------------- start: refused in one line; the address
+
+
+def test_serve_refuses_backbones_it_cannot_use_before_listening(files, tmp_path, capsys, monkeypatch):
+    from sadetr.video.tiny import make_tiny_clip
+
+    monkeypatch.chdir(tmp_path)  # no runs/demo here: `serve` without a model is an error
+
+    wide = make_tiny_clip(tmp_path / "clip32", embed_dim=32, full_vocab=True)
+    capsys.readouterr()
+    base = ["serve", "--checkpoint", str(files["checkpoint"]), "--port", str(_free_port())]
+    cases = [
+        (
+            ["--clip", str(wide)],
+            "--clip: this CLIP gives 32-d image features, the checkpoint was trained on 16-d",
+        ),
+        (
+            ["--clip", str(files["clip"]), "--slowfast", "sf.pyth"],
+            "--slowfast: this checkpoint does not use SlowFast",
+        ),
+        (["--demo", str(tmp_path / "no-demo")], "--demo: "),
+        (["--host", "no such host!"], "--host: not an address of this machine"),
+    ]
+    for extra, fragment in cases:
+        assert main([*base, *extra]) == 2, extra
+        err = capsys.readouterr().err  # (transformers' progress bars while CLIP loads come before it)
+        last = err.splitlines()[-1]
+        assert last.startswith("sadetr serve: error: ") and fragment in last and "Traceback" not in err, err
+    assert main(["serve", "--port", "8000"]) == 2
+    assert "give --checkpoint CKPT, or --demo" in capsys.readouterr().err
+
+
+def test_a_non_loopback_address_is_accepted_with_a_warning(caplog):
+    from sadetr.commands.serve import check_host
+
+    with caplog.at_level("WARNING"):
+        check_host("127.0.0.1", "serve")
+        check_host("localhost", "serve")
+    assert caplog.records == []
+    with caplog.at_level("WARNING"):
+        check_host("0.0.0.0", "serve")
+    assert len(caplog.records) == 1 and "no authentication" in caplog.records[0].getMessage()
+
+
+# ---------------------------------------------------------------- uploads of killed servers
+
+
+def test_stale_upload_folders_are_removed_and_live_ones_kept(tmp_path):
+    import fcntl
+
+    from sadetr.serve.tempdirs import ProcessTempDir, remove_stale
+
+    stale = tmp_path / "sadetr-serve-999999-abc"
+    stale.mkdir()
+    (stale / ".lock").touch()
+    (stale / "request-x").mkdir()
+    (stale / "request-x" / "upload.mp4").write_bytes(b"client bytes")
+    live = tmp_path / "sadetr-serve-1-def"
+    live.mkdir()
+    with open(live / ".lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # a live server holds its lock
+        other = tmp_path / "unrelated"
+        other.mkdir()
+        with ProcessTempDir("sadetr-serve-", base=tmp_path) as mine:
+            assert not stale.exists() and live.is_dir() and other.is_dir() and mine.is_dir()
+            assert remove_stale("sadetr-serve-", base=tmp_path) == []  # its own folder is locked too
+        assert not mine.exists()
+    assert remove_stale("sadetr-serve-", base=tmp_path) == [live]  # its server is gone now
+
+
+def test_after_a_kill_9_the_next_server_removes_the_uploads_left(files, tmp_path):
+    """A real `sadetr serve` killed with SIGKILL leaves its folder; the next one removes it at start."""
+    import httpx
+
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = {**os.environ, "TMPDIR": str(tmp), "OMP_NUM_THREADS": "1"}
+
+    def start() -> tuple[subprocess.Popen, str]:
+        port = _free_port()
+        cmd = [sys.executable, "-m", "sadetr", "serve", "--checkpoint", str(files["checkpoint"])]
+        proc = subprocess.Popen(
+            [*cmd, "--port", str(port), "--threads", "1"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None and time.monotonic() < deadline, "server did not start"
+            try:
+                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
+                    return proc, base
+            except httpx.TransportError:
+                time.sleep(0.3)
+
+    first, _ = start()
+    try:
+        left = [p for p in tmp.iterdir() if p.name.startswith("sadetr-serve-")]
+        assert len(left) == 1
+        (left[0] / "request-abc").mkdir()
+        (left[0] / "request-abc" / "upload.mp4").write_bytes(b"a client's video")  # a request in flight
+    finally:
+        first.kill()  # SIGKILL: no cleanup runs
+        first.wait(15)
+    assert (left[0] / "request-abc" / "upload.mp4").is_file()
+    second, _ = start()
+    try:
+        assert not left[0].exists()
+        assert len([p for p in tmp.iterdir() if p.name.startswith("sadetr-serve-")]) == 1  # its own
+    finally:
+        second.send_signal(signal.SIGINT)
+        second.wait(15)
+    assert not any(p.name.startswith("sadetr-serve-") for p in tmp.iterdir())  # removed on a normal exit
+
+
+@pytest.mark.corpus
+def test_the_load_check_tool_sends_every_kind_and_finds_no_5xx(tool, capsys):
+    """tools/load_check.py (docs/serve.md's figures) at a small size: every kind of request is sent and
+    answered with the status it expects; its verdict is the exit status."""
+    pytest.importorskip("faiss", reason="its server has an index")
+    assert tool("load_check").main(["--clients", "2", "--requests", "13"]) == 0
+    out = capsys.readouterr().out
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["requests"] == summary["answered"] == 26
+    assert summary["server_errors_5xx"] == summary["lost"] == summary["unexpected_status"] == 0
+    for kind in ("bad: .npy header of 2^40 rows", "bad: upload over the limit", "search: query features"):
+        assert kind in out

@@ -9,7 +9,9 @@ Without /usr/bin/chromium this test FAILS (install it: `make browser`); it never
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -208,4 +210,49 @@ def test_library_tab_searches_the_index_and_plays_a_hit(tmp_path, page):
         player = "document.querySelector('#sadetr-library-player video')"
         page.wait_for_function(f"{player} && {player}.src.includes('{video_id}')", timeout=30_000)
         page.wait_for_function(f"Math.abs({player}.currentTime - {start}) < 0.05", timeout=30_000)
+        assert outside == []
+
+
+@pytest.mark.corpus
+def test_demo_app_searches_by_a_typed_demo_sentence_and_plays_a_hit(tmp_path_factory, tmp_path, page):
+    """First contact without weights: `sadetr demo` (small), then the README's `sadetr app --demo DIR`;
+    the page says it is synthetic and what needs CLIP, a typed demo sentence finds hits with readable
+    scores, and Play loads the hit's placeholder video at the hit's start."""
+    from test_demo_inputs import make_mini_demo
+
+    demo = make_mini_demo(tmp_path_factory)
+    sentence = json.loads((demo / "data" / "annotations" / "val.jsonl").read_text().splitlines()[0])["query"]
+    with running_app(tmp_path, ["--demo", str(demo)]) as url:
+        outside = offline_recorder(page)
+        page.goto(url)
+        intro = page.locator("#sadetr-intro").inner_text()
+        assert "SYNTHETIC DEMO" in intro and "One video is off" in intro and "--clip" in intro
+        assert page.get_by_role("tab", name="One video").count() == 0  # nothing it could answer there
+        page.get_by_role("tab", name="Library").click()
+        page.locator("#sadetr-library-query textarea").fill(sentence.upper())  # typed, not picked
+        page.locator("#sadetr-library-query textarea").press("Enter")
+        hits = page.locator("#sadetr-hits .sadetr-hit")
+        hits.first.wait_for(timeout=60_000)
+        text = hits.first.inner_text()
+        log_score = float(re.search(r"log score (-?[\d.]+)", text).group(1))
+        assert log_score <= 0 and "cosine" in text and "quality" in text and "score 0.000" not in text
+        video_id, start = (
+            hits.first.get_attribute("data-video"),
+            float(hits.first.get_attribute("data-start")),
+        )
+        hits.first.locator("button").click()
+        player = "document.querySelector('#sadetr-library-player video')"
+        page.wait_for_function(f"{player} && {player}.readyState >= 1", timeout=60_000)
+        page.wait_for_function(f"Math.abs({player}.currentTime - {start}) < 0.05", timeout=30_000)
+        duration = page.evaluate(f"{player}.duration")
+        expected = next(
+            json.loads(line)["duration"]
+            for line in (demo / "data" / "annotations" / "val.jsonl").read_text().splitlines()
+            if json.loads(line)["vid"] == video_id
+        )
+        assert duration == pytest.approx(expected, abs=1.0)  # the hit's video, at its length
+
+        page.locator("#sadetr-library-query textarea").fill("a man opens the door")
+        page.locator("#sadetr-library-query textarea").press("Enter")
+        page.get_by_text("is not one of the 12 queries").first.wait_for(timeout=30_000)
         assert outside == []

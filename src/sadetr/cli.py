@@ -16,6 +16,7 @@ from typing import Any
 
 from sadetr import __version__
 from sadetr.errors import SadetrError, user_io_error_line
+from sadetr.ranges import check_args
 
 # command -> the one-line help of `sadetr --help`; the module `sadetr.commands.<command with _ for ->`
 # is imported only when the command is parsed. tests/test_cli_lazy.py checks that every module is here.
@@ -103,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 1
     try:
+        check_args(args)  # the flags declared with `sadetr.ranges.add_ranged`
         return int(args.func(args) or 0)
     except SadetrError as err:
         print(f"sadetr {args.command}: error: {err}", file=sys.stderr)

@@ -52,6 +52,9 @@ def _print_table(pred: dict, top_k: int, video: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from sadetr.extras import require
+
+    require("av", *(["transformers"] if args.clip else []), what="sadetr predict --video")
     from sadetr.engine.io import write_jsonl
     from sadetr.errors import ConfigError
     from sadetr.predictor import Predictor

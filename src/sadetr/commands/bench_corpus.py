@@ -30,6 +30,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from sadetr.extras import require
+
+    require("faiss", what="sadetr bench-corpus")
     import torch
 
     from sadetr.corpus import CorpusSearcher

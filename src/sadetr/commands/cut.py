@@ -18,8 +18,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from sadetr.extras import require
+
+    require("av", what="sadetr cut")
     from sadetr.corpus.clips import cut_clip
+    from sadetr.video.decode import probe
 
     frames = cut_clip(args.video, args.start, args.end, args.output)
-    print(f"wrote {args.output} ({frames} frames, {args.start:g}-{args.end:g} s of {args.video})")
+    end = min(args.end, probe(args.video).duration)  # an --end past the video cuts to its end
+    print(f"wrote {args.output} ({frames} frames, {args.start:g}-{end:g} s of {args.video})")
     return 0

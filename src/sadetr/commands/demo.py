@@ -10,6 +10,8 @@ import argparse
 import time
 from pathlib import Path
 
+from sadetr.extras import missing
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -45,6 +47,12 @@ def run(args: argparse.Namespace) -> int:
     from sadetr.eval import format_table
 
     out: Path = args.out
+    no_faiss = missing("faiss")  # the corpus step needs it: said now, not as a traceback at the end
+    if no_faiss:
+        print(
+            "note: faiss is not installed, so the corpus-search step (and `sadetr app/serve/search --demo`) "
+            "will be skipped: pip install 'sadetr[search]'"
+        )
     t0 = time.perf_counter()
     print(
         f"[1/4] generating {args.n_train} + {args.n_val} synthetic QVHighlights-shaped queries "
@@ -88,8 +96,15 @@ def run(args: argparse.Namespace) -> int:
         f"outputs: checkpoints and logs {out / 'run'} (tensorboard --logdir {out / 'run' / 'tb'}), "
         f"predictions {out / 'val_predictions.jsonl'}, metrics {out / 'metrics.json'}"
     )
+    if no_faiss:
+        print("[+] corpus search skipped: needs faiss (pip install 'sadetr[search]')")
+        return 0
     from sadetr.corpus.demo import corpus_demo
 
     print("[+] corpus search: which val video, and when (sadetr index / search / evaluate-corpus)")
     corpus_demo(out / "run" / "best.ckpt", Path(paths["config"]).parent, out / "corpus")
+    print(
+        f"next, on this synthetic demo (no weights needed): sadetr app --demo {out}  (a browser app), "
+        f"sadetr serve --demo {out}  (HTTP), sadetr search --demo {out} --query ..."
+    )
     return 0

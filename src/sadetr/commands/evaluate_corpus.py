@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from sadetr import ranges
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -26,10 +28,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--text-features", type=Path, required=True, help="feature root with <text_source>/qid{qid}.npz"
     )
     p.add_argument("--checkpoint", type=Path, help="default: the checkpoint recorded in the index")
-    p.add_argument("--k-windows", type=int, help="windows localised per query (default min(100, index size))")
+    ranges.add_ranged(
+        p, "--k-windows", ranges.K_WINDOWS, help="windows localised per query (default min(100, index size))"
+    )
     p.add_argument("--exhaustive", action="store_true", help="localise every window (no retrieval stage)")
     p.add_argument("--no-svmr", action="store_true", help="skip SVMR (saves one localisation per query)")
-    p.add_argument("--alpha", type=float, help="fusion weight (default: the index's)")
+    ranges.add_ranged(p, "--alpha", ranges.ALPHA, help="fusion weight (default: the index's)")
     p.add_argument("--tune-alpha", action="store_true", help="choose alpha on this split (grid search)")
     p.add_argument("--save-alpha", action="store_true", help="with --tune-alpha: store it in the index")
     p.add_argument("--out", type=Path, help="write metrics (and the alpha table) as JSON")
@@ -39,6 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from sadetr.extras import require
+
+    require("faiss", what="sadetr evaluate-corpus")
     from sadetr.corpus import CorpusSearcher
     from sadetr.corpus.evaluate import (
         rankings,

@@ -43,6 +43,9 @@ def rank_share(videos: list, environ: dict | None = None) -> list:
 
 
 def run(args: argparse.Namespace) -> int:
+    from sadetr.extras import require
+
+    require("av", *(["transformers"] if args.clip else []), what="sadetr extract")
     from sadetr.devices import resolve_device
     from sadetr.errors import ConfigError
     from sadetr.paths import ensure_out_dir

@@ -25,6 +25,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from sadetr.extras import require
+
+    require("transformers", what="sadetr extract-text")
     from sadetr.errors import ConfigError
     from sadetr.paths import ensure_out_dir
     from sadetr.video.clip import load_clip

@@ -12,6 +12,8 @@ import argparse
 import time
 from pathlib import Path
 
+from sadetr import ranges
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -32,8 +34,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "list of video paths) to extract first; default: every video of --features",
     )
     p.add_argument("--out", type=Path, required=True, help="index folder (created, or extended)")
-    p.add_argument("--window", type=int, help="window length in clips (default: the training max_v_l)")
-    p.add_argument("--stride", type=int, help="clips between window starts (default: window / 2)")
+    ranges.add_ranged(
+        p,
+        "--window",
+        ranges.WINDOW_CLIPS,
+        help="retrieval window length in clips (default 8: 16 s at 2 s clips)",
+    )
+    ranges.add_ranged(
+        p,
+        "--stride",
+        ranges.STRIDE_CLIPS,
+        help="clips between window starts, at most --window (default: window / 2)",
+    )
     p.add_argument(
         "--kind", default="flat", choices=["flat", "hnsw", "ivfpq"], help="faiss index (default flat: exact)"
     )
@@ -105,10 +117,17 @@ def _extract(args: argparse.Namespace, files: list[Path]) -> tuple[list[str], fl
 
 
 def run(args: argparse.Namespace) -> int:
+    from sadetr.errors import ConfigError
+    from sadetr.extras import require
+
+    # every optional package this run needs, before any embedding is computed
+    require("faiss", what="sadetr index")
+    if args.shards:
+        require("pyarrow", what="--shards")
+
     from sadetr.corpus import build_index, remove_videos
     from sadetr.corpus.shards import export_shards
     from sadetr.corpus.store import read_state
-    from sadetr.errors import ConfigError
 
     t0 = time.perf_counter()
     if args.remove:
@@ -119,6 +138,8 @@ def run(args: argparse.Namespace) -> int:
         videos, seconds = None, 0.0
         if args.videos:
             files, ids = _named_videos(args.videos)
+            if files is not None:
+                require("av", "transformers", what="extracting features from video files (--videos)")
             videos, seconds = _extract(args, files) if files is not None else (ids, 0.0)
         build_index(
             args.checkpoint,

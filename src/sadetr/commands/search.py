@@ -3,6 +3,10 @@
 sadetr search --index library.idx --query "a man chops onions" --clip CLIP/ --top 10
 sadetr search --index library.idx --query-features qid42.npz --format jsonl
 sadetr search --index library.idx --query "..." --clip CLIP/ --clips-out hits/ --video-root videos/
+sadetr search --demo runs/demo --query "the chef opens the map while talking."   # after `make demo`
+
+Scores (docs/corpus.md "Score fusion"): log_score = alpha (s - 1) + ln q <= 0 (0: a perfect match),
+the cosine s of the query and the best index window, the model's quality q in [0, 1].
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ import json
 import sys
 from pathlib import Path
 
+from sadetr import ranges
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -21,16 +27,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--index", type=Path, required=True, help="index folder written by sadetr index")
-    p.add_argument("--query", help="the text query (needs --clip)")
+    p.add_argument("--index", type=Path, help="index folder written by sadetr index")
+    p.add_argument(
+        "--demo",
+        type=Path,
+        nargs="?",
+        const=Path("runs/demo"),
+        metavar="DIR",
+        help="search the SYNTHETIC demo of `make demo` in DIR (default runs/demo) with one of its own "
+        "sentences (no --clip), instead of --index",
+    )
+    p.add_argument("--query", help="the text query (needs --clip, or --demo and one of its sentences)")
     p.add_argument("--query-features", type=Path, help="precomputed query token features (.npz)")
     p.add_argument("--clip", type=Path, help="CLIP weights folder (for a text --query)")
     p.add_argument("--checkpoint", type=Path, help="default: the checkpoint recorded in the index")
-    p.add_argument("--top", type=int, default=10, help="moments to return (default 10)")
-    p.add_argument(
-        "--k-windows", type=int, help="windows localised by SA-DETR (default min(100, index size))"
+    ranges.add_ranged(p, "--top", ranges.TOP, default=10, help="moments to return (default 10)")
+    ranges.add_ranged(
+        p, "--k-windows", ranges.K_WINDOWS, help="windows localised by SA-DETR (default min(100, index size))"
     )
-    p.add_argument("--alpha", type=float, help="fusion weight (default: the index's, see docs/corpus.md)")
+    ranges.add_ranged(
+        p, "--alpha", ranges.ALPHA, help="fusion weight (default: the index's, see docs/corpus.md)"
+    )
     p.add_argument("--format", default="table", choices=["table", "jsonl", "tvr"], help="output format")
     p.add_argument("-o", "--output", type=Path, help="write to this file (atomically) instead of stdout")
     p.add_argument("--clips-out", type=Path, help="also cut every hit into <dir>/<rank>_<video>.mp4")
@@ -52,12 +69,11 @@ def format_hits(hits: list, fmt: str, query: str) -> str:
 
         videos = list(dict.fromkeys(h.video for h in hits))
         return json.dumps(tvr_submission([{"qid": 0, "query": query}], [hits], videos)) + "\n"
-    rows = [
-        f"{'rank':>4}  {'video':<24} {'start_s':>8} {'end_s':>8} {'score':>10} {'cosine':>7} {'quality':>7}"
-    ]
+    head = ("rank", "video", "start_s", "end_s", "log_score", "cosine", "quality")
+    rows = ["{:>4}  {:<24} {:>8} {:>8} {:>9} {:>7} {:>7}".format(*head)]
     for i, h in enumerate(hits):
         rows.append(
-            f"{i + 1:>4}  {h.video:<24} {h.start:>8.1f} {h.end:>8.1f} {h.score:>10.4g} "
+            f"{i + 1:>4}  {h.video:<24} {h.start:>8.1f} {h.end:>8.1f} {h.log_score:>9.2f} "
             f"{h.retrieval_score:>7.3f} {h.quality:>7.3f}"
         )
     return "\n".join(rows) + "\n"
@@ -65,17 +81,40 @@ def format_hits(hits: list, fmt: str, query: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from sadetr.atomic import atomic_write_text
-    from sadetr.corpus import CorpusSearcher
-    from sadetr.corpus.search import check_k
-    from sadetr.data.features import TEXT_KEY, load_feature_file
+    from sadetr.demo_library import DemoLibrary
     from sadetr.errors import ConfigError
+    from sadetr.extras import require
+    from sadetr.query_text import check_query
 
     if (args.query is None) == (args.query_features is None):
         raise ConfigError("give exactly one of --query and --query-features", "search")
+    if args.index is None and args.demo is None and args.checkpoint is None and args.clip is None:
+        args.demo = DemoLibrary.default_if_made("--index")  # nothing at all: after `make demo`, its demo
+    if (args.index is None) == (args.demo is None):
+        raise ConfigError("give exactly one of --index and --demo", "search")
+    if args.demo is not None and (args.checkpoint or args.clip):
+        raise ConfigError("the synthetic demo brings its own checkpoint and needs no --clip", "--demo")
     if args.clips_out and not args.video_root:
         raise ConfigError("--clips-out needs --video-root (where the source videos are)", "search")
-    searcher = CorpusSearcher.open(args.index, args.checkpoint, device=args.device, clip_dir=args.clip)
+    if args.query is not None:
+        args.query = check_query(args.query, max_chars=int(ranges.QUERY_CHARS.hi), field="--query")
+    require("faiss", what="sadetr search")
+    if args.clip is not None:
+        require("transformers", what="encoding --query with --clip")
+    if args.clips_out:
+        require("av", what="--clips-out")
+    demo = DemoLibrary.open(args.demo) if args.demo is not None else None
+    index = demo.index if demo is not None else args.index
     feats = None
+    if demo is not None and args.query is not None:
+        feats = demo.features(args.query, field="--query")  # a sentence it does not know: refused now
+        print(demo.describe(), file=sys.stderr)
+
+    from sadetr.corpus import CorpusSearcher
+    from sadetr.corpus.search import check_k
+    from sadetr.data.features import TEXT_KEY, load_feature_file
+
+    searcher = CorpusSearcher.open(index, args.checkpoint, device=args.device, clip_dir=args.clip)
     if args.query_features is not None:
         feats = load_feature_file(args.query_features, TEXT_KEY, searcher.model.text_dim)
     k = check_k(args.k_windows, searcher)

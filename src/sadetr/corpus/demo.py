@@ -39,7 +39,7 @@ def corpus_demo(checkpoint: Path, data_root: Path, out_dir: Path, n_show: int = 
         gt_txt = ", ".join(f"{a:g}-{b:g}" for a, b in g["relevant_windows"])
         print(f'  "{g["query"]}" (truth: {g["vid"]} {gt_txt} s)')
         for i, h in enumerate(hits):
-            print(f"    {i + 1}. {h.video} {h.start:6.1f}-{h.end:6.1f} s  score {h.score:.3g}")
+            print(f"    {i + 1}. {h.video} {h.start:6.1f}-{h.end:6.1f} s  log score {h.log_score:.2f}")
     metrics = score(searcher, runs, alpha)
     keys = [
         "VCMR-R@1-IoU=0.5",

@@ -48,7 +48,9 @@ class Candidates:
 
 @dataclass(frozen=True)
 class SearchHit:
-    """One ranked moment: `video`, `start`/`end` (s), fused `score`, window cosine, moment quality."""
+    """One ranked moment: `video`, `start`/`end` (s), fused `score`, window cosine, moment quality, and
+    `log_score` = ln(score) = alpha (s - 1) + ln q (<= 0; the readable form of a score that is tiny
+    for a large alpha)."""
 
     video: str
     start: float
@@ -56,6 +58,7 @@ class SearchHit:
     score: float
     retrieval_score: float
     quality: float
+    log_score: float
 
 
 def fuse(retrieval: np.ndarray, quality: np.ndarray, alpha: float) -> np.ndarray:
@@ -247,7 +250,8 @@ class CorpusSearcher:
         kept = [(vid, m) for vid, ms in per_video.items() for m in temporal_nms(ms, nms_iou)]
         kept.sort(key=lambda x: (-x[1][2], x[0], x[1][0]))
         return [
-            SearchHit(v, round(m[0], 4), round(m[1], 4), float(np.exp(m[2])), m[3], m[4]) for v, m in kept
+            SearchHit(v, round(m[0], 4), round(m[1], 4), float(np.exp(m[2])), m[3], m[4], m[2])
+            for v, m in kept
         ]
 
     def search(

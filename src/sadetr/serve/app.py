@@ -12,6 +12,8 @@ import importlib.util
 import logging
 import shutil
 import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,13 +21,25 @@ from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from sadetr import __version__
+from sadetr import __version__, ranges
 from sadetr.errors import DataError, SadetrError
-from sadetr.serve.schemas import Error, Health, Moments, SearchHit, SearchRequest, SearchResponse
+from sadetr.serve.schemas import (
+    DemoQueries,
+    Error,
+    Health,
+    Moments,
+    SearchHit,
+    SearchRequest,
+    SearchResponse,
+)
 from sadetr.serve.service import MomentService, NoIndex, ServiceBusy, ServiceTimeout
+from sadetr.serve.tempdirs import ProcessTempDir
 from sadetr.serve.uploads import UploadTooLarge, read_array, save_upload, video_suffix
 
 log = logging.getLogger(__name__)
+
+UPLOAD_PREFIX = "sadetr-serve-"  # <tmp>/sadetr-serve-<pid>-*/: this process's uploads
+LABEL = "(query features)"  # what the model's record calls a query sent as token features only
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": Error, "description": text}
@@ -140,13 +154,26 @@ def _mount_docs(app: FastAPI) -> None:
 
 
 def create_app(service: MomentService) -> FastAPI:
-    """The service's HTTP API over `service` (its model is loaded already and shared by all requests)."""
+    """The service's HTTP API over `service` (its model is loaded already and shared by all requests).
+
+    Uploads are written under one temp folder of this process (`tempdirs.ProcessTempDir`), made when
+    the app starts (removing those of killed servers) and removed when it stops.
+    """
     limits = service.limits
+    uploads: dict[str, Path] = {}
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        with ProcessTempDir(UPLOAD_PREFIX) as root:
+            uploads["root"] = root
+            yield
+
     app = FastAPI(
         docs_url=None,
         redoc_url=None,
         title="sadetr",
         version=__version__,
+        lifespan=lifespan,
         description="SA-DETR video moment retrieval and highlight detection: moments of one video, "
         'or search over an indexed corpus. Errors are `{"detail": "<one line>"}`.',
     )
@@ -179,7 +206,9 @@ def create_app(service: MomentService) -> FastAPI:
         summary="ranked moments and per-clip saliency of one video for one query",
     )
     async def moments(
-        query: Annotated[str, Form(description="the sentence to find")] = "",
+        query: Annotated[
+            str, Form(description="the sentence to find (optional with text_features: then a label)")
+        ] = "",
         video: Annotated[
             UploadFile | None, File(description="a video file (needs --clip/--slowfast)")
         ] = None,
@@ -197,13 +226,20 @@ def create_app(service: MomentService) -> FastAPI:
             ),
         ] = None,
         duration: Annotated[
-            float | None, Form(gt=0, description="seconds (default: rows x clip_len)")
+            float | None,
+            Form(
+                description="seconds (default: rows x clip_len, or the video's); must agree with the "
+                "input within one clip",
+                **ranges.DURATION_S.field(),
+            ),
         ] = None,
-        max_moments: Annotated[int, Form(ge=0, le=1000, description="keep the best N (0: all)")] = 0,
+        max_moments: Annotated[
+            int, Form(description="keep the best N (0: all)", **ranges.MAX_MOMENTS.field())
+        ] = 0,
         qid: Annotated[str | None, Form(description="echoed back")] = None,
         vid: Annotated[str | None, Form(description="echoed back")] = None,
     ) -> Moments:
-        query = service.check_query(query)
+        query = service.check_query(query, required=text_features is None)
         if (video is None) == (features is None):
             raise DataError("send exactly one of `video` and `features`", field="video")
         feats = text = None
@@ -216,14 +252,16 @@ def create_app(service: MomentService) -> FastAPI:
                 key="last_hidden_state",
                 max_bytes=limits.max_upload_bytes,
             )
-        workdir = Path(tempfile.mkdtemp(prefix="sadetr-serve-"))
+            text = service.check_query_features(text, "text_features")
+        workdir = Path(tempfile.mkdtemp(prefix="request-", dir=uploads.get("root")))
         try:
             path = None
             if video is not None:
                 path = await save_upload(
                     video, workdir / f"upload{video_suffix(video.filename)}", limits.max_upload_bytes, "video"
                 )
-                await asyncio.to_thread(service.check_video, path)  # PyAV probe: off the event loop
+                seconds = await asyncio.to_thread(service.check_video, path)  # PyAV probe: off the event loop
+                service.check_duration(duration, seconds, "video")
             else:
                 assert features is not None
                 feats = await asyncio.to_thread(
@@ -234,9 +272,13 @@ def create_app(service: MomentService) -> FastAPI:
                     max_bytes=limits.max_upload_bytes,
                 )
                 service.check_features(feats)
+                clips = feats.shape[0]
+                service.check_duration(
+                    duration, clips * service.predictor.clip_len, f"features ({clips} clips)"
+                )
             rec = await service.submit(
                 service.moments,
-                query,
+                query or LABEL,
                 video=path,
                 features=feats,
                 text_features=text,
@@ -245,6 +287,7 @@ def create_app(service: MomentService) -> FastAPI:
             )
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
+        rec["query"] = query
         return Moments(qid=qid, vid=vid, **{k: rec[k] for k in Moments.model_fields if k in rec})
 
     @app.post(
@@ -254,12 +297,38 @@ def create_app(service: MomentService) -> FastAPI:
         summary="moments matching a sentence across all videos of the index (`sadetr index`)",
     )
     async def search(body: SearchRequest) -> SearchResponse:
-        query = service.check_query(body.query)
         if service.searcher is None:
             raise NoIndex("no corpus index on this server (start it with --index INDEX_DIR)")
-        hits = await service.submit(service.search, query, top=body.top, k_windows=body.k_windows)
-        return SearchResponse(
-            query=query, hits=[SearchHit.model_validate(h, from_attributes=True) for h in hits]
+        feats = None
+        if body.query_features is not None:
+            feats = service.check_query_features(body.query_features, "query_features")
+            query = ""
+        else:
+            query = service.check_query(body.query)
+        hits = await service.submit(
+            service.search, query, top=body.top, k_windows=body.k_windows, query_features=feats
         )
+        return SearchResponse(
+            query=query,
+            alpha=float(service.searcher.alpha),
+            hits=[SearchHit.model_validate(h, from_attributes=True) for h in hits],
+        )
+
+    if service.demo is not None:
+        demo = service.demo
+
+        @app.get(
+            "/v1/demo/queries",
+            response_model=DemoQueries,
+            summary="the sentences of the synthetic demo (the only ones it can search for)",
+        )
+        async def demo_queries() -> DemoQueries:
+            return DemoQueries(
+                note=demo.describe(),
+                queries=[
+                    {"query": q.query, "vid": q.vid, "relevant_windows": q.relevant_windows}
+                    for q in demo.queries
+                ],
+            )
 
     return app

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from typing import Annotated, Any
+
+from pydantic import BaseModel, Field, model_validator
+
+from sadetr import ranges
 
 
 class Moments(BaseModel):
@@ -21,30 +25,67 @@ class Moments(BaseModel):
 
 
 class SearchRequest(BaseModel):
-    """A sentence to find in every video of the server's index."""
+    """A sentence, or its token features, to find in every video of the server's index."""
 
-    query: str = Field(min_length=1, description="the sentence; at most the server's max_query_chars")
-    top: int = Field(10, ge=1, le=1000, description="hits to return")
-    k_windows: int = Field(100, ge=1, le=100_000, description="index windows re-ranked by the model")
+    query: str | None = Field(
+        None, description="the sentence (needs a server with CLIP, or one of the synthetic demo's sentences)"
+    )
+    query_features: list[list[float]] | None = Field(
+        None,
+        description="instead of `query`: its token features [L_t, text_dim] (see /healthz), as "
+        "`sadetr search --query-features`",
+    )
+    top: Annotated[int, Field(**ranges.TOP.field())] = Field(10, description="hits to return")
+    k_windows: Annotated[int, Field(**ranges.K_WINDOWS.field())] = Field(
+        100, description="index windows re-ranked by the model (at most the index size)"
+    )
+
+    @model_validator(mode="after")
+    def _one_query(self) -> SearchRequest:
+        if (self.query is None) == (self.query_features is None):
+            raise ValueError("send exactly one of `query` and `query_features`")
+        return self
 
 
 class SearchHit(BaseModel):
+    """One moment of the corpus (docs/corpus.md "Score fusion" says what the scores mean)."""
+
     video: str = Field(description="video id of the index")
     start: float = Field(description="seconds")
     end: float = Field(description="seconds")
-    score: float = Field(description="final ranking score")
-    retrieval_score: float = Field(description="first-stage (index) similarity")
-    quality: float = Field(description="the model's moment quality")
+    log_score: float = Field(
+        description="the ranking score, readable: alpha (s - 1) + ln q <= 0; 0 is a perfect match, each "
+        "unit lower is a factor e less likely to be ranked above"
+    )
+    score: float = Field(description="exp(log_score) = exp(alpha (s - 1)) q in (0, 1] (tiny for large alpha)")
+    retrieval_score: float = Field(description="s: cosine of the query and the best index window, in [-1, 1]")
+    quality: float = Field(
+        description="q: the model's estimate of the moment's IoU with the truth, in [0, 1]"
+    )
 
 
 class SearchResponse(BaseModel):
-    query: str
+    query: str = Field(description="the normalised query ('' when query_features were sent)")
+    alpha: float = Field(description="the fusion weight of the index (log_score = alpha (s - 1) + ln q)")
     hits: list[SearchHit] = Field(description="ranked, best first")
+
+
+class DemoQueries(BaseModel):
+    """The sentences of the synthetic demo, each with the video and seconds where it truly happens."""
+
+    note: str
+    queries: list[dict[str, Any]]
 
 
 class IndexInfo(BaseModel):
     videos: int
     windows: int
+
+
+class DemoInfo(BaseModel):
+    synthetic: bool = True
+    queries: int = Field(description="sentences the demo knows (GET /v1/demo/queries)")
+    note: str
 
 
 class Health(BaseModel):
@@ -56,8 +97,12 @@ class Health(BaseModel):
     text_dim: int
     clip_len: float
     accepts_video: bool = Field(description="videos can be uploaded (the backbones are loaded)")
-    accepts_text: bool = Field(description="queries can be sent as text (CLIP text is loaded)")
+    accepts_text: bool = Field(
+        description="any sentence can be sent as text (CLIP text is loaded); else send query token features "
+        "(or, on the demo, one of its sentences)"
+    )
     index: IndexInfo | None
+    demo: DemoInfo | None = Field(description="the synthetic demo this server runs on (--demo)")
     limits: dict[str, int | float]
 
 

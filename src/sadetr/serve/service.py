@@ -19,10 +19,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
-from sadetr.errors import CheckpointError, DataError, SadetrError
+from sadetr import ranges
+from sadetr.errors import CheckpointError, ConfigError, DataError, SadetrError
+from sadetr.query_text import check_query, normalize_query
 from sadetr.serve.limits import Limits
 
 if TYPE_CHECKING:
+    from sadetr.demo_library import DemoLibrary
     from sadetr.predictor import VideoFeatures
 
 T = TypeVar("T")
@@ -41,13 +44,24 @@ class NoIndex(SadetrError):
 
 
 class MomentService:
-    """A `Predictor` + optional `CorpusSearcher`, their limits, and the queue in front of them."""
+    """A `Predictor` + optional `CorpusSearcher`, their limits, and the queue in front of them.
 
-    def __init__(self, predictor: Any, limits: Limits | None = None, searcher: Any = None, name: str = ""):
+    `demo`: the synthetic demo (`sadetr.demo_library`) whose sentences stand in for a text encoder.
+    """
+
+    def __init__(
+        self,
+        predictor: Any,
+        limits: Limits | None = None,
+        searcher: Any = None,
+        name: str = "",
+        demo: DemoLibrary | None = None,
+    ):
         self.predictor = predictor
         self.searcher = searcher
         self.limits = limits or Limits()
         self.name = name
+        self.demo = demo
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sadetr-model")
         self._pending = 0
         self._lock = threading.Lock()
@@ -62,11 +76,23 @@ class MomentService:
         index: Path | None = None,
         device: str = "cpu",
         limits: Limits | None = None,
+        demo: DemoLibrary | None = None,
     ) -> MomentService:
-        """Load the checkpoint (and backbones, and the index) once."""
+        """Load the checkpoint (and backbones, and the index) once; a backbone the checkpoint does not
+        use, or one of another width, is refused here (`ConfigError`/`CheckpointError`), not per request."""
         from sadetr.predictor import Predictor
 
-        predictor = Predictor.from_checkpoint(checkpoint, device=device, clip=clip, slowfast=slowfast)
+        predictor = Predictor.from_checkpoint(checkpoint, device=device)
+        check_backbones(predictor, clip_given=clip is not None, slowfast_given=slowfast is not None)
+        if clip is not None:  # loaded only once the checkpoint is known to use it
+            from sadetr.video.clip import load_clip
+
+            predictor.clip = load_clip(clip, device=predictor.device)
+        if slowfast is not None:
+            from sadetr.video.slowfast import load_slowfast
+
+            predictor.slowfast = load_slowfast(slowfast)
+        check_widths(predictor)
         searcher = None
         if index is not None:
             from sadetr.corpus import CorpusSearcher
@@ -75,7 +101,7 @@ class MomentService:
             searcher = CorpusSearcher.open(
                 index, checkpoint, device=device, clip_dir=clip, clip=predictor.clip
             )
-        return cls(predictor, limits, searcher, name=Path(checkpoint).name)
+        return cls(predictor, limits, searcher, name=Path(checkpoint).name, demo=demo)
 
     # ------------------------------------------------------------------ what it can do
 
@@ -93,7 +119,8 @@ class MomentService:
 
     @property
     def accepts_text(self) -> bool:
-        """True when query strings can be encoded (CLIP text was given); else text features are needed."""
+        """True when any query string can be encoded (CLIP text was given); else token features are
+        needed (or, on the synthetic demo, one of its own sentences)."""
         return self._reproducible("text")
 
     @property
@@ -105,6 +132,9 @@ class MomentService:
         index = None
         if self.searcher is not None:
             index = {"videos": len(self.searcher.videos), "windows": int(self.searcher.num_windows)}
+        demo = None
+        if self.demo is not None:
+            demo = {"synthetic": True, "queries": len(self.demo.queries), "note": self.demo.describe()}
         return {
             "checkpoint": self.name,
             "video_sources": list(p.video_sources),
@@ -114,30 +144,27 @@ class MomentService:
             "accepts_video": self.accepts_video,
             "accepts_text": self.accepts_text,
             "index": index,
+            "demo": demo,
             "limits": self.limits.as_dict(),
         }
 
     # ------------------------------------------------------------------ validation
 
     def check_query(self, query: str | None, required: bool = True) -> str:
-        query = (query or "").strip()
-        if required and not query:
-            raise DataError("must not be empty", field="query")
-        if "\n" in query or len(query) > self.limits.max_query_chars:
-            raise DataError(
-                f"must be one line of at most {self.limits.max_query_chars} characters (got {len(query)})",
-                field="query",
-            )
-        return query
+        """The normalised query (`sadetr.query_text`); "" when not `required` and nothing is left."""
+        if not required and not normalize_query(query or ""):
+            return ""
+        return check_query(query or "", self.limits.max_query_chars)
 
     def check_video(self, path: Path) -> float:
-        """The video's duration; `DataError` if unreadable or longer than the limit."""
+        """The video's duration; `DataError` if unreadable or longer than the limit (never naming `path`)."""
         from sadetr.video.decode import probe
 
         try:
             duration = probe(path).duration
         except DataError as err:
-            raise DataError(f"not a readable video ({err.message})", field="video") from err
+            reason = err.message.replace(str(path), "the upload").replace(str(path.parent), "")
+            raise DataError(f"not a readable video ({reason})", field="video") from err
         except Exception as err:  # PyAV raises its own errors on garbage bytes
             raise DataError("not a readable video", field="video") from err
         self._check_length(duration, f"video is {duration:.0f} s long", "video")
@@ -146,6 +173,50 @@ class MomentService:
     def check_features(self, feats: np.ndarray) -> None:
         seconds = feats.shape[0] * self.predictor.clip_len
         self._check_length(seconds, f"{feats.shape[0]} clips = {seconds:.0f} s", "features")
+
+    def check_duration(self, duration: float | None, seconds: float, what: str) -> None:
+        """A client's `duration` must be in range and agree with its input (`seconds` of the `what`)
+        within one clip: 1e6 s for 60 s of features is refused, not answered as if true."""
+        if duration is None:
+            return
+        try:
+            ranges.DURATION_S.check(duration, "duration")
+        except ConfigError as err:
+            raise DataError(str(err).removeprefix("duration: "), field="duration") from None
+        clip = float(self.predictor.clip_len)
+        if abs(duration - seconds) > clip:
+            raise DataError(
+                f"{duration:g} s does not agree with the {what} ({seconds:g} s): they must agree within "
+                f"one clip ({clip:g} s)",
+                field="duration",
+            )
+
+    def check_query_features(self, feats: Any, field: str) -> np.ndarray:
+        """Query token features [L_t, text_dim] as float32; `DataError` on `field` otherwise."""
+        try:
+            arr = np.asarray(feats, dtype=np.float32)
+        except (ValueError, TypeError) as err:
+            raise DataError("must be a list of rows of numbers of equal length", field=field) from err
+        dim, most = int(self.predictor.text_dim), int(ranges.QUERY_TOKENS.hi)
+        if arr.ndim != 2 or not 1 <= arr.shape[0] <= most or arr.shape[1] != dim:
+            raise DataError(f"expected shape [1 <= L_t <= {most}, {dim}], got {list(arr.shape)}", field=field)
+        if not np.isfinite(arr).all():
+            raise DataError("contains NaN or Inf (or a number too large for float32)", field=field)
+        return arr
+
+    def query_tokens(self, query: str, features: np.ndarray | None, field: str) -> np.ndarray | None:
+        """The token features the model gets for a query: `features` when given, the demo's for one of
+        its sentences, or None when CLIP encodes `query`; a `DataError` naming `field` (what to send
+        instead) when this server cannot encode text."""
+        if features is not None:
+            return features
+        if self.accepts_text:
+            return None
+        if self.demo is not None:
+            return self.demo.features(query)
+        raise DataError(
+            "this server cannot encode text (started without --clip): send query token features", field=field
+        )
 
     def _check_length(self, seconds: float, what: str, field: str) -> None:
         """`DataError` on `field` ("<what>; this server accepts at most N s") past `limits.max_video_s`."""
@@ -177,19 +248,23 @@ class MomentService:
             raise DataError(
                 f"this server cannot read videos (started without {needs}): send features", field="video"
             )
-        if text_features is None and not self.accepts_text:
-            raise DataError(
-                "this server cannot encode text (no --clip): send text_features", field="text_features"
-            )
+        text = self.query_tokens(query, text_features, "text_features")
         return self.predictor.predict(
-            query, source, text_features=text_features, duration=duration, max_moments=max_moments
+            query, source, text_features=text, duration=duration, max_moments=max_moments
         )
 
-    def search(self, query: str, top: int = 10, k_windows: int = 100) -> list[Any]:
-        """Ranked `SearchHit`s of the corpus index."""
+    def search(
+        self, query: str, top: int = 10, k_windows: int = 100, query_features: np.ndarray | None = None
+    ) -> list[Any]:
+        """Ranked `SearchHit`s of the corpus index for a sentence or its token features [L_t, D_t]."""
         if self.searcher is None:
             raise NoIndex("no corpus index on this server (start it with --index INDEX_DIR)")
-        return list(self.searcher.search(query, top=top, k_windows=k_windows))
+        feats = self.query_tokens(query, query_features, "query_features")
+        return list(
+            self.searcher.search(
+                None if feats is not None else query, query_feats=feats, top=top, k_windows=k_windows
+            )
+        )
 
     # ------------------------------------------------------------------ the queue
 
@@ -240,3 +315,34 @@ class MomentService:
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def check_backbones(predictor: Any, *, clip_given: bool, slowfast_given: bool) -> None:
+    """Refuse at start (before loading it) a backbone the checkpoint does not use."""
+    sources, text_source = list(predictor.video_sources), predictor.text_source
+    if clip_given and "clip_features" not in sources and text_source != "clip_text_features":
+        raise ConfigError(
+            f"this checkpoint uses neither CLIP video nor CLIP text features (video {sources}, text "
+            f"{text_source!r}): drop --clip",
+            key="--clip",
+        )
+    if slowfast_given and "slowfast_features" not in sources:
+        raise ConfigError(
+            f"this checkpoint does not use SlowFast features (video {sources})", key="--slowfast"
+        )
+
+
+def check_widths(predictor: Any) -> None:
+    """Refuse at start a CLIP whose widths are not the ones the checkpoint was trained on (otherwise
+    every request using it would fail)."""
+    sources, text_source = list(predictor.video_sources), predictor.text_source
+    if predictor.clip is not None and "clip_features" in sources:
+        dim = predictor.video_dims[sources.index("clip_features")]
+        if int(predictor.clip.embed_dim) != dim:
+            raise ConfigError(
+                f"this CLIP gives {predictor.clip.embed_dim}-d image features, the checkpoint was trained "
+                f"on {dim}-d clip_features",
+                key="--clip",
+            )
+    if predictor.clip is not None and text_source == "clip_text_features":
+        predictor.encode_query("a")  # CheckpointError naming both widths when they differ

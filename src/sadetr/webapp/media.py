@@ -1,19 +1,55 @@
-"""Videos for the browser: keep what Chromium/Firefox play, transcode the rest to VP8 WebM (PyAV).
+"""Videos for the browser: which files the app may show, and making them playable.
 
-No ffmpeg binary is needed (PyAV bundles the codecs). Audio is dropped on transcoding: the app
-shows moments, it is not a media player.
+`allowed_videos` is the app's allow-list: the exact video files it was given, resolved; nothing else
+of their folders. `browser_playable` keeps what Chromium/Firefox play and transcodes the rest to VP8
+WebM (PyAV: no ffmpeg binary is needed). Audio is dropped on transcoding: the app shows moments, it is
+not a media player.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
+from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
 
 from sadetr.atomic import atomic_path
+from sadetr.errors import ConfigError
+from sadetr.video.decode import VIDEO_SUFFIXES
+
+log = logging.getLogger(__name__)
 
 PLAYABLE = {(".mp4", "h264"), (".mp4", "av1"), (".webm", "vp8"), (".webm", "vp9"), (".webm", "av1"),
             (".ogg", "theora")}  # fmt: skip
+
+
+def allowed_videos(folder: Path | None = None, files: Sequence[Path] = ()) -> dict[str, Path]:
+    """The videos the app may show, by file stem (an index's video ids are stems), as resolved paths.
+
+    From `folder`: its video files (by suffix, not its subfolders) whose resolved path stays inside
+    the resolved folder; a symlink that leads out of it is skipped with a warning, so that it cannot
+    make another folder's file servable. `files` (named one by one, e.g. `--video`) are taken as
+    resolved; a missing one is a `ConfigError`. Only these exact files are handed to the web server,
+    never their folders.
+    """
+    found: dict[str, Path] = {}
+    if folder is not None:
+        root = folder.resolve()
+        for p in sorted(folder.iterdir()):
+            if p.suffix.lower() not in VIDEO_SUFFIXES:
+                continue
+            real = p.resolve()
+            if not real.is_relative_to(root):
+                log.warning("skipped %s: a link to %s, outside %s", p, real, folder)
+                continue
+            if real.is_file():
+                found[p.stem] = real
+    for f in files:
+        if not Path(f).is_file():
+            raise ConfigError(f"no such file {f}", key="--video")
+        found[Path(f).stem] = Path(f).resolve()
+    return found
 
 
 def video_codec(path: Path) -> str:

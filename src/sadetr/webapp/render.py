@@ -26,6 +26,13 @@ CSS = """
 """
 
 
+SCORE_NOTE = (
+    "Each hit shows its **log score** = α(s − 1) + ln q ≤ 0 (0 is a perfect match; each unit lower is a "
+    "factor e less), the **cosine** s of the sentence and the video window, and the **quality** q in "
+    "[0, 1], the model's estimate of the moment's overlap with the truth."
+)
+
+
 def fmt_time(seconds: float) -> str:
     """m:ss.s
 
@@ -64,8 +71,18 @@ def moments_html(pred: dict[str, Any], top_k: int = 10) -> str:
     )
 
 
+def hit_scores(hit: Any) -> str:
+    """The readable scores of a corpus hit (docs/corpus.md "Score fusion").
+
+    >>> from types import SimpleNamespace as H
+    >>> hit_scores(H(log_score=-61.234, retrieval_score=0.4, quality=0.8))
+    'log score -61.2 · cosine 0.40 · quality 0.80'
+    """
+    return f"log score {hit.log_score:.1f} · cosine {hit.retrieval_score:.2f} · quality {hit.quality:.2f}"
+
+
 def hits_html(hits: Sequence[Any], thumbs: Sequence[bytes] = ()) -> str:
-    """Corpus hits (objects with video, start, end, score): thumbnail, video id, time range, score, Play."""
+    """Corpus hits (`SearchHit`s): thumbnail, video id, time range, readable scores, Play."""
     if not hits:
         return '<p class="sadetr-empty">No hits.</p>'
     rows = []
@@ -79,7 +96,7 @@ def hits_html(hits: Sequence[Any], thumbs: Sequence[bytes] = ()) -> str:
         rows.append(
             f'<div class="sadetr-hit" data-hit="{i}" data-video="{html.escape(str(hit.video))}" '
             f'data-start="{hit.start:.3f}">{img}<div><b>{html.escape(str(hit.video))}</b> '
-            f"{fmt_time(hit.start)}–{fmt_time(hit.end)} · score {hit.score:.3f}<br>"
+            f"{fmt_time(hit.start)}–{fmt_time(hit.end)} · {html.escape(hit_scores(hit))}<br>"
             f'<button data-hit="{i}">Play</button></div></div>'
         )
     return "".join(rows)

@@ -4,6 +4,10 @@ All model work goes through the service's queue (`MomentService.call`), shared w
 in this process. Offline: system fonts only, no share link, no analytics, no server-side rendering
 (no Node), no hub. The player seeks in the browser: a click on a moment sets `currentTime` of the
 `<video>` in `#sadetr-player` (One video) or, after loading the hit's video, in `#sadetr-library-player`.
+A tab is shown only when this configuration can answer it (`plan.AppPlan`), and the page says at the
+top what the app can and cannot do. On the synthetic demo
+(`--demo`) the Library takes the demo's own sentences (typed or picked) and plays a placeholder video.
+The web server may serve only the exact video files the app shows (`media.allowed_videos`).
 """
 
 from __future__ import annotations
@@ -11,7 +15,6 @@ from __future__ import annotations
 import io
 import logging
 from collections import OrderedDict
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +22,9 @@ import gradio as gr
 
 from sadetr.errors import SadetrError
 from sadetr.serve.service import MomentService
-from sadetr.video.decode import VIDEO_SUFFIXES
 from sadetr.webapp.media import browser_playable
+from sadetr.webapp.placeholder import placeholder_video
+from sadetr.webapp.plan import AppPlan
 from sadetr.webapp.render import CSS, hits_html, moments_html
 
 log = logging.getLogger(__name__)
@@ -71,13 +75,6 @@ def offline_theme() -> gr.themes.Base:
     )
 
 
-def find_videos(folder: Path | None) -> dict[str, Path]:
-    """Video files of `folder` by stem (the video ids of an index are file stems)."""
-    if folder is None:
-        return {}
-    return {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file()}
-
-
 class App:
     """State of one app process: the service, the videos to choose from, a cache of encoded videos."""
 
@@ -86,6 +83,8 @@ class App:
         self.videos = videos
         self.cache_dir = cache_dir
         self.top_k = top_k
+        self.demo = service.demo
+        self.plan = AppPlan(service)
         self._features: OrderedDict[tuple[str, int], Any] = OrderedDict()  # touched on the model thread only
 
     def _encode(self, path: Path) -> Any:
@@ -99,6 +98,15 @@ class App:
 
     def _analyse(self, path: Path, query: str) -> dict[str, Any]:  # on the model thread
         return self.service.moments(query, features=self._encode(path))
+
+    def video_file(self, video_id: str) -> Path | None:
+        """The file to play for a library video: one of the app's videos, the demo's placeholder, or None."""
+        if video_id in self.videos:
+            return self.videos[video_id]
+        searcher = self.service.searcher
+        if self.demo is not None and searcher is not None and video_id in searcher.videos:
+            return placeholder_video(video_id, searcher.duration(video_id), self.cache_dir)
+        return None
 
     # ------------------------------------------------------------------ handlers
 
@@ -128,7 +136,7 @@ class App:
         status = f"{min(n, self.top_k)} of {n} moments in {pred['duration']:.1f} s · click one to jump there"
         return moments_html(pred, self.top_k), Image.open(io.BytesIO(png)), status
 
-    def search(self, query: str) -> tuple[str, list[tuple[str | None, float]]]:
+    def search(self, query: str) -> tuple[str, list[tuple[str, float]]]:
         from sadetr.viz import thumbnails
 
         try:
@@ -138,25 +146,29 @@ class App:
             raise gr.Error(str(err)) from None
         thumbs = []
         for hit in hits:
-            path = self.videos.get(hit.video)
+            path = self.videos.get(hit.video)  # the demo's placeholders have nothing to show
             try:
                 thumbs.append(thumbnails(path, [(hit.start, hit.end)])[0] if path else b"")
             except Exception:  # a thumbnail is decoration: an unreadable file shows none
                 log.warning("no thumbnail for %s", hit.video, exc_info=True)
                 thumbs.append(b"")
-        state = [
-            (str(self.videos[h.video]) if h.video in self.videos else None, float(h.start)) for h in hits
-        ]
-        return hits_html(hits, thumbs), state
+        return hits_html(hits, thumbs), [(h.video, float(h.start)) for h in hits]
 
-    def play(self, state: list[tuple[str | None, float]], evt: gr.EventData) -> tuple[str | None, float]:
+    def play(self, state: list[tuple[str, float]], evt: gr.EventData) -> tuple[str | None, float]:
         index = int(getattr(evt, "hit", -1))
         if not 0 <= index < len(state):
             raise gr.Error("no such hit")
-        path, start = state[index]
+        video_id, start = state[index]
+        path = self.video_file(video_id)
         if path is None:
             raise gr.Error("this video's file is not in --videos")
-        return self.playable(path), start
+        return self.playable(str(path)), start
+
+    def pick(self, query: str | None) -> tuple[str, str, list[tuple[str, float]]]:
+        """A demo sentence picked from the list: it fills the search box and is searched."""
+        if not query:
+            return "", "", []
+        return (query, *self.search(query))
 
     # ------------------------------------------------------------------ layout
 
@@ -164,10 +176,12 @@ class App:
         # uploads in Gradio's cache are deleted an hour after upload (checked every 30 min)
         with gr.Blocks(title="sadetr", analytics_enabled=False, delete_cache=(1800, 3600)) as demo:
             gr.Markdown("## sadetr: find moments in videos")
+            gr.Markdown(self.plan.intro(), elem_id="sadetr-intro")
             with gr.Tabs():
-                with gr.Tab("One video"):
-                    self._one_video_tab()
-                if self.service.searcher is not None:
+                if self.plan.can_analyse:
+                    with gr.Tab("One video"):
+                        self._one_video_tab()
+                if self.plan.can_search:
                     with gr.Tab("Library"):
                         self._library_tab()
         return demo
@@ -202,7 +216,15 @@ class App:
         state = gr.State([])
         with gr.Row():
             with gr.Column(scale=1):
-                query = gr.Textbox(label="Search all videos", elem_id="sadetr-library-query")
+                label = "Search all videos" + (
+                    " (one of the synthetic demo's sentences)" if self.demo else ""
+                )
+                query = gr.Textbox(label=label, elem_id="sadetr-library-query")
+                if self.demo is not None:
+                    sentences = list(dict.fromkeys(q.query for q in self.demo.queries))
+                    pick = gr.Dropdown(
+                        choices=sentences, value=None, label="or pick one", elem_id="sadetr-demo-query"
+                    )
                 go = gr.Button("Search", variant="primary")
                 hits = gr.HTML("", elem_id="sadetr-hits", js_on_load=HIT_ON_CLICK)
             with gr.Column(scale=1):
@@ -210,6 +232,8 @@ class App:
                 start = gr.Number(visible="hidden", value=0.0)
         for event in (go.click, query.submit):
             event(self.search, inputs=query, outputs=[hits, state])
+        if self.demo is not None:
+            pick.input(self.pick, inputs=pick, outputs=[query, hits, state])
         hits.click(self.play, inputs=state, outputs=[player, start]).then(
             None, inputs=start, outputs=None, js=SEEK_LIBRARY
         )
@@ -218,18 +242,17 @@ class App:
 def launch(
     service: MomentService,
     *,
-    videos: Sequence[Path] | dict[str, Path] = (),
-    video_dir: Path | None = None,
+    videos: dict[str, Path],
     cache_dir: Path,
     host: str = "127.0.0.1",
     port: int = 7860,
     top_k: int = 10,
 ) -> None:
-    """Build and serve the app until interrupted (blocking)."""
-    found = find_videos(video_dir)
-    found.update({Path(p).stem: Path(p) for p in videos} if not isinstance(videos, dict) else videos)
-    app = App(service, found, cache_dir, top_k)
-    allowed = sorted({str(p.resolve().parent) for p in found.values()} | {str(cache_dir.resolve())})
+    """Build and serve the app until interrupted (blocking); `videos` (`media.allowed_videos`) are the
+    only files of the machine the web server may hand out, besides what the app itself makes."""
+    app = App(service, videos, cache_dir, top_k)
+    app.plan.check_usable()
+    print(app.plan.intro().replace("**", ""), flush=True)
     app.blocks().queue(default_concurrency_limit=4).launch(
         server_name=host,
         server_port=port,
@@ -240,7 +263,7 @@ def launch(
         mcp_server=False,
         theme=offline_theme(),
         css=CSS,
-        allowed_paths=allowed,
+        allowed_paths=sorted(str(p) for p in videos.values()),
         max_file_size=service.limits.max_upload_bytes,
         footer_links=[],
         show_error=True,
