@@ -26,7 +26,7 @@ TRAIN = ["train.epochs=12", "train.eval_every=12", "train.progress=false", "trai
 # Observed (seed 2018, this budget): full model R1@0.5 = 38 (30 after 300 steps) vs. constant 13 /
 # random 4; HL-min-VeryGood-mAP 40 vs. random 9.5.
 # Baseline (a) (table4.a: learnable anchors, DAB-like decoder, no L_init / Gaussian mask / span enhance /
-# DN / FA) in the same 600 steps, with two test-only settings (docs/training.md "Baseline (a)"):
+# DN / FA) in the same 600 steps, with two test-only settings (docs/research/synthetic-learning.md):
 # - w_q = 10 (Table 9's value for Charades-STA/TACoS; QVHighlights uses 1). Its queries are input-
 #   independent for the first few hundred steps, so most have IoU ~0 with the GT; with w_q = 1 the L1 quality
 #   loss (eq 8) drives q to that median, ~1e-3, where the sigmoid saturates and the quality stays flat after
@@ -34,8 +34,8 @@ TRAIN = ["train.epochs=12", "train.eval_every=12", "train.progress=false", "trai
 #   the val queries, the quality-ranked top-1 for 12%).
 # - dropout 0 (also on the inputs): with 0.1 / 0.5 the spans leave the constant solution later (R1@0.5 14
 #   at 600 steps). Observed with both: R1@0.5 = 38 (21 after 300 steps).
-# - eq 8 as the plain mean (`loss.quality_balance=none`, NOTES.md's reading): the setting these
-#   observations were made with; with the measured default `iou_bins` on top of w_q = 10, baseline (a)
+# - eq 8 as the plain mean (`loss.quality_balance=none`, the paper recipe's reading): the setting these
+#   observations were made with; with the tuned recipe's `iou_bins` on top of w_q = 10, baseline (a)
 #   stayed at R1@0.5 10 in this budget (2026-11-26).
 BASELINE_A = [
     "loss.quality_matched_weight=10.0",

@@ -1,6 +1,6 @@
 """Which loss drives which part of the model: per-loss-group gradient norms of checkpoints on train batches.
 
-The "which loss stalls" diagnosis of issue 11 (docs/model.md, sixth round). For each checkpoint, on the first
+The diagnosis of docs/research/loss-gradients.md. For each checkpoint, on the first
 `--batches` training batches of its own config (batch size and order fixed, train mode, dropout and the
 denoising draw seeded), the eq 10 terms are grouped:
 

@@ -1,7 +1,7 @@
 """What SA-DETR's queries do: ranking, width, spread and gate statistics of checkpoints on a split.
 
-The diagnosis of issue 11 (docs/model.md "Readings"): for each checkpoint, on the validation split of its
-own config, one forward in eval mode, then per query (sample) and over the split:
+The diagnosis of docs/research/tuned-readings.md and decoder-start.md: for each checkpoint, on the
+validation split of its own config, one forward in eval mode, then per query (sample) and over the split:
 
 - `top1_iou>=0.5` / `best10_iou>=0.5` / `best10_iou>=0.7`: share of samples whose quality-ranked top-1
   window, or the best of the 10 windows, reaches that IoU with a GT window (ranking vs localisation);

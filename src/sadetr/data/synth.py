@@ -119,7 +119,7 @@ PRESETS = {
     ),
     "charades": Preset("charades", 1.0, (2, 3), (1.0,), 7.3, 0.38, 0.6, (0, 1), 0.3, False, False, False, 75),
     "tacos": Preset("tacos", 2.0, (6, 10), (1.0,), 12.0, 0.8, 0.25, (1, 2), 0.0, False, False, True, 0),
-    # The convergence benchmark (docs/model.md "Convergence benchmark"): QVHighlights' shapes with 2-4
+    # For convergence comparisons (docs/data.md, docs/research/README.md): QVHighlights' shapes with 2-4
     # distractors (half share a queried noun), weaker events and noisier clips, so that a DETR needs many
     # epochs to leave the dataset-mean solution.
     "qvhighlights_hard": Preset(
