@@ -178,7 +178,7 @@ def test_build_denoiser_reads_config() -> None:
 @pytest.mark.parametrize("center_scale, scale", [("width", 0.2), ("center", 0.8)])
 def test_center_noise_scale_by_hand(center_scale: str, scale: float) -> None:
     # The two readings of 3.3's centre rule on GT (c, w) = (0.8, 0.2) with the magnitude pinned to σ = 0.1
-    # (low = high): width (NOTES.md) moves the centre by σ·w/2 = 0.01, center (the paper's "σc/2") by
+    # (low = high): width (DN-DETR) moves the centre by σ·w/2 = 0.01, center (the paper's "σc/2") by
     # σ·c/2 = 0.04; the width moves by σ·w = 0.02 in both. Far from the borders: no clamp.
     gt = torch.tensor([[0.8, 0.2]]).repeat(64, 1)
     noised = noise_spans(gt, 0.1, 0.1, torch.Generator().manual_seed(0), center_scale=center_scale)

@@ -1,4 +1,4 @@
-"""Reference test of the Multi Modal Align Encoder (paper 3.2, NOTES.md "3.2"), written out here:
+"""Reference test of the Multi Modal Align Encoder (paper 3.2, docs/readings.md "3.2"), written out here:
 
 - fusion: both directions through the same layers; positions are added to Q_v only (the video queries,
   fusion token g included), never to the text queries, keys or values;
