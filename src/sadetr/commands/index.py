@@ -35,7 +35,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--window", type=int, help="window length in clips (default: the training max_v_l)")
     p.add_argument("--stride", type=int, help="clips between window starts (default: window / 2)")
     p.add_argument(
-        "--kind", default="flat", choices=["flat", "hnsw", "ivfpq"], help="faiss index (default flat: exact)"
+        "--kind",
+        choices=["flat", "hnsw", "ivfpq"],
+        help="faiss index of a new index (default flat: exact); adding to an index keeps its kind",
     )
     p.add_argument("--remove", nargs="+", metavar="VID", help="remove these videos from the index instead")
     p.add_argument("--shards", type=Path, help="also export the index as Parquet shards into this folder")
