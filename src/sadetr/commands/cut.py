@@ -13,13 +13,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("video", type=Path, help="source video file")
     p.add_argument("--start", type=float, required=True, help="start, seconds")
     p.add_argument("--end", type=float, required=True, help="end, seconds")
-    p.add_argument("-o", "--output", type=Path, required=True, help="output .mp4 (written atomically)")
+    p.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        required=True,
+        help="output .mp4 | .m4v | .mov | .mkv | .avi, in an existing folder (written atomically)",
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from sadetr.corpus.clips import cut_clip
 
-    frames = cut_clip(args.video, args.start, args.end, args.output)
-    print(f"wrote {args.output} ({frames} frames, {args.start:g}-{args.end:g} s of {args.video})")
+    cut = cut_clip(args.video, args.start, args.end, args.output)
+    note = f"; the video ends before {args.end:g} s" if cut.end < args.end - 1e-9 else ""
+    print(f"wrote {args.output} ({cut.frames} frames, {cut.start:g}-{cut.end:g} s of {args.video}{note})")
     return 0
