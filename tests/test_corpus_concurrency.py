@@ -341,24 +341,25 @@ def test_nan_embeddings_are_never_committed(tmp_path: Path) -> None:
 # ------------------------------------------------------------------ a full disk
 
 
-@pytest.mark.parametrize("where", ["vectors", "faiss", "current"])
+@pytest.mark.parametrize("where", ["faiss", "current"])
 def test_a_full_disk_during_save_alpha_is_one_line_and_keeps_the_index(
     where: str, built: Path, synthetic_qvh: dict, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """faiss' own message for a full disk (measured on a full tmpfs), and a full disk when CURRENT is
+    switched (fsync)."""
     idx = Path(shutil.copytree(built, tmp_path / "idx"))
     before = snapshot(idx)
-    no_space = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     def fail(*args: object, **kwargs: object) -> None:
         if where == "faiss":
             raise RuntimeError(
-                "Error in void faiss::BufferedIOWriter: fwrite failed: No space left on device"
+                "Error in void faiss::write_index(const Index*, IOWriter*, int) at index_write.cpp:499: "
+                "Error: 'ret == (size * 4)' failed: write error in x.faiss: 65491 != 512000 "
+                "(No space left on device)"
             )
-        raise no_space
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    if where == "vectors":
-        monkeypatch.setattr(np, "save", fail)
-    elif where == "faiss":
+    if where == "faiss":
         monkeypatch.setattr(store._faiss(), "write_index", fail)
     else:
         monkeypatch.setattr(os, "fsync", fail)
@@ -373,3 +374,29 @@ def test_a_full_disk_during_save_alpha_is_one_line_and_keeps_the_index(
     assert read_state(idx)[0].manifest["alpha"] is None
     with writer_lock(idx).acquire():  # the failed writer released its lock
         pass
+
+
+def test_a_failed_write_during_save_alpha_keeps_the_index(
+    built: Path, synthetic_qvh: dict, tmp_path: Path
+) -> None:
+    """A real failed write: `evaluate-corpus --save-alpha` in a process whose file size limit
+    (RLIMIT_FSIZE, 4 kB) is below the size of the generation's vectors.npy."""
+    import resource
+    import signal
+
+    idx = Path(shutil.copytree(built, tmp_path / "idx"))
+    before = snapshot(idx)
+    assert (gen_size := (store.current_generation(idx) / "vectors.npy").stat().st_size) > 4096, gen_size
+
+    def limit() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+
+    argv = [sys.executable, "-m", "sadetr", "evaluate-corpus", "--index", str(idx)]
+    argv += ["--annotations", str(synthetic_qvh["val"]), "--text-features", str(synthetic_qvh["feat_root"])]
+    argv += ["--k-windows", "5", "--no-svmr", "--tune-alpha", "--save-alpha"]
+    run = subprocess.run(argv, preexec_fn=limit, env=env(), capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr
+    lines = [x for x in run.stderr.strip().splitlines() if not x.startswith("INFO")]
+    assert len(lines) == 1 and f"cannot write {idx}" in lines[0] and "File too large" in lines[0], run.stderr
+    assert snapshot(idx) == before

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from sadetr.atomic import atomic_path, atomic_write_text
+from sadetr.atomic import atomic_path, atomic_write_text, library_write_error
 from sadetr.corpus.manifest import (
     FORMAT,
     KINDS,
@@ -225,12 +225,22 @@ def _clean_staging(index_dir: Path) -> None:
 
 
 def _write_error(gen: Path, err: BaseException) -> OutputError:
+    """One line for a failed generation write: an OSError (ENOSPC from Python's writes) or SQLite's
+    "database or disk is full"."""
     no_space = isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT)
-    no_space |= "full" in str(err).lower() or "No space" in str(err)
-    why = (
-        "no space left on device" if no_space else str(getattr(err, "strerror", None) or err).splitlines()[0]
-    )
+    no_space |= isinstance(err, sqlite3.Error) and "disk is full" in str(err)
+    why = str(getattr(err, "strerror", None) or err).splitlines()[0]
+    why = "no space left on device" if no_space else why
     return OutputError(f"cannot write {gen}: {why}; the index is unchanged (its live generation is intact)")
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    """`np.save` through a Python file, so that a failed write is an OSError with its errno (np.save's
+    own C writes report a full disk as "N requested and M written", without one)."""
+    array = np.ascontiguousarray(array)
+    with path.open("wb") as fh:
+        np.lib.format.write_array_header_1_0(fh, np.lib.format.header_data_from_array_1_0(array))
+        fh.write(array.reshape(-1).view(np.uint8).data)  # [N * d * 4] bytes, no copy
 
 
 def write_state(index_dir: Path, state: IndexState, index: Any = None) -> Path:
@@ -256,14 +266,14 @@ def write_state(index_dir: Path, state: IndexState, index: Any = None) -> Path:
     staging = index_dir / f".{gen.name}.staging"
     try:
         staging.mkdir()
-        np.save(staging / "vectors.npy", np.ascontiguousarray(vectors, dtype=np.float32))
+        _save_npy(staging / "vectors.npy", vectors.astype(np.float32, copy=False))
         _write_sqlite(staging / "meta.sqlite", state.table)
         if index is None:
             index = build_faiss(vectors, state.manifest["kind"])
         try:
             faiss.write_index(index, str(staging / "index.faiss"))
         except RuntimeError as err:  # faiss reports a failed fwrite (full disk) as a RuntimeError
-            raise OSError(errno.EIO, str(err).strip().splitlines()[-1]) from None
+            raise library_write_error(err, staging) from None
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
         staging.rename(gen)
     except (OSError, sqlite3.Error) as err:
