@@ -86,7 +86,7 @@ def read_shards(out_dir: Path) -> tuple[np.ndarray, list[str], np.ndarray, np.nd
     where = Path(out_dir) / "_manifest.json"
     try:
         names = json.loads(read_user_text(where, "shard manifest")).get("shards")
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         raise DataError("not a shard manifest (JSON object with a 'shards' list)", path=where) from None
     if not isinstance(names, list) or not names:
         raise DataError(f"must be a non-empty list of shard names, got {names!r}", path=where, field="shards")

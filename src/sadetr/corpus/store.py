@@ -341,7 +341,7 @@ def _read_generation(gen: Path) -> tuple[IndexState, Any]:
     mpath, vpath, spath, fpath = (safe_child(gen, name, field=name) for name in _FILES)
     try:
         raw = json.loads(mpath.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, RecursionError) as err:  # RecursionError: "[[[[..." nested too deep
         raise refuse(mpath, "manifest.json", f"unreadable ({type(err).__name__})") from None
     manifest = check_manifest(raw, mpath)
     rows, dim = manifest["num_windows"], manifest["dim"]
