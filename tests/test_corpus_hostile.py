@@ -163,6 +163,23 @@ def test_index_names_stay_inside_the_feature_root(
     assert current_generation(out) is None  # nothing committed
 
 
+@pytest.mark.parametrize(("key", "value"), [("text_source", "../../text"), ("video_sources", ["/x", "clip"])])
+def test_feature_source_names_from_a_checkpoint_stay_inside_the_feature_root(
+    key: str, value: object, tiny_checkpoint: Path, synthetic_qvh: dict, tmp_path: Path, capsys
+) -> None:
+    import torch
+
+    from sadetr.safe_load import load_weights
+
+    state = load_weights(tiny_checkpoint, "checkpoint")
+    state["features"] = {**state["features"], key: value}
+    hostile = tmp_path / "hostile.ckpt"
+    torch.save(state, hostile)
+    argv = ["index", "--checkpoint", str(hostile), "--features", str(synthetic_qvh["feat_root"])]
+    one_line_error(capsys, [*argv, "--out", str(tmp_path / "idx")], f"{key}:", "leads outside")
+    assert not (tmp_path / "idx" / "CURRENT").exists()
+
+
 def test_clip_names_from_the_index_stay_inside_their_folders(tmp_path: Path) -> None:
     from sadetr.corpus.clips import find_video
 

@@ -19,7 +19,7 @@ from sadetr.corpus.search import Candidates, CorpusSearcher, SearchHit
 from sadetr.data.annotations import read_annotations
 from sadetr.data.features import TEXT_KEY, load_feature_file
 from sadetr.errors import DataError
-from sadetr.paths import safe_child
+from sadetr.paths import check_relative, safe_child
 
 ALPHAS = (0.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0)
 TOP = 100  # moments kept per query (the largest k of the metrics)
@@ -56,7 +56,8 @@ def read_split(path: Path) -> list[dict]:
 def query_path(searcher: CorpusSearcher, text_root: Path, g: dict) -> Path:
     """`<text_root>/<text_source>/qid{qid}.npz` of the query `g`; a qid (or a symlink) leading out of
     that folder is a `DataError` naming the annotation file and line."""
-    folder = Path(text_root) / searcher.model.pipeline["text_source"]
+    source = check_relative(searcher.model.pipeline["text_source"], field="text_source", root=text_root)
+    folder = Path(text_root) / source
     return safe_child(folder, f"qid{g['qid']}.npz", field="qid", path=g.get("file"), line=g.get("line"))
 
 

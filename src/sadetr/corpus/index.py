@@ -152,6 +152,7 @@ def _build_locked(
             )
         window, stride, kind = old_w, old_s, old_kind
     window, stride = windowing(window, stride)
+    store = feature_store(pipe, feat_root)  # checks the source names before any folder is listed
     if videos is None:
         videos = library_videos(pipe, feat_root)
         if not videos and existing is None:
@@ -159,7 +160,6 @@ def _build_locked(
             raise CorpusIndexError(f"{feat_root}: empty library (no {sources} feature files *.npz)")
     have = set(existing.table.videos) if existing is not None else set()
     todo = [v for v in dict.fromkeys(videos) if v not in have]
-    store = feature_store(pipe, feat_root)
     for vid in todo:  # every name proven inside feat_root (no '..', no symlink out) before any work
         store.video_paths(vid)
     cache = partial_dir(out_dir, f"{sha[:16]}-w{window}-s{stride}")
