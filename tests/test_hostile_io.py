@@ -269,6 +269,18 @@ def test_training_names_stay_inside_feat_root_in_every_mode(
     assert not (tmp_path / "run" / "last.ckpt").exists()
 
 
+@pytest.mark.parametrize(("field", "value"), [("vid", "../../x"), ("qid", "a/../../../x")])
+def test_predict_reads_features_only_inside_feat_root(
+    field: str, value: str, tiny_checkpoint: Path, synthetic_qvh: dict, tmp_path: Path, capsys
+) -> None:
+    record = {**json.loads(synthetic_qvh["val"].read_text().splitlines()[0]), field: value}
+    ann = tmp_path / "split.jsonl"
+    ann.write_text(json.dumps(record) + "\n")
+    argv = ["predict", "--checkpoint", str(tiny_checkpoint), "--data", str(ann), "--out", str(tmp_path / "p")]
+    expect_one_line_error(capsys, argv, f"{ann}:1: {field}:", "leads outside")
+    assert not (tmp_path / "p").exists()
+
+
 @pytest.mark.parametrize("key", ["data.text_source", "data.video_sources"])
 def test_feature_source_names_stay_inside_feat_root(
     key: str, synthetic_qvh: dict, tmp_path: Path, capsys: pytest.CaptureFixture
