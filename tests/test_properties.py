@@ -401,3 +401,37 @@ def test_index_window_rows_raise_only_sadetr_errors(row: tuple) -> None:
     if window is not None:
         _, start, n, t0, t1 = window
         assert start >= 0 and n >= 1 and start + n <= 10 and 0 <= t0 < t1 <= 20.0
+
+
+window_values = (
+    st.integers(-2, 12) | st.floats(-1, 25) | st.sampled_from([float("nan"), float("inf"), "3", None, 2**70])
+)
+window_rows = st.lists(
+    st.tuples(st.booleans(), st.sampled_from(["a", "b", "x", 3]), *[window_values] * 4), max_size=5
+).map(lambda rows: [(i if right_id else i + 7, *rest) for i, (right_id, *rest) in enumerate(rows)])
+
+
+@SETTINGS
+@given(rows=window_rows)
+@example(rows=[(0, "a", 0, 4, 0.0, 8.0), (1, "b", 6, 4, 12.0, 20.0)])  # valid, the last at the end
+@example(rows=[(0, "a", 0, 4, 0.0, 8.0), (1, "b", 7, 4, 14.0, 20.0)])  # clips 7..11 of 10
+@example(rows=[(0, "a", 0, 4, 8.0, 8.0)])  # t0 == t1
+@example(rows=[(0, "a", 0, 4, -0.5, 8.0)])
+@example(rows=[(0, "a", 0, 0, 0.0, 8.0)])
+@example(rows=[(0, "a", 0, 4, 0.0, 20.5)])  # past the duration
+@example(rows=[(1, "a", 0, 4, 0.0, 8.0)])
+def test_index_window_table_column_check_agrees_with_the_row_check(rows: list[tuple]) -> None:
+    """`check_windows` validates the columns with numpy; it accepts exactly the tables whose every row
+    `check_window` accepts (ids 0..N-1 in order), and names a bad row otherwise."""
+    from sadetr.corpus.manifest import check_window, check_windows
+
+    videos = {v: {"feat_root": "/f", "n_clips": 10, "duration": 20.0} for v in ("a", "b")}
+    path = Path("meta.sqlite")
+    by_row = all(
+        r[0] == i and _read_ok_or_sadetr(check_window, tuple(r[1:]), i, videos, path) is not None
+        for i, r in enumerate(rows)
+    )
+    columns = _read_ok_or_sadetr(check_windows, rows, videos, path)
+    assert (columns is not None) == by_row
+    if columns is not None:
+        assert columns[0] == [r[1] for r in rows] and columns[3] == [float(r[4]) for r in rows]

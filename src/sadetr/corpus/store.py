@@ -44,7 +44,7 @@ from sadetr.corpus.manifest import (
     check_manifest,
     check_vectors,
     check_videos,
-    check_window,
+    check_windows,
     refuse,
 )
 from sadetr.errors import OutputError, SadetrError
@@ -387,15 +387,7 @@ def _read_sqlite(path: Path) -> WindowTable:
         raise refuse(path, "meta.sqlite", f"unreadable metadata ({err})") from None
     table = WindowTable()
     table.videos = check_videos(videos, path)
-    for i, (wid, *row) in enumerate(rows):
-        if wid != i:
-            raise refuse(path, f"windows[{i}].id", f"window ids must be 0..N-1 in order, got {wid!r}")
-        vid, start, n, t0, t1 = check_window(tuple(row), i, table.videos, path)
-        table.video.append(vid)
-        table.start_clip.append(start)
-        table.n_clips.append(n)
-        table.t0.append(t0)
-        table.t1.append(t1)
+    table.video, table.start_clip, table.n_clips, table.t0, table.t1 = check_windows(rows, table.videos, path)
     return table
 
 
