@@ -51,7 +51,7 @@ def _named_videos(spec: str) -> tuple[list[Path] | None, list[str]]:
     """(video files, []) when `spec` names videos (a folder, a video, a list of video paths), else
     (None, the video ids of the text file `spec`, one a line); the list file is read once."""
     from sadetr.errors import DataError
-    from sadetr.paths import read_user_text
+    from sadetr.paths import check_relative, read_user_text
     from sadetr.video.decode import VIDEO_SUFFIXES
     from sadetr.video.extract import list_videos
 
@@ -64,7 +64,13 @@ def _named_videos(spec: str) -> tuple[list[Path] | None, list[str]]:
     lines = [x.strip() for x in raw if x.strip()]
     if lines and all(Path(x).suffix.lower() in VIDEO_SUFFIXES for x in lines if not x.startswith("#")):
         return list_videos(path), []
-    return None, [x.strip() for x in raw if x.strip() and not x.startswith("#")]
+    ids = []
+    for n, line in enumerate(
+        raw, start=1
+    ):  # an id becomes <features>/<source>/<id>.npz: no '..', not absolute
+        if line.strip() and not line.startswith("#"):
+            ids.append(check_relative(line.strip(), field="vid", path=path, line=n))
+    return None, ids
 
 
 def _extract(args: argparse.Namespace, files: list[Path]) -> tuple[list[str], float]:
