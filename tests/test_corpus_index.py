@@ -16,6 +16,26 @@ from sadetr.corpus.store import CorpusIndexError, build_faiss, faiss_search, rea
 from sadetr.errors import FeatureError
 
 W, S = 20, 10  # small windows: a 75-clip synthetic video gives 7 overlapping windows
+PIPELINE = {
+    "video_sources": ["clip_features"],
+    "video_dims": [512],
+    "text_source": "clip_text_features",
+    "video_dim": 514,
+    "text_dim": 512,
+    "clip_len": 2.0,
+    "normalize_video": True,
+    "normalize_text": True,
+    "use_tef": True,
+    "max_v_l": 75,
+    "max_q_l": 32,
+}
+
+
+def toy_manifest(kind: str = "flat", dim: int = 16, alpha: float | None = None) -> dict:
+    """A valid manifest for hand-made states (no checkpoint behind it)."""
+    from sadetr.corpus.manifest import new_manifest
+
+    return new_manifest("/m/best.ckpt", "0" * 64, dict(PIPELINE), 8, 4, kind, dim, alpha)
 
 
 def _val_videos(data: dict) -> list[str]:
@@ -105,7 +125,7 @@ def test_add_remove_and_resume_keep_the_index_consistent(tiny_checkpoint, synthe
             tiny_checkpoint, feat, resumed, videos=vids, window=W, stride=S, on_video=stop_after_three
         )
     assert not (resumed / "CURRENT").exists()  # nothing committed
-    cached = list((resumed / "partial").glob("*/*.npy"))
+    cached = list((resumed / "partial").glob("*/*.npz"))
     assert len(cached) == 3
     build_index(tiny_checkpoint, feat, resumed, videos=vids, window=W, stride=S)
     _same(full, resumed)
@@ -125,7 +145,7 @@ def test_a_failed_build_leaves_the_previous_index_usable(tiny_checkpoint, synthe
     searcher = CorpusSearcher.open(idx)
     assert searcher.num_windows == len(before) and sorted(searcher.videos) == vids[:3]
     # the videos embedded before the failure are kept for the next run (resume)
-    assert len(list((idx / "partial").glob("*/*.npy"))) == 1  # vids[3] (vids[:3] are indexed)
+    assert len(list((idx / "partial").glob("*/*.npz"))) == 1  # vids[3] (vids[:3] are indexed)
 
 
 def test_bad_input_is_one_clear_error(tiny_checkpoint, synthetic_qvh, tmp_path) -> None:
@@ -209,7 +229,7 @@ def test_set_alpha_commits_the_manifest_and_keeps_the_faiss_index(
     for i in range(300):
         table.append(f"v{i // 10}", i % 10, 1, 2.0, 20.0)
     table.videos = {f"v{k}": {"feat_root": "/f", "n_clips": 10, "duration": 20.0} for k in range(30)}
-    before = store.write_state(tmp_path, store.IndexState({"kind": "hnsw", "alpha": None}, vectors, table))
+    before = store.write_state(tmp_path, store.IndexState(toy_manifest(kind="hnsw", dim=16), vectors, table))
     faiss_bytes = (before / "index.faiss").read_bytes()
 
     def no_rebuild(*_: object) -> None:

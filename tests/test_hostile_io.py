@@ -241,6 +241,55 @@ def test_feature_reads_stay_inside_feat_root(
     assert not (tmp_path / "run" / "last.ckpt").exists()
 
 
+@pytest.mark.parametrize("mode", ["error", "skip"])
+@pytest.mark.parametrize(("field", "value"), [("vid", "a/../../x"), ("qid", "/../../x"), ("qid", "symlink")])
+def test_training_names_stay_inside_feat_root_in_every_mode(
+    mode: str, field: str, value: str, synthetic_qvh: dict, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """A record's vid or qid (or a text feature file symlinked out of the root) is refused even when bad
+    samples are skipped: skipping is for broken data, not for reads outside the feature root."""
+    record = json.loads(synthetic_qvh["train"].read_text().splitlines()[0])
+    overrides = [f"data.on_bad_sample={mode}"]
+    if value == "symlink":
+        feats = tmp_path / "feats"
+        feats.mkdir()
+        for source in ("slowfast_features", "clip_features"):
+            (feats / source).symlink_to(synthetic_qvh["feat_root"] / source)
+        (feats / "clip_text_features").mkdir()
+        outside = tmp_path / "secret.npz"
+        np.savez(outside, last_hidden_state=np.ones((5, 512), np.float32))
+        (feats / "clip_text_features" / f"qid{record['qid']}.npz").symlink_to(outside)
+        overrides.append(f"data.feat_root={feats}")
+    else:
+        record[field] = value
+    ann = tmp_path / "train.jsonl"
+    ann.write_text(json.dumps(record) + "\n")
+    argv = _train_argv(synthetic_qvh, tmp_path / "run", f"data.train_path={ann}", *overrides)
+    expect_one_line_error(capsys, argv, f"{ann}:1: {field}:", "leads outside")
+    assert not (tmp_path / "run" / "last.ckpt").exists()
+
+
+@pytest.mark.parametrize(("field", "value"), [("vid", "../../x"), ("qid", "a/../../../x")])
+def test_predict_reads_features_only_inside_feat_root(
+    field: str, value: str, tiny_checkpoint: Path, synthetic_qvh: dict, tmp_path: Path, capsys
+) -> None:
+    record = {**json.loads(synthetic_qvh["val"].read_text().splitlines()[0]), field: value}
+    ann = tmp_path / "split.jsonl"
+    ann.write_text(json.dumps(record) + "\n")
+    argv = ["predict", "--checkpoint", str(tiny_checkpoint), "--data", str(ann), "--out", str(tmp_path / "p")]
+    expect_one_line_error(capsys, argv, f"{ann}:1: {field}:", "leads outside")
+    assert not (tmp_path / "p").exists()
+
+
+@pytest.mark.parametrize("key", ["data.text_source", "data.video_sources"])
+def test_feature_source_names_stay_inside_feat_root(
+    key: str, synthetic_qvh: dict, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    value = "../../etc" if key == "data.text_source" else "[slowfast_features, /etc/clip]"
+    argv = _train_argv(synthetic_qvh, tmp_path / "run", f"{key}={value}")
+    expect_one_line_error(capsys, argv, key.split(".")[1], "leads outside")
+
+
 # ------------------------------------------------------------------ extract: names, empty input
 
 

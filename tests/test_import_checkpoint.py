@@ -778,3 +778,182 @@ def test_imported_clip_only_model_predicts_on_a_raw_video(
     pred = predictor.predict("the dog", video)
     assert len(pred["pred_saliency_scores"]) == 3 and pred["clip_len"] == 2.0
     assert all(0 <= s < e <= 6.0 + 1e-6 for s, e, _ in pred["pred_relevant_windows"])
+
+
+# ------------------------------------------------------------------------------ hostile releases
+
+
+def _clip_only_release(path: Path, state_change=None, **opt_change) -> Path:
+    """A clip-only official Moment-DETR release with some `opt` fields or the state dict changed."""
+    state = random_state(public_moment_detr(vdim=514, **SMALL))
+    if state_change is not None:
+        state_change(state)
+    opt = official_opt(["features/clip_features"], 514)
+    for key, value in opt_change.items():
+        setattr(opt, key, value)
+    torch.save({"model": state, "opt": opt, "epoch": 3}, path)
+    return path
+
+
+def _cli_refusal(capsys, argv: list[str], *fragments: str) -> str:
+    from sadetr.cli import main
+
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+BAD_OPTIONS = [
+    ("clip_length", -2),
+    ("clip_length", 0),
+    ("clip_length", float("nan")),
+    ("clip_length", float("inf")),
+    ("clip_length", "2"),
+    ("max_v_l", 0),
+    ("max_v_l", -75),
+    ("max_v_l", float("nan")),
+    ("max_v_l", 7.5),
+    ("max_q_l", -1),
+    ("max_q_l", "32"),
+    ("nheads", "four"),
+    ("nheads", 0),
+    ("nheads", [4]),
+    ("dropout", 1.5),
+    ("dropout", "0.1"),
+    ("input_dropout", float("nan")),
+    ("dim_feedforward", "x"),
+    ("hidden_dim", -32),
+    ("num_queries", True),
+    ("enc_layers", "2"),
+    ("ctx_mode", 3),
+    ("dset_name", ["hl"]),
+    ("v_feat_dirs", "features/clip_features"),
+    ("v_feat_dirs", [3]),
+    ("use_txt_pos", "yes"),
+    ("no_norm_vfeat", "no"),
+]
+
+
+@pytest.mark.parametrize(("key", "value"), BAD_OPTIONS, ids=[f"{k}={v!r}" for k, v in BAD_OPTIONS])
+def test_refuses_an_option_of_the_wrong_type_or_range(
+    key: str, value: object, tmp_path: Path, capsys
+) -> None:
+    src = _clip_only_release(tmp_path / "r.ckpt", **{key: value})
+    out = tmp_path / "o.ckpt"
+    _cli_refusal(capsys, ["import-checkpoint", str(src), "--out", str(out)], f"opt.{key}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.ckpt"]
+
+
+@pytest.mark.parametrize("clip_len", ["nan", "inf", "-1", "0"])
+def test_refuses_a_bad_clip_len_option(clip_len: str, tmp_path: Path, capsys) -> None:
+    src = _clip_only_release(tmp_path / "r.ckpt")
+    argv = ["import-checkpoint", str(src), "--out", str(tmp_path / "o.ckpt"), "--clip-len", clip_len]
+    _cli_refusal(capsys, argv, "--clip-len")
+    assert not (tmp_path / "o.ckpt").exists()
+
+
+def _nan_weight(state: dict) -> None:
+    state["transformer.encoder.layers.1.linear2.weight"][0, 3] = float("nan")
+
+
+def _inf_bias(state: dict) -> None:
+    state["class_embed.bias"][0] = float("inf")
+
+
+def _int_key(state: dict) -> None:
+    state[7] = torch.zeros(3)
+
+
+def _query_embed(shape: tuple[int, ...]):
+    def change(state: dict) -> None:
+        state["query_embed.weight"] = torch.zeros(shape)
+
+    return change
+
+
+BAD_STATES = {
+    "nan_weight": (_nan_weight, "transformer.encoder.layers.1.linear2.weight", "NaN/Inf"),
+    "inf_bias": (_inf_bias, "class_embed.bias", "NaN/Inf"),
+    "int_key": (_int_key, "7", "not a string"),
+    "query_embed_width": (_query_embed((SMALL["nq"], SMALL["d"] + 1)), "query_embed.weight", "shape"),
+    "query_embed_1d": (_query_embed((SMALL["nq"],)), "query_embed.weight", "shape"),
+    "query_embed_0d": (_query_embed(()), "query_embed.weight", "shape"),
+    "query_embed_empty": (_query_embed((0, SMALL["d"])), "query_embed.weight", "query"),
+    "query_embed_3d": (_query_embed((SMALL["nq"], SMALL["d"], 1)), "query_embed.weight", "shape"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_STATES))
+def test_refuses_weights_it_cannot_trust(case: str, tmp_path: Path, capsys) -> None:
+    change, name, what = BAD_STATES[case]
+    src = _clip_only_release(tmp_path / "r.ckpt", state_change=change)
+    _cli_refusal(capsys, ["import-checkpoint", str(src), "--out", str(tmp_path / "o.ckpt")], name, what)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.ckpt"]
+
+
+def test_refuses_out_equal_to_the_source(tmp_path: Path, capsys) -> None:
+    src = _clip_only_release(tmp_path / "r.ckpt")
+    before = src.read_bytes()
+    (tmp_path / "link.ckpt").symlink_to(src)
+    (tmp_path / "sub").mkdir()
+    for out in (src, tmp_path / "link.ckpt", tmp_path / "sub" / ".." / "r.ckpt"):
+        _cli_refusal(
+            capsys, ["import-checkpoint", str(src), "--out", str(out)], "--out", "the file being imported"
+        )
+    assert src.read_bytes() == before
+
+
+def test_a_failed_write_during_import_is_one_line_and_writes_nothing(
+    tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """torch.save reports a full disk as a RuntimeError (measured on a full tmpfs: "[enforce fail at
+    inline_container.cc:672] . unexpected pos 704 vs 598"): one line, no file, no temp file."""
+    src = _clip_only_release(tmp_path / "r.ckpt")
+    out = tmp_path / "out" / "o.ckpt"
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
+
+    monkeypatch.setattr(torch, "save", full)
+    _cli_refusal(
+        capsys,
+        ["import-checkpoint", str(src), "--out", str(out)],
+        f"cannot write {out}",
+        "nothing was written",
+    )
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_a_file_size_limit_during_import_is_one_line_and_writes_nothing(tmp_path: Path) -> None:
+    """The same through a real failed write: a subprocess whose file size limit (RLIMIT_FSIZE) is below
+    the checkpoint's size."""
+    import resource
+    import signal
+    import subprocess
+
+    src = _clip_only_release(tmp_path / "r.ckpt")
+    out = tmp_path / "out"
+    out.mkdir()
+
+    def limit() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
+
+    env = {**__import__("os").environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    run = subprocess.run(
+        [sys.executable, "-m", "sadetr", "import-checkpoint", str(src), "--out", str(out / "o.ckpt")],
+        preexec_fn=limit,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"cannot write {out / 'o.ckpt'}" in lines[0], run.stderr
+    assert list(out.iterdir()) == []

@@ -285,3 +285,153 @@ def test_yaml_layer_that_is_not_utf8(data: bytes) -> None:
             compose_config(path)
     finally:
         path.unlink()
+
+
+# ----------------------------------------------------------------------------- corpus index manifest
+
+PIPELINE = {
+    "video_sources": ["slowfast_features", "clip_features"],
+    "video_dims": [2304, 512],
+    "text_source": "clip_text_features",
+    "video_dim": 2818,
+    "text_dim": 512,
+    "clip_len": 2.0,
+    "normalize_video": True,
+    "normalize_text": True,
+    "use_tef": True,
+    "max_v_l": 75,
+    "max_q_l": 32,
+}
+
+
+@pytest.fixture(scope="module")
+def corpus_index(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    """A valid index of 6 windows (2 videos, d=8) written by `store.write_state`, and its manifest."""
+    import numpy as np
+
+    from sadetr.corpus import store
+    from sadetr.corpus.manifest import new_manifest
+
+    table = store.WindowTable()
+    for vid in ("a", "b"):
+        for start in (0, 4, 6):
+            table.append(vid, start, 4, 2.0, 20.0)
+    table.videos = {v: {"feat_root": "/feats", "n_clips": 10, "duration": 20.0} for v in ("a", "b")}
+    vectors = np.eye(6, 8, dtype=np.float32)
+    manifest = new_manifest("/run/best.ckpt", "ab" * 32, dict(PIPELINE), 4, 2, "flat", 8, 5.0)
+    root = tmp_path_factory.mktemp("corpus_props") / "idx"
+    gen = store.write_state(root, store.IndexState(manifest, vectors, table))
+    return root, json.loads((gen / "manifest.json").read_text())
+
+
+def _read_index_with(root: Path, manifest_text: bytes) -> Any:
+    from sadetr.corpus.store import current_generation, read_state
+
+    gen = current_generation(root)
+    assert gen is not None
+    original = (gen / "manifest.json").read_bytes()
+    (gen / "manifest.json").write_bytes(manifest_text)
+    try:
+        return _read_ok_or_sadetr(read_state, root)
+    finally:
+        (gen / "manifest.json").write_bytes(original)
+
+
+def _assert_index_contract(result: Any) -> None:
+    """What an accepted index promises the searcher."""
+    import math
+
+    import numpy as np
+
+    from sadetr.corpus.manifest import KINDS
+
+    if result is None:
+        return
+    state, index = result
+    m = state.manifest
+    assert isinstance(m["window"], int) and 1 <= m["stride"] <= m["window"]
+    assert m["kind"] in KINDS and isinstance(m["checkpoint"], str) and m["checkpoint"]
+    assert m["alpha"] is None or (
+        not isinstance(m["alpha"], bool) and math.isfinite(m["alpha"]) and m["alpha"] >= 0
+    )
+    assert state.vectors.shape == (m["num_windows"], m["dim"]) == (index.ntotal, index.d)
+    assert np.isfinite(state.vectors).all() and len(state.table.videos) == m["num_videos"]
+    pipe = m["feature_pipeline"]
+    assert math.isfinite(pipe["clip_len"]) and pipe["clip_len"] > 0
+
+
+@SETTINGS
+@given(data=st.data())
+@example(data=None)  # the valid manifest itself is accepted
+def test_index_manifest_reader_raises_only_sadetr_errors(corpus_index: tuple[Path, dict], data: Any) -> None:
+    root, valid = corpus_index
+    if data is None:
+        manifest = valid
+    else:
+        manifest = data.draw(mutated_record(valid), label="manifest")
+        if data.draw(st.booleans(), label="mutate the pipeline"):
+            manifest["feature_pipeline"] = data.draw(mutated_record(PIPELINE), label="pipeline")
+    result = _read_index_with(root, json.dumps(manifest).encode())
+    _assert_index_contract(result)
+    if data is None:
+        assert result is not None
+
+
+@SETTINGS
+@given(text=st.binary(max_size=80) | st.text(max_size=80).map(str.encode))
+@example(text=b'{"format": "sadetr-corpus-index/1"}')
+@example(text=b"NaN")
+@example(text=b"[" * 5000)
+def test_index_manifest_reader_on_random_bytes(corpus_index: tuple[Path, dict], text: bytes) -> None:
+    assert _read_index_with(corpus_index[0], text) is None
+
+
+@SETTINGS
+@given(row=st.tuples(scalars, scalars, scalars, scalars, scalars))
+@example(row=("a", 0, 4, 0.0, 8.0))
+@example(row=("a", 6, 4, 12.0, 20.0))
+@example(row=("a", 7, 4, 14.0, 20.0))
+@example(row=("a", 0, 4, float("nan"), 8.0))
+def test_index_window_rows_raise_only_sadetr_errors(row: tuple) -> None:
+    """A metadata row as SQLite may hold it after a hand edit: any types and values."""
+    from sadetr.corpus.manifest import check_window
+
+    videos = {"a": {"feat_root": "/f", "n_clips": 10, "duration": 20.0}}
+    window = _read_ok_or_sadetr(check_window, row, 0, videos, Path("meta.sqlite"))
+    if window is not None:
+        _, start, n, t0, t1 = window
+        assert start >= 0 and n >= 1 and start + n <= 10 and 0 <= t0 < t1 <= 20.0
+
+
+window_values = (
+    st.integers(-2, 12) | st.floats(-1, 25) | st.sampled_from([float("nan"), float("inf"), "3", None, 2**70])
+)
+window_rows = st.lists(
+    st.tuples(st.booleans(), st.sampled_from(["a", "b", "x", 3]), *[window_values] * 4), max_size=5
+).map(lambda rows: [(i if right_id else i + 7, *rest) for i, (right_id, *rest) in enumerate(rows)])
+
+
+@SETTINGS
+@given(rows=window_rows)
+@example(rows=[(0, "a", 0, 4, 0.0, 8.0), (1, "b", 6, 4, 12.0, 20.0)])  # valid, the last at the end
+@example(rows=[(0, "a", 0, 4, 0.0, 8.0), (1, "b", 7, 4, 14.0, 20.0)])  # clips 7..11 of 10
+@example(rows=[(0, "a", 0, 4, 8.0, 8.0)])  # t0 == t1
+@example(rows=[(0, "a", 0, 4, -0.5, 8.0)])
+@example(rows=[(0, "a", 0, 0, 0.0, 8.0)])
+@example(rows=[(0, "a", 0, 4, 0.0, 20.5)])  # past the duration
+@example(rows=[(1, "a", 0, 4, 0.0, 8.0)])
+def test_index_window_table_column_check_agrees_with_the_row_check(rows: list[tuple]) -> None:
+    """`check_windows` validates the columns with numpy; it accepts exactly the tables whose every row
+    `check_window` accepts (ids 0..N-1 in order), and names a bad row otherwise."""
+    from sadetr.corpus.manifest import check_window, check_windows
+
+    videos = {v: {"feat_root": "/f", "n_clips": 10, "duration": 20.0} for v in ("a", "b")}
+    path = Path("meta.sqlite")
+    by_row = all(
+        r[0] == i and _read_ok_or_sadetr(check_window, tuple(r[1:]), i, videos, path) is not None
+        for i, r in enumerate(rows)
+    )
+    columns = _read_ok_or_sadetr(check_windows, rows, videos, path)
+    assert (columns is not None) == by_row
+    if columns is not None:
+        assert columns[0] == [r[1] for r in rows] and columns[3] == [float(r[4]) for r in rows]

@@ -3,7 +3,8 @@
 Readers see the old file or the new one, never a partial one. The temp file is fsynced before the
 rename and the folder after it, so that a power loss cannot leave a renamed but empty file.
 A write that fails (full disk, no permission) removes its temp file, leaves the previous target
-untouched and raises `OutputError` saying so. A killed writer leaves at most a hidden
+untouched and raises `OutputError` saying so (`library_write_error` turns the RuntimeError that torch.save
+and faiss raise for a failed write into the `OSError` this expects). A killed writer leaves at most a hidden
 `.<name>.<pid>-*.tmp` file; `clean_stale=True` removes those of dead processes before the next write
 of the same target. Standard library only, so the numpy-only evaluation can use it too.
 """
@@ -14,6 +15,7 @@ import errno
 import glob
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -67,6 +69,21 @@ def _fsync(path: str | os.PathLike[str], directory: bool = False) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def library_write_error(err: BaseException, folder: str | os.PathLike[str]) -> OSError:
+    """The `OSError` of a write that a library reported as another exception (torch.save: "[enforce fail
+    at inline_container.cc:672] . unexpected pos ..."; faiss: "... write error ... (No space left on
+    device)"): ENOSPC when it says so or when `folder`'s file system is (almost) full, else EIO with the
+    library's first line."""
+    text = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    try:
+        full = shutil.disk_usage(folder).free < 1 << 20
+    except OSError:
+        full = False
+    if full or "No space left" in str(err):
+        return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    return OSError(errno.EIO, f"write failed ({text[:200]})")
 
 
 def _output_error(path: Path, err: OSError) -> OutputError:

@@ -3,7 +3,8 @@
 A name read from a file (a `vid`, a `qid`, a video's stem) becomes a path only through `safe_child`,
 which proves that the result stays inside its root: no absolute names, no `..` components, and,
 after resolving symlinks, still below the (resolved) root. A root may itself be a symlink (a feature
-folder on another disk); what lies inside it may not point out of it.
+folder on another disk); what lies inside it may not point out of it. The names of such roots (a
+feature source read from a checkpoint) are checked lexically by `check_relative`.
 `ensure_out_dir` / `ensure_out_file` refuse an `--out` of the wrong kind with one line before a run
 starts, instead of a traceback (or lost work) when the first file is written. `read_user_text` reads a
 user's text file, turning unreadable or non-UTF-8 content into one line naming it.
@@ -38,9 +39,36 @@ def safe_child(
     sadetr.errors.DataError: a.jsonl:3: vid: '../../etc/x.npz' leads outside /data/feats (a '..' component)
     """
     root = Path(root)
+    check_relative(name, field=field, root=root, path=path, line=line)
+    child = root / PurePosixPath(name)
+    try:
+        real_root, real_child = root.resolve(), child.resolve()
+    except (OSError, RuntimeError):  # a symlink loop
+        raise DataError(f"{name!r} leads outside {root} (a symlink loop)", path, line, field) from None
+    if not real_child.is_relative_to(real_root):
+        raise DataError(f"{name!r} leads outside {root} (a symlink to {real_child})", path, line, field)
+    return child
+
+
+def check_relative(
+    name: object,
+    *,
+    field: str,
+    root: str | os.PathLike[str] | None = None,
+    path: str | os.PathLike[str] | None = None,
+    line: int | None = None,
+) -> str:
+    """`name` as a relative path that cannot climb out of the folder it is joined to: a non-empty
+    string, no NUL, not absolute, no `..` component. Lexical only: `safe_child` also resolves symlinks;
+    this alone is for names of folders that may themselves be symlinks (a feature source on another disk).
+
+    >>> check_relative("clip_features", field="video_sources")
+    'clip_features'
+    """
+    where = f"leads outside {root}" if root is not None else "must stay inside its folder"
 
     def refuse(why: str) -> DataError:
-        return DataError(f"{name!r} leads outside {root} ({why})", path=path, line=line, field=field)
+        return DataError(f"{name!r} {where} ({why})", path=path, line=line, field=field)
 
     if not isinstance(name, str) or not name:
         raise DataError(f"expected a non-empty name, got {name!r}", path=path, line=line, field=field)
@@ -50,14 +78,7 @@ def safe_child(
         raise refuse("an absolute path")
     if any(part == ".." for part in re.split(r"[/\\]", name)):
         raise refuse("a '..' component")
-    child = root / PurePosixPath(name)
-    try:
-        real_root, real_child = root.resolve(), child.resolve()
-    except (OSError, RuntimeError):  # a symlink loop
-        raise refuse("a symlink loop") from None
-    if not real_child.is_relative_to(real_root):
-        raise refuse(f"a symlink to {real_child}")
-    return child
+    return name
 
 
 def check_qid(value: object, *, path: str | os.PathLike[str] | None = None, line: int | None = None) -> str:

@@ -13,7 +13,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("video", type=Path, help="source video file")
     p.add_argument("--start", type=float, required=True, help="start, seconds")
     p.add_argument("--end", type=float, required=True, help="end, seconds")
-    p.add_argument("-o", "--output", type=Path, required=True, help="output .mp4 (written atomically)")
+    p.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        required=True,
+        help="output .mp4 | .m4v | .mov | .mkv | .avi, in an existing folder (written atomically)",
+    )
     p.set_defaults(func=run)
 
 
@@ -22,9 +28,8 @@ def run(args: argparse.Namespace) -> int:
 
     require("av", what="sadetr cut")
     from sadetr.corpus.clips import cut_clip
-    from sadetr.video.decode import probe
 
-    frames = cut_clip(args.video, args.start, args.end, args.output)
-    end = min(args.end, probe(args.video).duration)  # an --end past the video cuts to its end
-    print(f"wrote {args.output} ({frames} frames, {args.start:g}-{end:g} s of {args.video})")
+    cut = cut_clip(args.video, args.start, args.end, args.output)
+    note = f"; the video ends before {args.end:g} s" if cut.end < args.end - 1e-9 else ""
+    print(f"wrote {args.output} ({cut.frames} frames, {cut.start:g}-{cut.end:g} s of {args.video}{note})")
     return 0

@@ -58,7 +58,10 @@ def run(args: argparse.Namespace) -> int:
     from sadetr.corpus.index import set_alpha
     from sadetr.corpus.search import check_k
     from sadetr.engine.io import write_json
+    from sadetr.errors import ConfigError
 
+    if args.save_alpha and not args.tune_alpha:
+        raise ConfigError("--save-alpha stores the alpha --tune-alpha chooses: give both", "--save-alpha")
     searcher = CorpusSearcher.open(args.index, args.checkpoint, device=args.device)
     gt = read_split(args.annotations)
     k = check_k(args.k_windows, searcher)

@@ -47,7 +47,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="clips between window starts, at most --window (default: window / 2)",
     )
     p.add_argument(
-        "--kind", default="flat", choices=["flat", "hnsw", "ivfpq"], help="faiss index (default flat: exact)"
+        "--kind",
+        choices=["flat", "hnsw", "ivfpq"],
+        help="faiss index of a new index (default flat: exact); adding to an index keeps its kind",
     )
     p.add_argument("--remove", nargs="+", metavar="VID", help="remove these videos from the index instead")
     p.add_argument("--shards", type=Path, help="also export the index as Parquet shards into this folder")
@@ -61,7 +63,7 @@ def _named_videos(spec: str) -> tuple[list[Path] | None, list[str]]:
     """(video files, []) when `spec` names videos (a folder, a video, a list of video paths), else
     (None, the video ids of the text file `spec`, one a line); the list file is read once."""
     from sadetr.errors import DataError
-    from sadetr.paths import read_user_text
+    from sadetr.paths import check_relative, read_user_text
     from sadetr.video.decode import VIDEO_SUFFIXES
     from sadetr.video.extract import list_videos
 
@@ -74,7 +76,13 @@ def _named_videos(spec: str) -> tuple[list[Path] | None, list[str]]:
     lines = [x.strip() for x in raw if x.strip()]
     if lines and all(Path(x).suffix.lower() in VIDEO_SUFFIXES for x in lines if not x.startswith("#")):
         return list_videos(path), []
-    return None, [x.strip() for x in raw if x.strip() and not x.startswith("#")]
+    ids = []
+    for n, line in enumerate(
+        raw, start=1
+    ):  # an id becomes <features>/<source>/<id>.npz: no '..', not absolute
+        if line.strip() and not line.startswith("#"):
+            ids.append(check_relative(line.strip(), field="vid", path=path, line=n))
+    return None, ids
 
 
 def _extract(args: argparse.Namespace, files: list[Path]) -> tuple[list[str], float]:

@@ -132,13 +132,13 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write(text)
     if args.clips_out:
         from sadetr.corpus.clips import cut_clip, find_video
+        from sadetr.paths import ensure_out_dir, safe_child
 
+        ensure_out_dir(args.clips_out, "--clips-out").mkdir(parents=True, exist_ok=True)
         for i, h in enumerate(hits):
-            cut_clip(
-                find_video(args.video_root, h.video),
-                h.start,
-                h.end,
-                args.clips_out / f"{i + 1:03d}_{h.video}.mp4",
-            )
+            # a video id (read from the index) becomes a path only inside --clips-out / --video-root
+            out = safe_child(args.clips_out, f"{i + 1:03d}_{h.video}.mp4", field="video")
+            out.parent.mkdir(parents=True, exist_ok=True)
+            cut_clip(find_video(args.video_root, h.video), h.start, h.end, out)
         print(f"wrote {len(hits)} clips to {args.clips_out}", file=sys.stderr)
     return 0

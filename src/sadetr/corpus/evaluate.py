@@ -1,7 +1,8 @@
 """Corpus evaluation of a searcher on an annotation split: VCMR / SVMR / VR rankings, alpha tuning.
 
 The corpus is every video of the index; each query of the split (`qid`, `vid`, `relevant_windows`, token
-features `<text_root>/<text_source>/qid{qid}.npz`) is searched once. The localised candidates are kept,
+features `<text_root>/<text_source>/qid{qid}.npz`, a path proven inside that folder by `safe_child`) is
+searched once. The localised candidates are kept,
 so choosing alpha on validation data re-ranks them without running the model again.
 """
 
@@ -18,6 +19,7 @@ from sadetr.corpus.search import Candidates, CorpusSearcher, SearchHit
 from sadetr.data.annotations import read_annotations
 from sadetr.data.features import TEXT_KEY, load_feature_file
 from sadetr.errors import DataError
+from sadetr.paths import check_relative, safe_child
 
 ALPHAS = (0.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0)
 TOP = 100  # moments kept per query (the largest k of the metrics)
@@ -36,18 +38,33 @@ class QueryRun:
 
 def read_split(path: Path) -> list[dict]:
     """The queries of an annotation file (validated by `read_annotations`) as the dicts the corpus
-    metrics take: `qid`, `query`, `vid`, `relevant_windows` ([[start, end], ...] seconds)."""
+    metrics take: `qid`, `query`, `vid`, `relevant_windows` ([[start, end], ...] seconds), and where
+    each was read (`file`, `line`), for errors about it."""
     return [
-        {"qid": a.qid, "query": a.query, "vid": a.vid, "relevant_windows": [list(w) for w in a.windows]}
+        {
+            "qid": a.qid,
+            "query": a.query,
+            "vid": a.vid,
+            "relevant_windows": [list(w) for w in a.windows],
+            "file": str(path),
+            "line": a.line,
+        }
         for a in read_annotations(path)
     ]
 
 
+def query_path(searcher: CorpusSearcher, text_root: Path, g: dict) -> Path:
+    """`<text_root>/<text_source>/qid{qid}.npz` of the query `g`; a qid (or a symlink) leading out of
+    that folder is a `DataError` naming the annotation file and line."""
+    source = check_relative(searcher.model.pipeline["text_source"], field="text_source", root=text_root)
+    folder = Path(text_root) / source
+    return safe_child(folder, f"qid{g['qid']}.npz", field="qid", path=g.get("file"), line=g.get("line"))
+
+
 def query_features(searcher: CorpusSearcher, text_root: Path, qid: object) -> np.ndarray:
     """Token features of query `qid` from a feature root ([L_t, D_t], as stored)."""
-    pipe = searcher.model.pipeline
-    path = Path(text_root) / pipe["text_source"] / f"qid{qid}.npz"
-    return load_feature_file(path, TEXT_KEY, int(pipe["text_dim"]))
+    path = query_path(searcher, text_root, {"qid": qid})
+    return load_feature_file(path, TEXT_KEY, int(searcher.model.pipeline["text_dim"]))
 
 
 def run_queries(
@@ -66,9 +83,11 @@ def run_queries(
             "the corpus must hold every video of the split",
             field="vid",
         )
+    paths = [query_path(searcher, text_root, g) for g in gt]  # every name checked before any work
+    dim = int(searcher.model.pipeline["text_dim"])
     runs = []
-    for g in gt:
-        text, qvec = searcher.query_embedding(query_feats=query_features(searcher, text_root, g["qid"]))
+    for g, path in zip(gt, paths):
+        text, qvec = searcher.query_embedding(query_feats=load_feature_file(path, TEXT_KEY, dim))
         rows = np.arange(searcher.num_windows) if exhaustive else searcher.retrieve(qvec, k_windows)[1]
         own = None
         if svmr:

@@ -1,9 +1,12 @@
 """Building a corpus index: every video of a feature root cut into windows, one L_vtc vector per window.
 
-`build_index` creates an index or adds the videos it does not hold yet (same checkpoint and windowing
-only); `remove_videos` drops videos. Both commit a new generation (`store.write_state`), so a failure
-leaves the previous index usable. Embeddings of a build are cached per video under `partial/` and
-reused by the next run of the same build: an interrupted build resumes where it stopped.
+`build_index` creates an index or adds the videos it does not hold yet (same checkpoint, windowing and
+kind only); `remove_videos` drops videos; `set_alpha` records the fusion weight. Each holds the index's
+writer lock for its whole read-modify-write and commits a new generation (`store.write_state`), so a
+failure leaves the previous index usable and a second writer is refused. Embeddings of a build are
+cached per video under `partial/`, keyed by everything that decides them (checkpoint hash, windowing,
+the SHA-256 of the video's features), and reused by the next run: an interrupted build resumes where it
+stopped, and a cached entry computed from other features is recomputed, never committed.
 """
 
 from __future__ import annotations
@@ -16,19 +19,23 @@ from pathlib import Path
 import numpy as np
 
 from sadetr.corpus.embed import PIPELINE_KEYS, CorpusModel
+from sadetr.corpus.manifest import is_number, new_manifest
 from sadetr.corpus.store import (
     KINDS,
     CorpusIndexError,
     IndexState,
     WindowTable,
     current_generation,
+    features_sha256,
     load_partial,
     partial_dir,
     read_state,
     save_partial,
     write_state,
+    writer_lock,
 )
 from sadetr.data.features import FeatureStore
+from sadetr.errors import DataError
 from sadetr.video.sliding import window_starts
 
 log = logging.getLogger(__name__)
@@ -96,29 +103,56 @@ def build_index(
     videos: list[str] | None = None,
     window: int | None = None,
     stride: int | None = None,
-    kind: str = "flat",
+    kind: str | None = None,
     device: str = "cpu",
     on_video: Callable[[str], None] | None = None,
 ) -> Path:
     """Index (or add to the index in `out_dir`) the `videos` of `feat_root` (default: all); returns out_dir.
 
-    `on_video(vid)` is called after each video is embedded (progress; tests use it to interrupt).
+    `kind`: the faiss index of a new index (default flat); adding to an index keeps its kind, and another
+    kind is refused (no silent conversion). `on_video(vid)` is called after each video is embedded
+    (progress; tests use it to interrupt). A second writer of `out_dir` is refused (`ConfigError`).
     """
     out_dir, feat_root = Path(out_dir), Path(feat_root)
-    if kind not in KINDS:
+    if kind is not None and kind not in KINDS:
         raise CorpusIndexError(f"unknown index kind {kind!r} (one of {', '.join(KINDS)})")
     model, sha = CorpusModel.load(checkpoint, device)
+    with writer_lock(out_dir, "--out"):
+        return _build_locked(model, sha, feat_root, out_dir, videos, window, stride, kind, on_video)
+
+
+def _build_locked(
+    model: CorpusModel,
+    sha: str,
+    feat_root: Path,
+    out_dir: Path,
+    videos: list[str] | None,
+    window: int | None,
+    stride: int | None,
+    kind: str | None,
+    on_video: Callable[[str], None] | None,
+) -> Path:
     pipe = model.pipeline
     existing = read_state(out_dir)[0] if current_generation(out_dir) is not None else None
     if existing is not None:
         check_compatible(existing.manifest, sha, pipe, out_dir)
-        old_w, old_s = existing.manifest["window"], existing.manifest["stride"]
+        old_w, old_s, old_kind = (
+            existing.manifest["window"],
+            existing.manifest["stride"],
+            existing.manifest["kind"],
+        )
         if (window and window != old_w) or (stride and stride != old_s):
             raise CorpusIndexError(
                 f"{out_dir}: index uses window {old_w} / stride {old_s}; cannot add with {window} / {stride}"
             )
-        window, stride = old_w, old_s
+        if kind is not None and kind != old_kind:
+            raise CorpusIndexError(
+                f"{out_dir}: index kind is {old_kind}; cannot add with --kind {kind} (an index is not "
+                "converted: build a new one with that kind)"
+            )
+        window, stride, kind = old_w, old_s, old_kind
     window, stride = windowing(window, stride)
+    store = feature_store(pipe, feat_root)  # checks the source names before any folder is listed
     if videos is None:
         videos = library_videos(pipe, feat_root)
         if not videos and existing is None:
@@ -126,7 +160,8 @@ def build_index(
             raise CorpusIndexError(f"{feat_root}: empty library (no {sources} feature files *.npz)")
     have = set(existing.table.videos) if existing is not None else set()
     todo = [v for v in dict.fromkeys(videos) if v not in have]
-    store = feature_store(pipe, feat_root)
+    for vid in todo:  # every name proven inside feat_root (no '..', no symlink out) before any work
+        store.video_paths(vid)
     cache = partial_dir(out_dir, f"{sha[:16]}-w{window}-s{stride}")
     table = WindowTable()
     parts: list[np.ndarray] = []
@@ -134,10 +169,21 @@ def build_index(
         feats = store.video(vid)  # [L, sum D]; FeatureError names a missing/corrupt file
         n = len(feats)
         starts = window_starts(n, window, window - stride)
-        vectors = load_partial(cache, vid, len(starts))
+        key = {
+            "checkpoint_sha256": sha,
+            "window": window,
+            "stride": stride,
+            "features_sha256": features_sha256(feats),
+        }
+        vectors = load_partial(cache, vid, key, len(starts), model.dim)
         if vectors is None:
             vectors = model.embed_windows([model.window_input(feats[s : s + window]) for s in starts])
-            save_partial(cache, vid, vectors)
+            if not np.isfinite(vectors).all():
+                raise CorpusIndexError(
+                    f"{model.source}: the embeddings of video {vid!r} are not finite (NaN/Inf weights?); "
+                    "nothing was committed"
+                )
+            save_partial(cache, vid, vectors, key)
         duration = n * model.clip_len
         table.videos[vid] = {"feat_root": str(feat_root.resolve()), "n_clips": n, "duration": duration}
         for s in starts:
@@ -152,16 +198,8 @@ def build_index(
         new_vectors = np.concatenate([existing.vectors, new_vectors])
     if len(table) == 0:
         raise CorpusIndexError(f"{out_dir}: empty library (no video to index)")
-    manifest = {
-        "checkpoint": model.source,
-        "checkpoint_sha256": sha,
-        "feature_pipeline": pipe,
-        "window": window,
-        "stride": stride,
-        "kind": kind,
-        "dim": dim,
-        "alpha": (existing.manifest.get("alpha") if existing is not None else None),
-    }
+    alpha = existing.manifest["alpha"] if existing is not None else None
+    manifest = new_manifest(model.source, sha, pipe, window, stride, kind or "flat", dim, alpha)
     write_state(out_dir, IndexState(manifest, new_vectors, table))
     shutil.rmtree(out_dir / "partial", ignore_errors=True)
     log.info("indexed %d new videos (%d windows in total) into %s", len(todo), len(table), out_dir)
@@ -176,23 +214,39 @@ def _concat(a: WindowTable, b: WindowTable) -> WindowTable:
     return out
 
 
+def _existing(index_dir: Path) -> Path:
+    """`index_dir` when it holds an index (checked before the lock, which would create the folder)."""
+    index_dir = Path(index_dir)
+    if current_generation(index_dir) is None:
+        raise CorpusIndexError(
+            f"{index_dir}: not a corpus index (no CURRENT file; build one with sadetr index)"
+        )
+    return index_dir
+
+
 def remove_videos(index_dir: Path, videos: list[str]) -> Path:
     """Drop `videos` (and their windows) from the index; an unknown video id is an error."""
-    state, _ = read_state(Path(index_dir))
-    unknown = [v for v in videos if v not in state.table.videos]
-    if unknown:
-        raise CorpusIndexError(f"{index_dir}: not in the index: {', '.join(unknown[:10])}")
-    drop = set(videos)
-    keep = np.array([v not in drop for v in state.table.video], dtype=bool)
-    if not keep.any():
-        raise CorpusIndexError(f"{index_dir}: removing {len(drop)} videos would leave an empty library")
-    write_state(Path(index_dir), IndexState(state.manifest, state.vectors[keep], state.table.select(keep)))
-    return Path(index_dir)
+    index_dir = _existing(index_dir)
+    with writer_lock(index_dir, "--out"):
+        state, _ = read_state(index_dir)
+        unknown = [v for v in videos if v not in state.table.videos]
+        if unknown:
+            raise CorpusIndexError(f"{index_dir}: not in the index: {', '.join(unknown[:10])}")
+        drop = set(videos)
+        keep = np.array([v not in drop for v in state.table.video], dtype=bool)
+        if not keep.any():
+            raise CorpusIndexError(f"{index_dir}: removing {len(drop)} videos would leave an empty library")
+        write_state(index_dir, IndexState(state.manifest, state.vectors[keep], state.table.select(keep)))
+    return index_dir
 
 
 def set_alpha(index_dir: Path, alpha: float) -> None:
     """Record the fusion weight alpha (chosen on validation data) in the index manifest; the vectors and
     the faiss index are committed as they are (no rebuild: an HNSW build of a large library takes minutes)."""
-    state, index = read_state(Path(index_dir))
-    manifest = {**state.manifest, "alpha": float(alpha)}
-    write_state(Path(index_dir), IndexState(manifest, state.vectors, state.table), index)
+    if not is_number(alpha) or not np.isfinite(alpha) or alpha < 0:
+        raise DataError(f"must be a finite number >= 0, got {alpha!r}", field="alpha")
+    index_dir = _existing(index_dir)
+    with writer_lock(index_dir, "--index"):
+        state, index = read_state(index_dir)
+        manifest = {**state.manifest, "alpha": float(alpha)}
+        write_state(index_dir, IndexState(manifest, state.vectors, state.table), index)

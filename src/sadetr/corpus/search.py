@@ -240,7 +240,10 @@ class CorpusSearcher:
 
     def rank(self, cands: Candidates, alpha: float, nms_iou: float = NMS_IOU) -> list[SearchHit]:
         """Fuse cosines and qualities (module docstring), NMS per video, sort by fused score. Ranked in
-        log space, `alpha * (s - 1) + log q`, so that a large alpha never ties moments at score 0."""
+        log space, `alpha * (s - 1) + log q`, so that a large alpha never ties moments at score 0.
+        alpha must be finite and >= 0 (a NaN would rank by NaN scores)."""
+        if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0 <= alpha < np.inf:
+            raise DataError(f"must be a finite number >= 0, got {alpha!r}", field="alpha")
         log_fused = alpha * (cands.cosines - 1.0) + np.log(np.maximum(cands.quality, 1e-30))  # (C, Nq)
         per_video: dict[str, list[list[float]]] = {}
         for c, vid in enumerate(cands.videos):

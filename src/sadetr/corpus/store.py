@@ -5,18 +5,29 @@
     INDEX_DIR/gen-000003/vectors.npy   [N, d] float32, L2-normalised window embeddings, row = window id
     INDEX_DIR/gen-000003/meta.sqlite   videos(video, feat_root, n_clips, duration), windows(id, video, ...)
     INDEX_DIR/gen-000003/index.faiss   faiss index over vectors.npy (inner product; flat | hnsw | ivfpq)
-    INDEX_DIR/partial/<key>/<vid>.npy  embeddings of an unfinished build (resume), removed on commit
+    INDEX_DIR/partial/<key>/<vid>.npz  embeddings of an unfinished build (resume), removed on commit
+    INDEX_DIR/.sadetr.lock             the writers' lock (one writer at a time)
 
 A new state is written into a fresh generation folder and becomes live only when CURRENT names it, so a
 build that fails or is killed leaves the previous index as it was. The vectors are the source of truth;
 the faiss index is rebuilt from them at every commit that changes them (adding or removing videos never
 edits it in place); a commit of the manifest alone (`set_alpha`) writes the live faiss index unchanged.
+
+Concurrency: writers hold `writer_lock` for their whole read-modify-write (a second writer is refused in
+one line); readers take no lock. A generation's files never change once its folder is renamed into
+place, so a reader that has read all four has a consistent snapshot; a reader that loses a race with a
+commit (the generation it was reading is deleted) sees CURRENT name another one and reads that instead.
+Every generation is validated when read (`corpus/manifest.py`); nothing it names is followed outside
+the index folder (`safe_child`).
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import logging
+import re
 import shutil
 import sqlite3
 from dataclasses import dataclass, field
@@ -25,16 +36,28 @@ from typing import Any
 
 import numpy as np
 
-from sadetr.atomic import atomic_path, atomic_write_text
-from sadetr.errors import SadetrError
+from sadetr.atomic import atomic_path, atomic_write_text, library_write_error
+from sadetr.corpus.manifest import (
+    FORMAT,
+    KINDS,
+    CorpusIndexError,
+    check_manifest,
+    check_vectors,
+    check_videos,
+    check_windows,
+    refuse,
+)
+from sadetr.errors import OutputError, SadetrError
+from sadetr.paths import safe_child
 
-FORMAT = "sadetr-corpus-index/1"
-KINDS = ("flat", "hnsw", "ivfpq")
+__all__ = ["FORMAT", "KINDS", "CorpusIndexError"]
+
 IVFPQ_MIN = 10_000  # windows needed to train a product quantiser with 256 centroids per sub-space
+GENERATION = re.compile(r"gen-(\d{6,})")
+READ_ATTEMPTS = 20  # a reader retries while commits replace the generation under it
+_FILES = ("manifest.json", "vectors.npy", "meta.sqlite", "index.faiss")
 
-
-class CorpusIndexError(SadetrError):
-    """Missing, corrupt or mismatching corpus index (names the index folder and what is wrong)."""
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -136,51 +159,136 @@ def faiss_bytes(index: Any) -> int:
     return int(faiss.serialize_index(index).nbytes)
 
 
+def check_faiss(index: Any, kind: str, path: Path, rows: int, dim: int) -> None:
+    """The faiss index read from `path` is of the manifest's `kind`, inner product, [rows, dim]."""
+    faiss = _faiss()
+
+    types = {"flat": faiss.IndexFlat, "hnsw": faiss.IndexHNSW, "ivfpq": faiss.IndexIVFPQ}
+    if not isinstance(index, types[kind]):
+        raise refuse(path, "index.faiss", f"a {type(index).__name__}, but the manifest says kind {kind}")
+    if index.metric_type != faiss.METRIC_INNER_PRODUCT:
+        raise refuse(path, "index.faiss", "not an inner-product index")
+    if index.ntotal != rows or index.d != dim:
+        raise refuse(path, "index.faiss", f"{index.ntotal}x{index.d} windows, the manifest says {rows}x{dim}")
+
+
+# ---------------------------------------------------------------------------------- the writers' lock
+
+
+def writer_lock(index_dir: Path, key: str = "--out") -> Any:
+    """The exclusive lock of the index's writers (non-blocking: a second writer gets a one-line
+    `ConfigError` naming `key`). An OS file lock: a killed writer never leaves it held. Creates the folder."""
+    from sadetr.engine.rundir import RunDirLock
+
+    return RunDirLock(index_dir, holder="writer (sadetr index or evaluate-corpus --save-alpha)", key=key)
+
+
 # ---------------------------------------------------------------------------------- generations
 
 
-def current_generation(index_dir: Path) -> Path | None:
-    """The live generation folder, or None when `index_dir` holds no index yet."""
-    pointer = index_dir / "CURRENT"
-    if not pointer.is_file():
+def _pointer(index_dir: Path) -> str | None:
+    """The generation name CURRENT holds (checked), or None when there is no CURRENT file."""
+    path = index_dir / "CURRENT"
+    if not path.exists() and not path.is_symlink():
         return None
-    gen = index_dir / pointer.read_text(encoding="utf-8").strip()
-    if not gen.is_dir():
-        raise CorpusIndexError(f"{index_dir}: CURRENT names {gen.name}, which does not exist (corrupt index)")
-    return gen
+    path = safe_child(index_dir, "CURRENT", field="CURRENT")  # a symlink out of the folder is refused
+    try:
+        with path.open("rb") as fh:
+            raw = fh.read(64)
+    except OSError as err:
+        raise refuse(path, "CURRENT", f"unreadable ({err.strerror or err})") from None
+    name = raw.decode("utf-8", "replace").strip()
+    if not GENERATION.fullmatch(name):
+        raise refuse(path, "CURRENT", f"must name a generation folder gen-NNNNNN, got {name[:40]!r}")
+    return name
+
+
+def current_generation(index_dir: Path) -> Path | None:
+    """The live generation folder (proven inside `index_dir`), or None when it holds no index yet."""
+    index_dir = Path(index_dir)
+    for _ in range(READ_ATTEMPTS):
+        name = _pointer(index_dir)
+        if name is None:
+            return None
+        gen = safe_child(index_dir, name, field="CURRENT", path=index_dir / "CURRENT")
+        if gen.is_dir():
+            return gen
+        if _pointer(index_dir) == name:  # not a commit replacing it under us: really missing
+            break
+    raise CorpusIndexError(f"{index_dir}: CURRENT names {name}, which does not exist (corrupt index)")
+
+
+def _clean_staging(index_dir: Path) -> None:
+    """Remove the staging folders of writers that were killed (called under the writers' lock)."""
+    for old in index_dir.glob(".gen-*.staging"):
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_error(gen: Path, err: BaseException) -> OutputError:
+    """One line for a failed generation write: an OSError (ENOSPC from Python's writes) or SQLite's
+    "database or disk is full"."""
+    no_space = isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT)
+    no_space |= isinstance(err, sqlite3.Error) and "disk is full" in str(err)
+    why = str(getattr(err, "strerror", None) or err).splitlines()[0]
+    why = "no space left on device" if no_space else why
+    return OutputError(f"cannot write {gen}: {why}; the index is unchanged (its live generation is intact)")
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    """`np.save` through a Python file, so that a failed write is an OSError with its errno (np.save's
+    own C writes report a full disk as "N requested and M written", without one)."""
+    array = np.ascontiguousarray(array)
+    with path.open("wb") as fh:
+        np.lib.format.write_array_header_1_0(fh, np.lib.format.header_data_from_array_1_0(array))
+        fh.write(array.reshape(-1).view(np.uint8).data)  # [N * d * 4] bytes, no copy
 
 
 def write_state(index_dir: Path, state: IndexState, index: Any = None) -> Path:
     """Write `state` as a new generation, make it live (CURRENT), delete older ones; returns its folder.
-    `index`: the faiss index of exactly `state.vectors` when only the manifest changed; None builds one."""
+    `index`: the faiss index of exactly `state.vectors` when only the manifest changed; None builds one.
+    Callers hold `writer_lock`. The vectors are validated first (finite, unit norm): nothing invalid is
+    committed. A failed write (full disk) is an `OutputError` and leaves the live generation as it was."""
     faiss = _faiss()
 
+    index_dir = Path(index_dir)
+    manifest = {
+        **state.manifest,
+        "format": FORMAT,
+        "num_windows": len(state.table),
+        "num_videos": len(state.table.videos),
+    }
+    check_manifest(manifest, index_dir / "manifest.json")  # never commit what a reader would refuse
+    vectors = check_vectors(state.vectors, index_dir / "vectors.npy", len(state.table), manifest["dim"])
     index_dir.mkdir(parents=True, exist_ok=True)
-    numbers = [int(p.name[4:]) for p in index_dir.glob("gen-*") if p.name[4:].isdigit()]
+    _clean_staging(index_dir)
+    numbers = [int(m[1]) for p in index_dir.glob("gen-*") if (m := GENERATION.fullmatch(p.name))]
     gen = index_dir / f"gen-{max(numbers, default=0) + 1:06d}"
     staging = index_dir / f".{gen.name}.staging"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
     try:
-        np.save(staging / "vectors.npy", np.ascontiguousarray(state.vectors, dtype=np.float32))
+        staging.mkdir()
+        _save_npy(staging / "vectors.npy", vectors.astype(np.float32, copy=False))
         _write_sqlite(staging / "meta.sqlite", state.table)
         if index is None:
-            index = build_faiss(state.vectors, state.manifest["kind"])
-        faiss.write_index(index, str(staging / "index.faiss"))
-        manifest = {
-            **state.manifest,
-            "format": FORMAT,
-            "num_windows": len(state.table),
-            "num_videos": len(state.table.videos),
-        }
+            index = build_faiss(vectors, state.manifest["kind"])
+        try:
+            faiss.write_index(index, str(staging / "index.faiss"))
+        except RuntimeError as err:  # faiss reports a failed fwrite (full disk) as a RuntimeError
+            raise library_write_error(err, staging) from None
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
         staging.rename(gen)
+    except (OSError, sqlite3.Error) as err:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise _write_error(gen, err) from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    atomic_write_text(index_dir / "CURRENT", gen.name + "\n")
+    try:
+        atomic_write_text(index_dir / "CURRENT", gen.name + "\n")
+    except OutputError:
+        shutil.rmtree(gen, ignore_errors=True)
+        raise
     for old in index_dir.glob("gen-*"):
-        if old != gen:
+        if old != gen and GENERATION.fullmatch(old.name):
             shutil.rmtree(old, ignore_errors=True)
     return gen
 
@@ -209,61 +317,77 @@ def _write_sqlite(path: Path, table: WindowTable) -> None:
 
 
 def read_state(index_dir: Path) -> tuple[IndexState, Any]:
-    """(state, faiss index) of the live generation; any problem is one `CorpusIndexError` line."""
+    """(state, faiss index) of the live generation, validated; any problem is one `SadetrError` line.
+    A generation deleted by a concurrent commit while it was being read is retried with the new one."""
+    index_dir = Path(index_dir)
+    for attempt in range(READ_ATTEMPTS):
+        gen = current_generation(index_dir)
+        if gen is None:
+            raise CorpusIndexError(
+                f"{index_dir}: not a corpus index (no CURRENT file; build one with sadetr index)"
+            )
+        try:
+            return _read_generation(gen)
+        except SadetrError:
+            if attempt + 1 < READ_ATTEMPTS and _pointer(index_dir) != gen.name:
+                continue  # a commit replaced the generation while we read it
+            raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _read_generation(gen: Path) -> tuple[IndexState, Any]:
     faiss = _faiss()
 
-    gen = current_generation(index_dir)
-    if gen is None:
-        raise CorpusIndexError(
-            f"{index_dir}: not a corpus index (no CURRENT file; build one with sadetr index)"
-        )
+    mpath, vpath, spath, fpath = (safe_child(gen, name, field=name) for name in _FILES)
     try:
-        manifest = json.loads((gen / "manifest.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise CorpusIndexError(f"{gen / 'manifest.json'}: unreadable ({type(err).__name__})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise CorpusIndexError(f"{gen / 'manifest.json'}: not a {FORMAT} manifest")
+        raw = json.loads(mpath.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as err:  # RecursionError: "[[[[..." nested too deep
+        raise refuse(mpath, "manifest.json", f"unreadable ({type(err).__name__})") from None
+    manifest = check_manifest(raw, mpath)
+    rows, dim = manifest["num_windows"], manifest["dim"]
     try:
-        vectors = np.load(gen / "vectors.npy", allow_pickle=False)
+        mapped = np.load(vpath, mmap_mode="r", allow_pickle=False)  # the header first: no huge allocation
     except (OSError, ValueError, EOFError) as err:
-        raise CorpusIndexError(f"{gen / 'vectors.npy'}: unreadable ({type(err).__name__})") from None
-    try:
-        table = _read_sqlite(gen / "meta.sqlite")
-    except sqlite3.Error as err:
-        raise CorpusIndexError(f"{gen / 'meta.sqlite'}: unreadable metadata ({err})") from None
-    try:
-        index = faiss.read_index(str(gen / "index.faiss"))
-    except RuntimeError:
-        raise CorpusIndexError(f"{gen / 'index.faiss'}: corrupt faiss index file") from None
-    n = manifest.get("num_windows")
-    if not (
-        vectors.ndim == 2 and len(vectors) == len(table) == index.ntotal == n and index.d == vectors.shape[1]
-    ):
-        raise CorpusIndexError(
-            f"{gen}: inconsistent index (manifest {n}, vectors {list(vectors.shape)}, metadata {len(table)}, "
-            f"faiss {index.ntotal}x{index.d} windows)"
+        raise refuse(vpath, "vectors.npy", f"unreadable ({type(err).__name__})") from None
+    if not isinstance(mapped, np.ndarray) or mapped.shape != (rows, dim):
+        shape = list(getattr(mapped, "shape", []))
+        raise refuse(vpath, "vectors", f"shape {shape}, expected [{rows}, {dim}] (num_windows, dim)")
+    vectors = check_vectors(np.array(mapped), vpath, rows, dim)
+    del mapped
+    table = _read_sqlite(spath)
+    if len(table) != rows or len(table.videos) != manifest["num_videos"]:
+        raise refuse(
+            spath,
+            "windows",
+            f"{len(table)} windows of {len(table.videos)} videos, the manifest says {rows} of "
+            f"{manifest['num_videos']}",
         )
-    return IndexState(manifest, vectors.astype(np.float32, copy=False), table), index
+    try:
+        index = faiss.read_index(str(fpath))
+    except RuntimeError:
+        raise refuse(fpath, "index.faiss", "corrupt faiss index file") from None
+    check_faiss(index, manifest["kind"], fpath, rows, dim)
+    return IndexState(manifest, vectors, table), index
 
 
 def _read_sqlite(path: Path) -> WindowTable:
+    """The metadata table, validated row by row (SQLite keeps whatever type a hand edit stored)."""
     if not path.is_file():
-        raise sqlite3.DatabaseError("file missing")
-    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        raise refuse(path, "meta.sqlite", "missing")
+    uri = path.absolute().as_uri() + "?mode=ro&immutable=1"  # escaped: '#', '?', '%' in folder names
     try:
-        table = WindowTable()
-        for vid, start, n, t0, t1 in con.execute(
-            "SELECT video, start_clip, n_clips, t0, t1 FROM windows ORDER BY id"
-        ):
-            table.video.append(vid)
-            table.start_clip.append(int(start))
-            table.n_clips.append(int(n))
-            table.t0.append(float(t0))
-            table.t1.append(float(t1))
-        for vid, root, n, dur in con.execute("SELECT video, feat_root, n_clips, duration FROM videos"):
-            table.videos[vid] = {"feat_root": root, "n_clips": int(n), "duration": float(dur)}
-    finally:
-        con.close()
+        con = sqlite3.connect(uri, uri=True)
+        try:
+            videos = con.execute("SELECT video, feat_root, n_clips, duration FROM videos").fetchall()
+            windows = con.execute("SELECT id, video, start_clip, n_clips, t0, t1 FROM windows ORDER BY id")
+            rows = windows.fetchall()
+        finally:
+            con.close()
+    except sqlite3.Error as err:
+        raise refuse(path, "meta.sqlite", f"unreadable metadata ({err})") from None
+    table = WindowTable()
+    table.videos = check_videos(videos, path)
+    table.video, table.start_clip, table.n_clips, table.t0, table.t1 = check_windows(rows, table.videos, path)
     return table
 
 
@@ -272,22 +396,47 @@ def _read_sqlite(path: Path) -> WindowTable:
 
 def partial_dir(index_dir: Path, key: str) -> Path:
     """Folder of the per-video embeddings of an unfinished build with this key (checkpoint + windows)."""
-    return index_dir / "partial" / key
+    return Path(index_dir) / "partial" / key
 
 
-def save_partial(folder: Path, video: str, vectors: np.ndarray) -> None:
-    """Store one video's window embeddings [n_w, d] atomically (resume point of an interrupted build)."""
-    with atomic_path(folder / f"{video}.npy") as tmp, tmp.open("wb") as fh:
-        np.save(fh, vectors.astype(np.float32))
+def features_sha256(feats: np.ndarray) -> str:
+    """SHA-256 of a video's model input features [L, D] (shape, dtype and values)."""
+    arr = np.ascontiguousarray(feats)
+    digest = hashlib.sha256(f"{arr.dtype.str}{arr.shape}".encode())
+    digest.update(arr.tobytes())
+    return digest.hexdigest()
 
 
-def load_partial(folder: Path, video: str, n_windows: int) -> np.ndarray | None:
-    """The stored embeddings of `video` if present and of the expected row count, else None."""
-    path = folder / f"{video}.npy"
+def _partial_path(folder: Path, video: str) -> Path:
+    return safe_child(folder, f"{video}.npz", field="vid")
+
+
+def save_partial(folder: Path, video: str, vectors: np.ndarray, key: dict[str, Any]) -> None:
+    """Store one video's window embeddings [n_w, d] atomically, with the `key` that decided them
+    (checkpoint hash, windowing, the features' content hash): the resume point of an interrupted build."""
+    with atomic_path(_partial_path(folder, video)) as tmp, tmp.open("wb") as fh:
+        np.savez(fh, vectors=vectors.astype(np.float32), key=np.array(json.dumps(key, sort_keys=True)))
+
+
+def load_partial(
+    folder: Path, video: str, key: dict[str, Any], n_windows: int, dim: int
+) -> np.ndarray | None:
+    """The stored embeddings of `video` if they were computed with exactly `key` and are valid
+    ([n_windows, dim], finite, unit norm); else None (the caller recomputes them)."""
+    path = _partial_path(folder, video)
     if not path.is_file():
         return None
     try:
-        vectors = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError):
+        with np.load(path, allow_pickle=False) as npz:
+            stored_key, vectors = str(npz["key"]), npz["vectors"]
+    except (OSError, ValueError, EOFError, KeyError) as err:
+        log.warning("%s: unreadable resume entry (%s); recomputing it", path, type(err).__name__)
         return None
-    return vectors if vectors.ndim == 2 and len(vectors) == n_windows else None
+    if stored_key != json.dumps(key, sort_keys=True):
+        log.info("%s: computed from other features, checkpoint or windowing; recomputing it", path)
+        return None
+    try:
+        return check_vectors(vectors, path, n_windows, dim)
+    except CorpusIndexError as err:
+        log.warning("invalid resume entry (%s); recomputing it", err)
+        return None

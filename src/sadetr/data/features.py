@@ -7,7 +7,8 @@ Video sources are L2-normalised per clip and per source, truncated to the shorte
 concatenated along D; `fit_length` then truncates or resamples to `max_v_l` and `add_tef` appends
 the temporal endpoint feature. Any unreadable, missing, wrongly shaped or non-finite file is a
 `FeatureError` naming the file. A `vid` or `qid` whose path would lead outside its source folder
-(`../x`, an absolute path, a symlink pointing out) is refused before anything is read.
+(`../x`, an absolute path, a symlink pointing out) is refused before anything is read, and so is a
+source name that would lead outside the feature root (a source folder may itself be a symlink).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from sadetr.errors import FeatureError
-from sadetr.paths import safe_child
+from sadetr.paths import check_relative, safe_child
 
 VIDEO_KEY = "features"
 TEXT_KEY = "last_hidden_state"
@@ -103,6 +104,9 @@ class FeatureStore:
                 field="video_dims",
             )
         self.root = Path(feat_root)
+        for source in video_sources:  # folder names from a config or checkpoint: no '..', not absolute
+            check_relative(source, field="video_sources", root=self.root)
+        check_relative(text_source, field="text_source", root=self.root)
         self.video_sources = list(video_sources)
         self.video_dims = list(video_dims)
         self.text_source = text_source

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from sadetr import __version__
-from sadetr.atomic import atomic_path
+from sadetr.atomic import atomic_path, library_write_error
 from sadetr.errors import CheckpointError, state_mismatch
 from sadetr.safe_load import load_weights
 
@@ -101,7 +101,10 @@ def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> None
     path = Path(path)
     state = {**state, "sadetr_version": __version__}
     with atomic_path(path, clean_stale=True) as tmp:
-        torch.save(state, tmp)
+        try:
+            torch.save(state, tmp)
+        except RuntimeError as err:  # torch reports a failed write (a full disk) as a RuntimeError
+            raise library_write_error(err, tmp.parent) from None
 
 
 def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:

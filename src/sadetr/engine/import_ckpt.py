@@ -6,11 +6,16 @@ detection, the per-format key maps (docs/baselines.md "Released checkpoints"), t
 the model config read from the tensors' shapes and `opt`, and the feature pipeline (sources and their
 order, TEF, clip length, normalisation) recorded in the new checkpoint, so that `predict` and the
 Predictor rebuild exactly the inputs the released model was trained on.
+
+Nothing in the file is trusted: every `opt` field read is checked for its type and range (`check_opt`),
+the state dict's keys must be names, every parameter must be finite and of the shape the model built from
+the file's sizes expects, and `--out` may not be the file being imported.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 from collections import OrderedDict
@@ -21,7 +26,8 @@ from typing import Any
 
 import torch
 
-from sadetr.errors import CheckpointError
+from sadetr.errors import CheckpointError, ConfigError
+from sadetr.paths import ensure_out_file
 from sadetr.safe_load import load_weights
 
 SOURCE_DIMS = {"slowfast_features": 2304, "clip_features": 512}
@@ -169,6 +175,12 @@ def read_release(path: str | os.PathLike[str]) -> Release:
         raise CheckpointError(f"{path}: not a released Moment-DETR/QD-DETR checkpoint (no 'model' entry)")
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path}: its 'model' entry is not a state dict of tensors")
+    bad_keys = [k for k in state if not isinstance(k, str)]
+    if bad_keys:
+        raise CheckpointError(
+            f"{path}: model key {bad_keys[0]!r} is not a string ({len(bad_keys)} such key(s); a state "
+            "dict's keys are parameter names)"
+        )
     if isinstance(opt, argparse.Namespace):
         opt_dict = dict(vars(opt))
     elif isinstance(opt, Mapping):
@@ -197,6 +209,96 @@ def detect_format(state: Mapping[str, torch.Tensor], opt: Mapping[str, Any], opt
             f"'transformer.decoder.layers.*.multihead_attn.*' keys); give --format to force one"
         )
     return f"lighthouse_{model}" if lighthouse else model
+
+
+# ---------------------------------------------------------------------------------------- opt
+
+# The `opt` fields this importer reads, by kind. Absent or None: the default.
+OPT_SIZES = (  # integers >= 1
+    "v_feat_dim",
+    "t_feat_dim",
+    "hidden_dim",
+    "nheads",
+    "dim_feedforward",
+    "n_input_proj",
+    "enc_layers",
+    "dec_layers",
+    "num_queries",
+    "max_q_l",
+    "max_v_l",
+)
+OPT_RATES = ("dropout", "input_dropout")  # in [0, 1)
+OPT_FLAGS = ("use_txt_pos", "no_norm_vfeat", "no_norm_tfeat", "normalize_v", "normalize_t")
+OPT_NAMES = ("ctx_mode", "dset_name", "model_name")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def check_opt(opt: Mapping[str, Any], path: str) -> None:
+    """Refuse (one line naming `opt.<field>`) a field of the wrong type or out of range."""
+
+    def bad(key: str, need: str) -> CheckpointError:
+        shown = repr(opt[key])
+        return CheckpointError(f"{path}: opt.{key}: must be {need}, got {shown[:60]}")
+
+    def given(key: str) -> bool:
+        return opt.get(key) is not None
+
+    for key in OPT_SIZES:
+        if given(key) and (not isinstance(opt[key], int) or isinstance(opt[key], bool) or opt[key] < 1):
+            raise bad(key, "an integer >= 1")
+    for key in OPT_RATES:
+        if given(key) and (not _is_number(opt[key]) or not 0 <= opt[key] < 1):
+            raise bad(key, "a number in [0, 1)")
+    for key in OPT_FLAGS:
+        if given(key) and not isinstance(opt[key], bool):
+            raise bad(key, "true or false")
+    for key in OPT_NAMES:
+        if given(key) and not isinstance(opt[key], str):
+            raise bad(key, "a string")
+    if given("clip_length"):
+        check_clip_len(opt["clip_length"], f"{path}: opt.clip_length")
+    dirs = opt.get("v_feat_dirs")
+    if dirs is not None and (
+        not isinstance(dirs, list | tuple) or not all(isinstance(d, str) and d for d in dirs)
+    ):
+        raise bad("v_feat_dirs", "a list of feature folder names")
+
+
+def check_clip_len(value: Any, where: str) -> float:
+    """Seconds per clip: a finite number > 0 (`where` names the field in the refusal)."""
+    if not _is_number(value) or not math.isfinite(value) or value <= 0:
+        raise CheckpointError(f"{where}: must be a finite number of seconds > 0, got {value!r}")
+    return float(value)
+
+
+def check_finite(state: Mapping[str, torch.Tensor], path: str) -> None:
+    """Refuse parameters with NaN/Inf values (naming the first few)."""
+    bad = [
+        k
+        for k, t in state.items()
+        if not k.startswith(IGNORED_PREFIXES) and t.is_floating_point() and not bool(torch.isfinite(t).all())
+    ]
+    if bad:
+        raise CheckpointError(f"{path}: {len(bad)} parameter(s) with NaN/Inf values: {_first(bad)}")
+
+
+def check_sizes(cfg: Any, state: Mapping[str, torch.Tensor], path: str) -> None:
+    """Sizes read off the tensors' shapes must be >= 1 (an empty `query_embed` would build 0 queries)."""
+    sources = {
+        "num_queries": "query_embed.weight",
+        "hidden_dim": "class_embed.weight",
+        "video_dim": "input_vid_proj.0.LayerNorm.weight",
+        "text_dim": "input_txt_proj.0.LayerNorm.weight",
+        "ffn_dim": "transformer.encoder.layers.0.linear1.weight",
+        "max_text_len": "txt_position_embed.position_embeddings.weight",
+    }
+    for field, key in sources.items():
+        if getattr(cfg, field) < 1:
+            shape = list(state[key].shape) if key in state else None
+            raise CheckpointError(f"{path}: {key}: shape {shape} gives {getattr(cfg, field)} for {field}")
 
 
 # ---------------------------------------------------------------------------------------- config
@@ -308,7 +410,7 @@ def data_config(
         video_dims=dims,
         text_source="clip_text_features",
         text_dim=text_dim,
-        clip_len=float(clip_len if clip_len is not None else opt.get("clip_length", 2.0)),
+        clip_len=float(clip_len if clip_len is not None else opt.get("clip_length") or 2.0),
         max_v_l=int(opt.get("max_v_l", 75)),
         max_q_l=int(opt.get("max_q_l", 32)),
         use_tef=use_tef,
@@ -382,15 +484,24 @@ def import_release(
     from sadetr.engine.checkpoint import feature_pipeline, file_sha256, save_checkpoint
     from sadetr.model.build import build_model
 
-    src = Path(src)
+    src, out = Path(src), ensure_out_file(out)
+    if out.resolve() == src.resolve() or (out.exists() and src.exists() and os.path.samefile(src, out)):
+        raise ConfigError(f"{out} is the file being imported; write the conversion to another file", "--out")
+    if clip_len is not None:
+        try:
+            check_clip_len(clip_len, "--clip-len")
+        except CheckpointError as err:
+            raise ConfigError(str(err).removeprefix("--clip-len: "), "--clip-len") from None
     release = read_release(src)
     state, opt = release.state, release.opt
+    check_opt(opt, str(src))
     if fmt_name is None:
         fmt_name = detect_format(state, opt, release.opt_obj, str(src))
     if fmt_name not in FORMATS:
         raise CheckpointError(f"unknown format {fmt_name!r} (known: {', '.join(FORMATS)})")
     fmt = FORMATS[fmt_name]
     model_cfg = model_config(fmt, state, opt)
+    check_sizes(model_cfg, state, str(src))
     data_cfg = data_config(
         fmt, opt, model_cfg.video_dim, model_cfg.text_dim, str(src), video_sources, clip_len
     )
@@ -398,7 +509,8 @@ def import_release(
         model = build_model(model_cfg)
     except Exception as err:  # e.g. nheads in opt does not divide the hidden size read off the tensors
         raise CheckpointError(f"{src}: its hyper-parameters do not build a {fmt.model} ({err})") from None
-    converted = convert_state(fmt, state, model.state_dict(), str(src))
+    converted = convert_state(fmt, state, model.state_dict(), str(src))  # names and shapes
+    check_finite(state, str(src))
     model.load_state_dict(converted, strict=True)
 
     cfg = Config(data=data_cfg, model=model_cfg)

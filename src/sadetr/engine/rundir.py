@@ -83,6 +83,7 @@ def clear_run(run_dir: str | Path) -> list[str]:
 
 class RunDirLock:
     """Exclusive, non-blocking lock on a run directory; a second holder gets a `ConfigError`.
+    `holder` and `key` name the kind of writer and the option in the refusal (a corpus index uses it too).
 
     >>> import tempfile
     >>> d = tempfile.mkdtemp()
@@ -93,10 +94,11 @@ class RunDirLock:
     sadetr.errors.ConfigError: --out: ... is in use by another training (lock file .../.sadetr.lock)
     """
 
-    def __init__(self, run_dir: str | Path) -> None:
+    def __init__(self, run_dir: str | Path, holder: str = "training", key: str = "--out") -> None:
         from filelock import FileLock
 
         self.run_dir = Path(run_dir)
+        self.holder, self.key = holder, key
         self.path = self.run_dir / LOCK_NAME
         self._lock = FileLock(str(self.path), timeout=0)
 
@@ -104,17 +106,17 @@ class RunDirLock:
         from filelock import Timeout
 
         if self.run_dir.exists() and not self.run_dir.is_dir():
-            raise ConfigError(f"{self.run_dir} exists and is not a directory", key="--out")
+            raise ConfigError(f"{self.run_dir} exists and is not a directory", key=self.key)
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self._lock.acquire()
         except Timeout:
             raise ConfigError(
-                f"{self.run_dir} is in use by another training (lock file {self.path})", key="--out"
+                f"{self.run_dir} is in use by another {self.holder} (lock file {self.path})", key=self.key
             ) from None
         except OSError as err:  # read-only or full file system, a file in the way of a parent, ...
             raise ConfigError(
-                f"cannot create or lock {self.run_dir}: {err.strerror or err}", key="--out"
+                f"cannot create or lock {self.run_dir}: {err.strerror or err}", key=self.key
             ) from None
         return self
 
