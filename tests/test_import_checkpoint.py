@@ -745,7 +745,9 @@ def test_cli_import_then_predictor_on_features(
     )
     assert len(pred["pred_saliency_scores"]) == 40 and pred["clip_len"] == 2.0
     windows = pred["pred_relevant_windows"]
-    assert len(windows) == SMALL["nq"] and all(0 <= s < e <= 80.0 + 1e-6 for s, e, _ in windows)
+    # one row per distinct window (random weights may give all queries the same one)
+    assert 1 <= len(windows) <= SMALL["nq"] and all(0 <= s < e <= 80.0 + 1e-6 for s, e, _ in windows)
+    assert len({(s, e) for s, e, _ in windows}) == len(windows)
     scores = [c for _, _, c in windows]
     assert scores == sorted(scores, reverse=True)
 

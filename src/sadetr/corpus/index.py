@@ -71,8 +71,13 @@ def windowing(window: int | None, stride: int | None) -> tuple[int, int]:
     return window, stride
 
 
-def check_compatible(manifest: dict, sha: str, pipeline: dict, where: Path) -> None:
-    """Refuse a checkpoint or feature pipeline other than the index's own (one line naming both)."""
+def check_compatible(
+    manifest: dict, sha: str, pipeline: dict, where: Path, fingerprint: str | None = None
+) -> None:
+    """Refuse a feature pipeline or embeddings other than the index's own (one line naming both). An index
+    that records its `embedding_fingerprint` accepts any model with the same one (e.g. the same weights
+    exported to a model folder) and refuses every other: its entries would be stale; an older index
+    without it accepts only its own checkpoint file (SHA-256)."""
     diff = [k for k in PIPELINE_KEYS if manifest["feature_pipeline"].get(k) != pipeline.get(k)]
     if diff:
         k = diff[0]
@@ -80,6 +85,14 @@ def check_compatible(manifest: dict, sha: str, pipeline: dict, where: Path) -> N
             f"{where}: index built with feature pipeline {k}={manifest['feature_pipeline'].get(k)!r}, "
             f"this checkpoint has {k}={pipeline.get(k)!r}"
         )
+    recorded = manifest.get("embedding_fingerprint")
+    if recorded is not None and fingerprint is not None:
+        if recorded != fingerprint:
+            raise CorpusIndexError(
+                f"{where}: index entries were embedded by another encoder (embedding fingerprint "
+                f"{recorded[:12]}, this model {fingerprint[:12]}): they are stale; build a new index for it"
+            )
+        return
     if manifest["checkpoint_sha256"] != sha:
         raise CorpusIndexError(
             f"{where}: index built with checkpoint {manifest['checkpoint']} "
@@ -111,7 +124,7 @@ def build_index(
     pipe = model.pipeline
     existing = read_state(out_dir)[0] if current_generation(out_dir) is not None else None
     if existing is not None:
-        check_compatible(existing.manifest, sha, pipe, out_dir)
+        check_compatible(existing.manifest, sha, pipe, out_dir, model.fingerprint)
         old_w, old_s = existing.manifest["window"], existing.manifest["stride"]
         if (window and window != old_w) or (stride and stride != old_s):
             raise CorpusIndexError(
@@ -127,7 +140,7 @@ def build_index(
     have = set(existing.table.videos) if existing is not None else set()
     todo = [v for v in dict.fromkeys(videos) if v not in have]
     store = feature_store(pipe, feat_root)
-    cache = partial_dir(out_dir, f"{sha[:16]}-w{window}-s{stride}")
+    cache = partial_dir(out_dir, f"{model.fingerprint[:16]}-w{window}-s{stride}")
     table = WindowTable()
     parts: list[np.ndarray] = []
     for vid in todo:
@@ -136,7 +149,7 @@ def build_index(
         starts = window_starts(n, window, window - stride)
         vectors = load_partial(cache, vid, len(starts))
         if vectors is None:
-            vectors = model.embed_windows([model.window_input(feats[s : s + window]) for s in starts])
+            vectors = model.embed_windows([feats[s : s + window] for s in starts])
             save_partial(cache, vid, vectors)
         duration = n * model.clip_len
         table.videos[vid] = {"feat_root": str(feat_root.resolve()), "n_clips": n, "duration": duration}
@@ -155,6 +168,7 @@ def build_index(
     manifest = {
         "checkpoint": model.source,
         "checkpoint_sha256": sha,
+        "embedding_fingerprint": model.fingerprint,
         "feature_pipeline": pipe,
         "window": window,
         "stride": stride,

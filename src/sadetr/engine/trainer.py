@@ -257,7 +257,7 @@ class Trainer:
             "rng": rng_ranks[0],
             "rng_ranks": rng_ranks,
             "config": config_to_dict(self.cfg),
-            "features": feature_pipeline(self.cfg.data, self.cfg.model),
+            "features": feature_pipeline(self.cfg.data),
             "metrics": self.best_metrics or {},
             "best": self.best_value if math.isfinite(self.best_value) else None,
         }
