@@ -18,6 +18,7 @@ clips go through overlapping windows (`sadetr.video.sliding`).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -130,15 +131,17 @@ class Predictor:
         slowfast: Any = None,
         backend: str = "torch",
         threads: int = 0,
+        overrides: Sequence[str] = (),
     ) -> Predictor:
         """Load a training checkpoint (file or run directory) or a model folder; `clip`/`slowfast` are
         weight paths or loaded backbones (optional); `backend` torch | onnx | onnx-int8 (the ONNX ones
-        need a model folder written by `sadetr export`), `threads` its onnxruntime threads."""
-        from sadetr.inference.loading import load_model, make_backend
+        need a model folder written by `sadetr export`), `threads` its onnxruntime threads; `overrides`
+        dotted `model.round_to_clip=...` / `data.*` settings (as `predict --set`)."""
+        from sadetr.inference.loading import load_model, make_backend, with_overrides
         from sadetr.video.extract import resolve_device
 
         device = resolve_device(device) if isinstance(device, str) else device
-        loaded = load_model(path)
+        loaded = with_overrides(load_model(path), overrides)
         runner = make_backend(loaded, backend, device, threads)
         if isinstance(clip, (str, Path)):
             from sadetr.video.clip import load_clip

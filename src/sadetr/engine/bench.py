@@ -253,6 +253,7 @@ def bench_model(settings: BenchSettings, model_name: str | None = None) -> dict[
     bsz = settings.batch_size
     batch = synthetic_batch(bsz, lv, cfg.data.max_q_l, cfg.model.video_dim, cfg.model.text_dim)
     b = move_batch(batch, device)
+
     def step() -> None:
         with autocast(device, bf16):
             o = model(b["video_feat"], b["video_mask"], b["text_feat"], b["text_mask"], targets=b["spans"])

@@ -28,11 +28,19 @@ from sadetr.config import Config, config_to_dict
 from sadetr.data.pipeline import FeaturePipeline
 from sadetr.engine.checkpoint import file_sha256, model_from_state
 from sadetr.errors import CheckpointError
+from sadetr.inference.backend import ONNX_FILES
 
 FORMAT = "sadetr-model/1"
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 CARD_FILE = "README.md"
+CARD_METRICS = (
+    "MR-full-R1@0.5",
+    "MR-full-R1@0.7",
+    "MR-full-mAP",
+    "HL-min-VeryGood-mAP",
+    "HL-min-VeryGood-Hit1",
+)
 
 
 @dataclass
@@ -69,6 +77,9 @@ def save_pretrained(
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    for name in ONNX_FILES.values():  # graphs of earlier weights must not run with these
+        if name not in (onnx or {}):
+            (out / name).unlink(missing_ok=True)
     weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     with atomic_path(out / WEIGHTS_FILE) as tmp:
         save_file(weights, str(tmp), metadata={"format": FORMAT})
@@ -143,7 +154,9 @@ def model_card(record: dict[str, Any]) -> str:
     """The README.md of a model folder: data, recipe, metrics, feature pipeline, how to use it."""
     cfg, pipe = record["config"], record["feature_pipeline"]
     data, model, train = cfg.get("data", {}), cfg.get("model", {}), cfg.get("train", {})
-    brief = (record.get("metrics") or {}).get("brief") or {}
+    metrics = record.get("metrics") or {}
+    brief = metrics.get("brief") or metrics  # a checkpoint stores the brief metrics (+ epoch) flat
+    shown = [k for k in CARD_METRICS if isinstance(brief.get(k), (int, float))]
     prov = record.get("provenance") or {}
     lines = [
         f"# {record['model_name']} model folder",
@@ -171,8 +184,9 @@ def model_card(record: dict[str, Any]) -> str:
             f"- imported from {src.get('repository')} ({src.get('file')}, sha256 {src.get('sha256')})"
         )
     lines += ["", "## Metrics", ""]
-    if brief:
-        lines += [f"- {k}: {_fmt(v)}" for k, v in brief.items()]
+    if shown:
+        where = f" (validation, epoch {brief['epoch']})" if "epoch" in brief else ""
+        lines += [f"- {k}: {_fmt(brief[k])}{where if i == 0 else ''}" for i, k in enumerate(shown)]
     else:
         lines.append("- none recorded (an imported or untrained model)")
     lines += [
