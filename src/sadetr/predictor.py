@@ -32,6 +32,7 @@ from sadetr.engine.checkpoint import pipeline_of
 from sadetr.errors import CheckpointError, ConfigError, DataError
 from sadetr.inference.backend import Backend, TorchBackend
 from sadetr.inference.core import Localizer
+from sadetr.inference.loading import LoadedModel, load_model, make_backend, with_overrides
 from sadetr.model.postprocess import merge_duplicates
 from sadetr.video.sliding import stitch_saliency, temporal_nms, window_starts
 
@@ -137,12 +138,23 @@ class Predictor:
         weight paths or loaded backbones (optional); `backend` torch | onnx | onnx-int8 (the ONNX ones
         need a model folder written by `sadetr export`), `threads` its onnxruntime threads; `overrides`
         dotted `model.round_to_clip=...` / `data.*` settings (as `predict --set`)."""
-        from sadetr.inference.loading import load_model, make_backend, with_overrides
         from sadetr.video.extract import resolve_device
 
         device = resolve_device(device) if isinstance(device, str) else device
         loaded = with_overrides(load_model(path), overrides)
-        runner = make_backend(loaded, backend, device, threads)
+        return cls.from_loaded(loaded, make_backend(loaded, backend, device, threads), device, clip, slowfast)
+
+    @classmethod
+    def from_loaded(
+        cls,
+        loaded: LoadedModel,
+        backend: Backend,
+        device: torch.device,
+        clip: Any = None,
+        slowfast: Any = None,
+    ) -> Predictor:
+        """A Predictor of a loaded model (`sadetr.inference.loading`) running on `backend` (e.g. a
+        `DynamicBatcher` around an onnxruntime session); `clip`/`slowfast` as in `from_checkpoint`."""
         if isinstance(clip, (str, Path)):
             from sadetr.video.clip import load_clip
 
@@ -151,7 +163,7 @@ class Predictor:
             from sadetr.video.slowfast import load_slowfast
 
             slowfast = load_slowfast(slowfast)
-        return cls(loaded.model, loaded.cfg, loaded.pipeline, device, clip, slowfast, str(path), runner)
+        return cls(loaded.model, loaded.cfg, loaded.pipeline, device, clip, slowfast, loaded.source, backend)
 
     # ------------------------------------------------------------------ encoders
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from sadetr.errors import CheckpointError, ConfigError
-from sadetr.inference.backend import BACKENDS
+from sadetr.inference import BACKENDS
 from sadetr.paths import ensure_out_file
 
 _VIDEO_MODULE = "sadetr.commands._predict_video"

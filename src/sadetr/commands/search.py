@@ -13,6 +13,8 @@ import json
 import sys
 from pathlib import Path
 
+from sadetr.inference import BACKENDS
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -38,6 +40,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--video-root", type=Path, help="folder of the source videos (<vid>.<ext>) for --clips-out"
     )
     p.add_argument("--device", default="cpu", help="cpu | cuda[:N] (default cpu)")
+    p.add_argument(
+        "--backend",
+        default="torch",
+        choices=BACKENDS,
+        help="what localises the query: torch (default), or onnx / onnx-int8 with --checkpoint MODEL_FOLDER",
+    )
     p.set_defaults(func=run)
 
 
@@ -74,7 +82,9 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("give exactly one of --query and --query-features", "search")
     if args.clips_out and not args.video_root:
         raise ConfigError("--clips-out needs --video-root (where the source videos are)", "search")
-    searcher = CorpusSearcher.open(args.index, args.checkpoint, device=args.device, clip_dir=args.clip)
+    searcher = CorpusSearcher.open(
+        args.index, args.checkpoint, device=args.device, clip_dir=args.clip, backend=args.backend
+    )
     feats = None
     if args.query_features is not None:
         feats = load_feature_file(args.query_features, TEXT_KEY, searcher.model.text_dim)

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from sadetr.errors import ConfigError
+from sadetr.inference import BACKENDS
 
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
@@ -25,7 +26,27 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto")
     p.add_argument(
-        "--threads", type=int, default=0, help="torch CPU threads for the model (default: all cores)"
+        "--threads",
+        type=int,
+        default=0,
+        help="CPU threads for the model, torch or onnxruntime (default: all cores)",
+    )
+    p.add_argument(
+        "--backend",
+        default="torch",
+        choices=BACKENDS,
+        help="torch (default), or onnx / onnx-int8: onnxruntime on a model folder of sadetr export",
+    )
+    p.add_argument(
+        "--max-batch",
+        type=int,
+        help="requests merged into one forward pass (default 16 with an onnx backend, 1 = none with torch)",
+    )
+    p.add_argument(
+        "--max-wait-ms",
+        type=float,
+        default=5.0,
+        help="how long the first request waits for others to join its batch (default %(default)s)",
     )
     p.add_argument(
         "--max-upload-mb", type=float, default=d.max_upload_mb, help="per file (default %(default)s)"
@@ -58,6 +79,12 @@ def load_service(args: argparse.Namespace):
     for name in ("max_upload_mb", "max_video_s", "max_query_chars", "timeout_s", "max_pending"):
         if getattr(args, name) <= 0:
             raise ConfigError("must be positive", key="--" + name.replace("_", "-"))
+    if args.max_batch is not None and args.max_batch < 1:
+        raise ConfigError("must be >= 1 (1: no batching)", key="--max-batch")
+    if args.max_wait_ms < 0:
+        raise ConfigError("must be >= 0", key="--max-wait-ms")
+    if args.backend != "torch":
+        require(("onnxruntime",), "onnx")
     if args.index is not None:
         if not args.index.is_dir():
             raise ConfigError(f"no such index directory {args.index}", key="--index")
@@ -73,6 +100,10 @@ def load_service(args: argparse.Namespace):
         index=args.index,
         device=args.device,
         limits=limits,
+        backend=args.backend,
+        threads=args.threads,
+        max_batch=args.max_batch,
+        max_wait_ms=args.max_wait_ms,
     )
 
 

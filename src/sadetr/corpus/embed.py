@@ -85,11 +85,12 @@ class CorpusModel:
         cls,
         checkpoint: str | Path,
         device: str | torch.device = "cpu",
-        backend: str = "torch",
+        backend: str | Backend = "torch",
         threads: int = 0,
     ) -> tuple[CorpusModel, str]:
         """(model, SHA-256 of its weights file) of a checkpoint file, run directory or model folder;
-        `backend` runs the localiser (torch | onnx | onnx-int8), the embeddings are the torch model's.
+        `backend` runs the localiser (torch | onnx | onnx-int8, or a backend already built for this model,
+        e.g. a service's), the embeddings are the torch model's.
         A device name the machine lacks (or a typo) is a `ConfigError` naming --device, before the
         checkpoint is read."""
         from sadetr.devices import resolve_device
@@ -99,7 +100,7 @@ class CorpusModel:
         path = Path(checkpoint)
         loaded = load_model(path)
         source = str(path.resolve()) if loaded.folder is not None else str(Path(loaded.source).resolve())
-        runner = make_backend(loaded, backend, device, threads)
+        runner = make_backend(loaded, backend, device, threads) if isinstance(backend, str) else backend
         model = cls(loaded.model, loaded.pipeline, device, source, loaded.round_to_clip, runner)
         return model, loaded.identity
 

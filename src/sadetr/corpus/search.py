@@ -30,6 +30,7 @@ from sadetr.corpus.embed import CorpusModel
 from sadetr.corpus.index import check_compatible, feature_store
 from sadetr.corpus.store import CorpusIndexError, faiss_search, read_state
 from sadetr.errors import CheckpointError, DataError
+from sadetr.inference.backend import Backend
 from sadetr.model.postprocess import merge_duplicates
 from sadetr.video.sliding import temporal_nms, window_starts
 
@@ -108,7 +109,7 @@ class CorpusSearcher:
         device: str = "cpu",
         clip_dir: Path | None = None,
         clip: Any = None,
-        backend: str = "torch",
+        backend: str | Backend = "torch",
         threads: int = 0,
     ) -> CorpusSearcher:
         """Open an index; `checkpoint` None = the one recorded in it; a model whose embeddings differ from

@@ -3,3 +3,6 @@ every prediction path, ONNX export and int8 quantisation, portable model folders
 
 Layer: above `sadetr.model` and `sadetr.data`, below the Predictor, the corpus search, serve and the CLI.
 """
+
+# The inference backends (`--backend`), here without importing torch (command-line parsers use it).
+BACKENDS = ("torch", "onnx", "onnx-int8")

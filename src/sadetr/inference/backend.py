@@ -22,10 +22,11 @@ import torch
 from torch import Tensor, nn
 
 from sadetr.errors import CheckpointError, ConfigError
+from sadetr.inference import BACKENDS
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("torch", "onnx", "onnx-int8")
+
 INPUT_NAMES = ("video_feat", "video_mask", "text_feat", "text_mask")
 OUTPUT_NAMES = ("pred_spans", "pred_quality", "saliency_scores")
 ONNX_FILES = {"onnx": "model.onnx", "onnx-int8": "model.int8.onnx"}

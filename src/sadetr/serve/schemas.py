@@ -59,6 +59,10 @@ class Health(BaseModel):
     accepts_text: bool = Field(description="queries can be sent as text (CLIP text is loaded)")
     index: IndexInfo | None
     limits: dict[str, int | float]
+    backend: str = Field("torch", description="what runs the model: torch | onnx | onnx-int8")
+    batching: dict[str, int | float] | None = Field(
+        None, description="the dynamic batcher's settings and counts (runs, requests, rows per run, wait)"
+    )
 
 
 class Error(BaseModel):

@@ -2,8 +2,10 @@
 
 Requests run one at a time on one worker thread, so torch's intra-op threads (set once by the
 command) are never oversubscribed by concurrent requests; at most `limits.max_pending` wait, and a
-request whose deadline passes while it waits is dropped before it runs. Used by the HTTP service
-(`submit`, async) and the browser app (`call`, blocking); no HTTP types here.
+request whose deadline passes while it waits is dropped before it runs. With a dynamic batcher
+(`sadetr.inference.batcher`, the default of the onnx backends) up to `max_batch` requests run at once
+and their forward passes are merged into one. Used by the HTTP service (`submit`, async) and the
+browser app (`call`, blocking); no HTTP types here.
 """
 
 from __future__ import annotations
@@ -20,12 +22,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 
 from sadetr.errors import CheckpointError, DataError, SadetrError
+from sadetr.inference.batcher import DynamicBatcher
 from sadetr.serve.limits import Limits
 
 if TYPE_CHECKING:
     from sadetr.predictor import VideoFeatures
 
 T = TypeVar("T")
+DEFAULT_MAX_BATCH = 16  # requests merged into one forward pass with an onnx backend
 
 
 class ServiceBusy(SadetrError):
@@ -43,12 +47,21 @@ class NoIndex(SadetrError):
 class MomentService:
     """A `Predictor` + optional `CorpusSearcher`, their limits, and the queue in front of them."""
 
-    def __init__(self, predictor: Any, limits: Limits | None = None, searcher: Any = None, name: str = ""):
+    def __init__(
+        self,
+        predictor: Any,
+        limits: Limits | None = None,
+        searcher: Any = None,
+        name: str = "",
+        batcher: DynamicBatcher | None = None,
+    ):
         self.predictor = predictor
         self.searcher = searcher
         self.limits = limits or Limits()
         self.name = name
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sadetr-model")
+        self.batcher = batcher  # merges the forward passes of the requests that run at once
+        workers = batcher.max_batch if batcher is not None else 1
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sadetr-model")
         self._pending = 0
         self._lock = threading.Lock()
 
@@ -62,20 +75,35 @@ class MomentService:
         index: Path | None = None,
         device: str = "cpu",
         limits: Limits | None = None,
+        backend: str = "torch",
+        threads: int = 0,
+        max_batch: int | None = None,
+        max_wait_ms: float = 5.0,
     ) -> MomentService:
-        """Load the checkpoint (and backbones, and the index) once."""
+        """Load the checkpoint or model folder (and backbones, and the index) once; `backend` torch | onnx
+        | onnx-int8 with `threads` onnxruntime threads; `max_batch` > 1 merges concurrent requests
+        (default: 16 with an onnx backend, none with torch), waiting at most `max_wait_ms` for them."""
+        from sadetr.devices import resolve_device
+        from sadetr.inference.loading import load_model, make_backend
         from sadetr.predictor import Predictor
 
-        predictor = Predictor.from_checkpoint(checkpoint, device=device, clip=clip, slowfast=slowfast)
+        torch_device = resolve_device(device, "--device")
+        loaded = load_model(checkpoint)
+        runner: Any = make_backend(loaded, backend, torch_device, threads)
+        batch = max_batch if max_batch is not None else (1 if backend == "torch" else DEFAULT_MAX_BATCH)
+        batcher = DynamicBatcher(runner, batch, max_wait_ms) if batch > 1 else None
+        runner = batcher or runner
+        predictor = Predictor.from_loaded(loaded, runner, torch_device, clip=clip, slowfast=slowfast)
         searcher = None
         if index is not None:
             from sadetr.corpus import CorpusSearcher
 
-            # the Predictor's CLIP encodes the search queries too (one copy in memory)
+            # the Predictor's CLIP encodes the search queries too (one copy in memory), and its backend
+            # (batcher) localises them
             searcher = CorpusSearcher.open(
-                index, checkpoint, device=device, clip_dir=clip, clip=predictor.clip
+                index, checkpoint, device=device, clip_dir=clip, clip=predictor.clip, backend=runner
             )
-        return cls(predictor, limits, searcher, name=Path(checkpoint).name)
+        return cls(predictor, limits, searcher, name=Path(checkpoint).name, batcher=batcher)
 
     # ------------------------------------------------------------------ what it can do
 
@@ -115,6 +143,8 @@ class MomentService:
             "accepts_text": self.accepts_text,
             "index": index,
             "limits": self.limits.as_dict(),
+            "backend": str(getattr(p.backend, "name", "torch")),
+            "batching": self.batcher.stats() if self.batcher is not None else None,
         }
 
     # ------------------------------------------------------------------ validation
@@ -240,3 +270,5 @@ class MomentService:
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+        if self.batcher is not None:
+            self.batcher.close()
