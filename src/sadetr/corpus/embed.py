@@ -135,10 +135,7 @@ class CorpusModel:
     @torch.no_grad()
     def embed_text(self, text: np.ndarray) -> np.ndarray:
         """`SADETR.embed_text` of the tokens of `text_input(...)` [L_t, D_t] -> [d]."""
-        t = torch.from_numpy(np.ascontiguousarray(text, dtype=np.float32))[None].to(
-            self.device
-        )  # (1, L_t, D_t)
-        mask = torch.ones(t.shape[:2], dtype=torch.bool, device=self.device)  # (1, L_t)
+        t, mask = (torch.from_numpy(a).to(self.device) for a in pad_rows([text]))  # (1, L_t, D_t), (1, L_t)
         emb = self.model.embed_text(t, mask)[0].float().cpu().numpy()  # (d,)
         if not np.isfinite(emb).all() or np.linalg.norm(emb) < 0.5:  # unit length, or 0 for a zero mean
             raise DataError("the query embeds to zero (no direction to search)", field="query")
