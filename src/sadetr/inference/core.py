@@ -1,11 +1,12 @@
 """The predictor core: a query localised in a list of windows (clip features of any videos) through one
 backend and the shared post-processing.
 
-Every prediction path runs its model through `Localizer`: the Predictor (one video, cut into sliding
-windows: `predict --video`, `serve`, `app`, the long-video path), corpus search (contexts of many videos)
-and split prediction (`engine.inference.predict_dataset`, with batches the data layer collated). Inputs
-are prepared by the model's `FeaturePipeline` (TEF, padding and masks in `pad_inputs`); outputs are
-decoded by `sadetr.model.postprocess.decode` (seconds, clip-grid rounding).
+The Predictor (one video, cut into sliding windows: `predict --video`, `serve`, `app`, the long-video
+path) and corpus search (contexts of many videos) run their model through `Localizer`; split prediction
+(`engine.inference.predict_dataset`) feeds the batches the data layer collated (the same `pad_inputs`)
+to the same backends and the same `decode`. Inputs are prepared by the model's `FeaturePipeline` (TEF,
+padding and masks in `pad_inputs`); outputs are decoded by `sadetr.model.postprocess.decode` (seconds,
+clip-grid rounding).
 """
 
 from __future__ import annotations
