@@ -143,7 +143,7 @@ class MomentService:
             "accepts_text": self.accepts_text,
             "index": index,
             "limits": self.limits.as_dict(),
-            "backend": str(getattr(p.backend, "name", "torch")),
+            "backend": p.backend.name,
             "batching": self.batcher.stats() if self.batcher is not None else None,
         }
 
