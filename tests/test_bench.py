@@ -73,3 +73,30 @@ def test_flop_count_includes_cpu_attention_forward_and_backward() -> None:
     assert count_flops(lambda: sdpa(q, k, k, attn_mask=mask)) == forward
     out = sdpa(q, k, k, attn_mask=mask)
     assert count_flops(lambda: out.sum().backward()) == 2 * forward
+
+
+@pytest.mark.slow  # an ONNX export and an inductor compilation: minutes on a shared CPU
+def test_bench_backend_and_compiled_step_rows(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    pytest.importorskip("onnxruntime")
+    argv = ["bench", "--out", str(tmp_path), "--config", "synthetic_tiny", "--steps", "2", "--threads", "1"]
+    argv += [
+        "--models",
+        "moment_detr",
+        "--batch-size",
+        "4",
+        "--no-long-videos",
+        "--backends",
+        "--compile-train",
+    ]
+    assert main(argv) == 0
+    r = json.loads((tmp_path / "bench.json").read_text())["models"]["moment_detr"]
+    lat = r["backends"]["latency_s"]
+    assert set(lat) == {"eager", "onnxruntime", "int8"} and all(set(v) == {"1", "4"} for v in lat.values())
+    assert all(wall > 0 and cpu > 0 for v in lat.values() for wall, cpu in v.values())
+    ratio = r["backends"]["cpu_ratio_to_eager"]["onnxruntime"]["4"]
+    assert ratio == pytest.approx(lat["onnxruntime"]["4"][1] / lat["eager"]["4"][1])
+    assert 0 < r["backends"]["int8_max_abs_diff"]["pred_spans"] < 0.5
+    step = r["compiled_step"]
+    assert step["steps"] == 2 and step["compile_s"] > 0 and step["loss_max_rel_diff"] < 1e-4
+    out = capsys.readouterr().out
+    assert "eager / onnxruntime / int8" in out and "train.compile" in out

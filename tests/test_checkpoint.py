@@ -29,7 +29,7 @@ def _state() -> dict:
         "step": 5,
         "rng": get_rng_state(),
         "config": config_to_dict(cfg),
-        "features": feature_pipeline(cfg.data, cfg.model),
+        "features": feature_pipeline(cfg.data),
         "metrics": {"MR-full-mAP": 12.5},
     }
 

@@ -87,7 +87,7 @@ def test_window_vectors_are_the_models_vtc_video_embedding(tiny_checkpoint, synt
     feats = feature_store(model.pipeline, synthetic_qvh["feat_root"]).video(vids[0])
     row = 3
     s, n = state.table.start_clip[row], state.table.n_clips[row]
-    window = torch.from_numpy(model.window_input(feats[s : s + n]))[None]  # (1, W, Dv)
+    window = torch.from_numpy(model.features.video_input(feats[s : s + n]))[None]  # (1, W, Dv)
     text = torch.randn(1, 6, model.text_dim)
     with torch.no_grad():
         out = model.model(
@@ -164,9 +164,9 @@ def test_bad_input_is_one_clear_error(tiny_checkpoint, synthetic_qvh, tmp_path) 
     other = tmp_path / "other.ckpt"
     state["model"] = {k: v + 0.01 if v.is_floating_point() else v for k, v in state["model"].items()}
     torch.save(state, other)
-    with pytest.raises(CorpusIndexError, match="not this one"):
+    with pytest.raises(CorpusIndexError, match="stale"):
         CorpusSearcher.open(idx, other)
-    with pytest.raises(CorpusIndexError, match="not this one"):
+    with pytest.raises(CorpusIndexError, match="stale"):
         build_index(other, feat, idx, videos=vids)
     state["features"] = {**state["features"], "clip_len": 1.0}
     torch.save(state, other)

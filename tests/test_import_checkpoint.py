@@ -745,9 +745,36 @@ def test_cli_import_then_predictor_on_features(
     )
     assert len(pred["pred_saliency_scores"]) == 40 and pred["clip_len"] == 2.0
     windows = pred["pred_relevant_windows"]
-    assert len(windows) == SMALL["nq"] and all(0 <= s < e <= 80.0 + 1e-6 for s, e, _ in windows)
+    # one row per distinct window (random weights may give all queries the same one)
+    assert 1 <= len(windows) <= SMALL["nq"] and all(0 <= s < e <= 80.0 + 1e-6 for s, e, _ in windows)
+    assert len({(s, e) for s, e, _ in windows}) == len(windows)
     scores = [c for _, _, c in windows]
     assert scores == sorted(scores, reverse=True)
+
+
+def test_an_imported_checkpoint_exports_to_a_model_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """import-checkpoint output -> `sadetr export --format safetensors` -> the same predictions; the model
+    card names the release it came from."""
+    from sadetr.cli import main
+    from sadetr.predictor import Predictor
+
+    src, _ = make_release(tmp_path, "qd_detr", monkeypatch)
+    assert main(["import-checkpoint", str(src), "--out", str(tmp_path / "qd.ckpt")]) == 0
+    args = ["export", "--checkpoint", str(tmp_path / "qd.ckpt"), "--format", "safetensors"]
+    assert main([*args, "--out", str(tmp_path / "folder")]) == 0
+    capsys.readouterr()
+    card = (tmp_path / "folder" / "README.md").read_text()
+    assert "imported from" in card and src.name in card and "## Feature pipeline" in card
+    assert not (tmp_path / "folder" / "model.onnx").exists()
+    rng = np.random.default_rng(0)
+    feats, text = rng.normal(size=(90, 2816)), rng.normal(size=(7, 512))
+    a, b = (
+        Predictor.from_checkpoint(p, device="cpu").predict("q", feats, text_features=text)
+        for p in (tmp_path / "qd.ckpt", tmp_path / "folder")
+    )
+    assert a == b and a["num_windows"] == 2
 
 
 def test_cli_refusal_is_one_line_and_exit_code_2(tmp_path: Path, capsys) -> None:

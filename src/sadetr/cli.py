@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "demo": "generate synthetic data, train, evaluate and predict (minutes, CPU)",
     "evaluate": "score a submission (JSON lines) against ground truth",
     "evaluate-corpus": "VCMR / SVMR / VR recall of a corpus index on an annotation split",
+    "export": "export a trained model: portable model folder, ONNX graph (+ int8)",
     "extract": "extract CLIP and SlowFast clip features from videos",
     "extract-text": "extract CLIP text features of queries",
     "import-checkpoint": "convert a released Moment-DETR/QD-DETR checkpoint",

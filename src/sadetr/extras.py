@@ -21,6 +21,8 @@ EXTRA_OF = {
     "uvicorn": "serve",
     "multipart": "serve",
     "gradio": "app",
+    "onnxruntime": "onnx",
+    "onnx": "onnx",
 }
 
 

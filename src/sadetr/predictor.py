@@ -6,18 +6,19 @@
     pred["pred_relevant_windows"]   # [[start_s, end_s, score], ...] ranked by score
     pred["pred_saliency_scores"]    # one score per clip of `clip_len` seconds
 
-The checkpoint's `features` entry (sources, clip length, normalisation, TEF, max_v_l, max_q_l)
-drives the input pipeline, exactly as in training (`sadetr.data`): per-source L2 norm, concat in
-the recorded source order, TEF per window, text tokens L2-normalised and cut to max_q_l. A checkpoint
-trained on features this package cannot extract (e.g. VGG, GloVe) is refused with a
-`CheckpointError` when a video or a query has to be encoded; precomputed features still work.
-Videos longer than `max_v_l` clips go through overlapping windows (`sadetr.video.sliding`).
+The model's `FeaturePipeline` (sources, clip length, normalisation, TEF, max_v_l, max_q_l; stored with
+the checkpoint or model folder) prepares the input exactly as in training (`sadetr.data`), and the
+predictor core (`sadetr.inference.core.Localizer`) runs it through the chosen backend (`backend="torch"`,
+or `"onnx"` / `"onnx-int8"` for an exported model folder) and the shared post-processing. A model
+trained on features this package cannot extract (e.g. VGG, GloVe) is refused with a `CheckpointError`
+when a video or a query has to be encoded; precomputed features still work. Videos longer than `max_v_l`
+clips go through overlapping windows (`sadetr.video.sliding`).
 """
 
 from __future__ import annotations
 
-import itertools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,9 +27,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from sadetr.data.features import l2_normalize
+from sadetr.data.pipeline import FeaturePipeline
 from sadetr.engine.checkpoint import pipeline_of
 from sadetr.errors import CheckpointError, ConfigError, DataError
+from sadetr.inference.backend import Backend, TorchBackend
+from sadetr.inference.core import Localizer
+from sadetr.inference.loading import LoadedModel, load_model, make_backend, with_overrides
+from sadetr.model.postprocess import merge_duplicates
 from sadetr.video.sliding import stitch_saliency, temporal_nms, window_starts
 
 if TYPE_CHECKING:
@@ -82,34 +87,36 @@ def check_request(query: object, max_moments: int = 0, overlap: float = 0.5) -> 
 
 
 class Predictor:
-    """A model, its feature pipeline and (optionally) the backbones that reproduce that pipeline."""
+    """A model, its feature pipeline, the backend that runs it and (optionally) the backbones that
+    reproduce the pipeline from a video."""
 
     def __init__(
         self,
         model: nn.Module,
         cfg: Any,
-        features: dict[str, Any],
+        features: dict[str, Any] | FeaturePipeline,
         device: torch.device,
         clip: Any = None,
         slowfast: Any = None,
         source: str = "",
+        backend: Backend | None = None,
     ) -> None:
         self.model = model.eval()
         self.cfg = cfg
         self.device = device
         self.source = source
-        pipe = pipeline_of(cfg, features, source)
-        self.video_sources: list[str] = pipe["video_sources"]
-        self.video_dims: list[int] = pipe["video_dims"]
-        self.text_source: str = pipe["text_source"]
-        self.clip_len: float = pipe["clip_len"]
-        self.normalize_video: bool = pipe["normalize_video"]
-        self.normalize_text: bool = pipe["normalize_text"]
-        self.use_tef: bool = pipe["use_tef"]
-        self.max_v_l: int = pipe["max_v_l"]
-        self.max_q_l: int = pipe["max_q_l"]
-        self.video_dim: int = pipe["video_dim"]
-        self.text_dim: int = pipe["text_dim"]
+        pipe = features if isinstance(features, FeaturePipeline) else pipeline_of(cfg, features, source)
+        self.pipeline = pipe
+        self.video_sources: list[str] = list(pipe.video_sources)
+        self.video_dims: list[int] = list(pipe.video_dims)
+        self.text_source: str = pipe.text_source
+        self.clip_len: float = pipe.clip_len
+        self.max_v_l: int = pipe.max_v_l
+        self.max_q_l: int = pipe.max_q_l
+        self.video_dim: int = pipe.video_dim
+        self.text_dim: int = pipe.text_dim
+        self.backend: Backend = backend if backend is not None else TorchBackend(self.model, device)
+        self.localizer = Localizer(self.backend, pipe, cfg.model.round_to_clip, device)
         self.clip = clip
         self.slowfast = slowfast
         self._extractor: VideoExtractor | None = None
@@ -118,14 +125,36 @@ class Predictor:
 
     @classmethod
     def from_checkpoint(
-        cls, path: str | Path, device: str | torch.device = "auto", clip: Any = None, slowfast: Any = None
+        cls,
+        path: str | Path,
+        device: str | torch.device = "auto",
+        clip: Any = None,
+        slowfast: Any = None,
+        backend: str = "torch",
+        threads: int = 0,
+        overrides: Sequence[str] = (),
     ) -> Predictor:
-        """Load a training checkpoint; `clip`/`slowfast` are weight paths or loaded backbones (optional)."""
-        from sadetr.engine.checkpoint import load_trained_model
+        """Load a training checkpoint (file or run directory) or a model folder; `clip`/`slowfast` are
+        weight paths or loaded backbones (optional); `backend` torch | onnx | onnx-int8 (the ONNX ones
+        need a model folder written by `sadetr export`), `threads` its onnxruntime threads; `overrides`
+        dotted `model.round_to_clip=...` / `data.*` settings (as `predict --set`)."""
         from sadetr.video.extract import resolve_device
 
         device = resolve_device(device) if isinstance(device, str) else device
-        model, cfg, state = load_trained_model(path, map_location="cpu")
+        loaded = with_overrides(load_model(path), overrides)
+        return cls.from_loaded(loaded, make_backend(loaded, backend, device, threads), device, clip, slowfast)
+
+    @classmethod
+    def from_loaded(
+        cls,
+        loaded: LoadedModel,
+        backend: Backend,
+        device: torch.device,
+        clip: Any = None,
+        slowfast: Any = None,
+    ) -> Predictor:
+        """A Predictor of a loaded model (`sadetr.inference.loading`) running on `backend` (e.g. a
+        `DynamicBatcher` around an onnxruntime session); `clip`/`slowfast` as in `from_checkpoint`."""
         if isinstance(clip, (str, Path)):
             from sadetr.video.clip import load_clip
 
@@ -134,9 +163,7 @@ class Predictor:
             from sadetr.video.slowfast import load_slowfast
 
             slowfast = load_slowfast(slowfast)
-        return cls(
-            model.to(device), cfg, dict(state.get("features") or {}), device, clip, slowfast, str(path)
-        )
+        return cls(loaded.model, loaded.cfg, loaded.pipeline, device, clip, slowfast, loaded.source, backend)
 
     # ------------------------------------------------------------------ encoders
 
@@ -198,28 +225,6 @@ class Predictor:
 
     # ------------------------------------------------------------------ prediction
 
-    def _video_input(self, feats: np.ndarray) -> np.ndarray:
-        """Per-source L2 norm (as `FeatureStore.video`) of [L, sum D]."""
-        if not self.normalize_video:
-            return feats.astype(np.float32)
-        offsets = np.cumsum([0, *self.video_dims])
-        return np.concatenate([l2_normalize(feats[:, a:b]) for a, b in itertools.pairwise(offsets)], axis=1)
-
-    @torch.no_grad()
-    def _forward(self, video: np.ndarray, text: np.ndarray) -> dict[str, Any]:
-        """Windows of one video: video [N, L, sum D] (normalised), text [L_t, D_t] -> output for batch N."""
-        n_win, n = video.shape[:2]
-        if self.use_tef:
-            start = np.arange(n, dtype=np.float32) / n
-            tef = np.broadcast_to(np.stack([start, start + 1.0 / n], axis=1), (n_win, n, 2))  # [N, L, 2]
-            video = np.concatenate([video, tef], axis=2)  # [N, L, D+2]
-        v = torch.from_numpy(np.ascontiguousarray(video, dtype=np.float32)).to(self.device)  # [N, L, Dv]
-        t = torch.from_numpy(np.ascontiguousarray(text, dtype=np.float32)).to(self.device)  # [Lt, Dt]
-        t = t.expand(n_win, -1, -1)  # [N, Lt, Dt]
-        v_mask = torch.ones(v.shape[:2], dtype=torch.bool, device=self.device)
-        t_mask = torch.ones(t.shape[:2], dtype=torch.bool, device=self.device)
-        return self.model(v, v_mask, t, t_mask)
-
     def predict(
         self,
         query: str,
@@ -232,8 +237,8 @@ class Predictor:
         rescore: bool = True,
         window_batch: int = 64,
     ) -> dict[str, Any]:
-        """Submission-format record: `pred_relevant_windows` ([start, end, score], ranked) and
-        `pred_saliency_scores` (one per clip). `video_or_features`: a video path, `VideoFeatures`,
+        """Submission-format record: `pred_relevant_windows` ([start, end, score], ranked, one per window)
+        and `pred_saliency_scores` (one per clip). `video_or_features`: a video path, `VideoFeatures`,
         or an array [L, sum D] in the checkpoint's source order (`duration` defaults to L * clip_len).
         Videos longer than max_v_l clips: windows overlapping by `overlap` (fraction), merged by NMS;
         with `rescore` each moment's quality is first multiplied by `saliency_relevance` of its peak
@@ -243,8 +248,6 @@ class Predictor:
         a negative `max_moments`, an `overlap` outside [0, 1).
         The windows (all of the same length) run as batches of up to `window_batch` in one forward each.
         """
-        from sadetr.model.postprocess import to_submission
-
         check_request(query, max_moments, overlap)
 
         if isinstance(video_or_features, (str, Path)):
@@ -252,13 +255,8 @@ class Predictor:
         if isinstance(video_or_features, VideoFeatures):
             feats, duration = video_or_features.feats, duration or video_or_features.duration
         else:
-            feats = np.asarray(video_or_features, dtype=np.float32)
-        if feats.ndim != 2 or feats.shape[1] != sum(self.video_dims) or feats.shape[0] == 0:
-            raise DataError(
-                f"video features must be [L > 0, {sum(self.video_dims)}] "
-                f"({'+'.join(self.video_sources)}), got {list(feats.shape)}",
-                field="video_features",
-            )
+            feats = video_or_features
+        feats = self.pipeline.check_clips(feats)
         n_clips = feats.shape[0]
         duration = float(duration) if duration is not None else n_clips * self.clip_len
         where = getattr(video_or_features, "path", None)
@@ -271,47 +269,24 @@ class Predictor:
                 where,
                 field="duration",
             )
-        text = self.encode_query(query) if text_features is None else np.asarray(text_features, np.float32)
-        if text.ndim != 2 or text.shape[1] != self.text_dim or text.shape[0] == 0:
-            raise DataError(
-                f"text features must be [L_t > 0, {self.text_dim}], got {list(text.shape)}",
-                field="text_features",
-            )
-        if self.normalize_text:
-            text = l2_normalize(text)
-        if self.max_q_l > 0:
-            text = text[: self.max_q_l]
-        video = self._video_input(feats)
+        raw_text = self.encode_query(query) if text_features is None else text_features
+        text = self.pipeline.text_tokens(raw_text)
+        video = self.pipeline.normalize_clips(feats)
 
         window = self.max_v_l if self.max_v_l > 0 else n_clips
         starts = window_starts(n_clips, window, min(window - 1, round(overlap * window)))
-        per_window: list[list[list[float]]] = []  # per window: [start_s, end_s, score] in video time
-        saliency_parts: list[tuple[int, np.ndarray]] = []
         length = min(window, n_clips)  # every window has this many clips (the last is end-aligned)
-        metas = [
-            {
-                "qid": None,
-                "vid": None,
-                "query": query,
-                "clip_sec": self.clip_len,
-                "num_clips": length,
-                "duration": min(duration - start * self.clip_len, length * self.clip_len),
-            }
-            for start in starts
-        ]
-        records: list[dict[str, Any]] = []
-        for i in range(0, len(starts), max(1, window_batch)):
-            batch_starts = starts[i : i + max(1, window_batch)]
-            chunks = np.stack([video[s : s + length] for s in batch_starts])  # [N, W, sum D]
-            out = self._forward(chunks, text)
-            records += to_submission(
-                out, metas[i : i + len(batch_starts)], decimals=6, round_to_clip=self.cfg.model.round_to_clip
-            )
-        for start, rec in zip(starts, records):
+        decoded = self.localizer.localize(
+            [video[s : s + length] for s in starts],
+            text,
+            [min(duration - s * self.clip_len, length * self.clip_len) for s in starts],
+            batch_size=window_batch,
+        )
+        per_window: list[list[list[float]]] = []  # per window: [start_s, end_s, score] in video time
+        for start, dec in zip(starts, decoded):
             offset = start * self.clip_len
-            scores = np.asarray(rec["pred_saliency_scores"], dtype=np.float64)
-            per_window.append([[st + offset, en + offset, c] for st, en, c in rec["pred_relevant_windows"]])
-            saliency_parts.append((start, scores))
+            per_window.append([[st + offset, en + offset, c] for st, en, c in dec.ranked()])
+        saliency_parts = [(start, dec.saliency.astype(np.float64)) for start, dec in zip(starts, decoded)]
         moments = [m for ms in per_window for m in ms]
         if len(starts) > 1:
             if rescore:
@@ -324,7 +299,7 @@ class Predictor:
                         peaks.append(float(sal[first:last].max()))
                 rel = saliency_relevance(np.array(peaks))
                 moments = [[st, en, c * r] for (st, en, c), r in zip(moments, rel)]
-            moments = temporal_nms(moments, nms_threshold)
+            moments = temporal_nms(merge_duplicates(sorted(moments, key=lambda m: -m[2])), nms_threshold)
         if max_moments > 0:
             moments = moments[:max_moments]
         saliency = stitch_saliency(n_clips, saliency_parts)

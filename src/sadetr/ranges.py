@@ -85,6 +85,8 @@ TIMEOUT_S = Range(float, 0, 86_400, lo_open=True)
 PENDING = Range(int, 1, 100_000)
 TOP = Range(int, 1, 1000)  # hits of a search, moments shown by the app
 MAX_MOMENTS = Range(int, 0, 1000, note="0: all")
+MAX_BATCH = Range(int, 1, 1024, note="1: no batching")  # requests merged into one forward pass
+MAX_WAIT_MS = Range(float, 0, 60_000)  # how long a batch waits for more requests
 DURATION_S = VIDEO_S  # a client's `duration` (and it must agree with the features within one clip)
 QUERY_TOKENS = Range(int, 1, 1024)  # rows of uploaded query token features
 

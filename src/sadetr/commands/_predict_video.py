@@ -68,8 +68,15 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"must be >= 1, got {args.top_k}", key="--top-k")
     if not 0 <= args.overlap < 1:
         raise ConfigError(f"must be in [0, 1), got {args.overlap}", key="--overlap")
+    if args.feat_root:
+        raise ConfigError("--feat-root is for a feature split, not --video", key="--feat-root")
     predictor = Predictor.from_checkpoint(
-        args.checkpoint, device=args.device, clip=args.clip, slowfast=args.slowfast
+        args.checkpoint,
+        device=args.device,
+        clip=args.clip,
+        slowfast=args.slowfast,
+        backend=args.backend,
+        overrides=args.overrides,
     )
     pred = predictor.predict(args.query, args.video, overlap=args.overlap)
     pred["vid"] = args.video.stem

@@ -7,7 +7,9 @@ ratios to the first): training step (forward + criterion + backward + AdamW step
 GFLOP/s as a fraction of this machine's sgemm peak at the same thread count, peak memory, time per
 component, and a 10- and a 60-minute video (sliding windows in one batch vs one by one). Then the data
 pipeline's samples/s and the in-process evaluation time of 1549 queries (the real val annotations with
-`--gt`, synthetic otherwise). Prints a table, writes DIR/bench.json. The work is in `sadetr.engine.bench`.
+`--gt`, synthetic otherwise). With `--backends`: eager vs onnxruntime vs int8 latency of each model at batch
+1 and the batch size; with `--compile-train`: eager vs `train.compile` training step (docs/deploy.md).
+Prints a table, writes DIR/bench.json. The work is in `sadetr.engine.bench`.
 """
 
 from __future__ import annotations
@@ -35,6 +37,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA, or a CPU with native bf16)")
     p.add_argument("--compile", action="store_true", help="torch.compile the eval model for inference")
     p.add_argument("--no-long-videos", action="store_true", help="skip the 10/60-minute video latency")
+    p.add_argument(
+        "--backends",
+        action="store_true",
+        help="eager vs onnxruntime vs int8 latency at batch 1 and --batch-size (needs sadetr[onnx])",
+    )
+    p.add_argument(
+        "--compile-train",
+        action="store_true",
+        help="eager vs train.compile training step: compile time, step time, losses (minutes on a CPU)",
+    )
     p.add_argument("--gt", type=Path, help="ground-truth JSON lines for the evaluation timing")
     p.set_defaults(func=run)
 
@@ -60,6 +72,8 @@ def run(args: argparse.Namespace) -> int:
         bf16=args.bf16,
         compile=args.compile,
         long_videos=not args.no_long_videos,
+        backends=args.backends,
+        compile_train=args.compile_train,
     )
     result = run_bench(args.out, settings, models or None, args.gt)
     write_json(args.out / "bench.json", result)

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from sadetr import ranges
+from sadetr.inference import BACKENDS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -55,6 +56,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--video-root", type=Path, help="folder of the source videos (<vid>.<ext>) for --clips-out"
     )
     p.add_argument("--device", default="cpu", help="cpu | cuda[:N] (default cpu)")
+    p.add_argument(
+        "--backend",
+        default="torch",
+        choices=BACKENDS,
+        help="what localises the query: torch (default), or onnx / onnx-int8 with --checkpoint MODEL_FOLDER",
+    )
     p.set_defaults(func=run)
 
 
@@ -114,7 +121,9 @@ def run(args: argparse.Namespace) -> int:
     from sadetr.corpus.search import check_k
     from sadetr.data.features import TEXT_KEY, load_feature_file
 
-    searcher = CorpusSearcher.open(index, args.checkpoint, device=args.device, clip_dir=args.clip)
+    searcher = CorpusSearcher.open(
+        index, args.checkpoint, device=args.device, clip_dir=args.clip, backend=args.backend
+    )
     if args.query_features is not None:
         feats = load_feature_file(args.query_features, TEXT_KEY, searcher.model.text_dim)
     k = check_k(args.k_windows, searcher)

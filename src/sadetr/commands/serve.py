@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from sadetr import ranges
 from sadetr.errors import ConfigError
 from sadetr.extras import require
+from sadetr.inference import BACKENDS
 
 if TYPE_CHECKING:
     from sadetr.demo_library import DemoLibrary
@@ -56,7 +57,30 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto")
     ranges.add_ranged(
-        p, "--threads", ranges.THREADS, default=0, help="torch CPU threads for the model (default: all cores)"
+        p,
+        "--threads",
+        ranges.THREADS,
+        default=0,
+        help="CPU threads for the model, torch or onnxruntime (default: all)",
+    )
+    p.add_argument(
+        "--backend",
+        default="torch",
+        choices=BACKENDS,
+        help="torch (default), or onnx / onnx-int8: onnxruntime on a model folder of sadetr export",
+    )
+    ranges.add_ranged(
+        p,
+        "--max-batch",
+        ranges.MAX_BATCH,
+        help="requests merged into one forward pass (default 16 with an onnx backend, 1 = none with torch)",
+    )
+    ranges.add_ranged(
+        p,
+        "--max-wait-ms",
+        ranges.MAX_WAIT_MS,
+        default=5.0,
+        help="how long the first request waits for others to join its batch (default %(default)s)",
     )
     helps = {
         "max_upload_mb": "per file",
@@ -129,6 +153,8 @@ def load_service(args: argparse.Namespace, command: str) -> MomentService:
         require("faiss", what="searching an index (--index)")
     if args.clip is not None or args.slowfast is not None:
         require("av", "transformers", what="reading videos and sentences (--clip/--slowfast)")
+    if args.backend != "torch":
+        require("onnxruntime", what=f"--backend {args.backend}")
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
     limits = Limits(
         args.max_upload_mb, args.max_video_s, args.max_query_chars, args.timeout_s, args.max_pending
@@ -141,6 +167,10 @@ def load_service(args: argparse.Namespace, command: str) -> MomentService:
         device=args.device,
         limits=limits,
         demo=demo,
+        backend=args.backend,
+        threads=args.threads,
+        max_batch=args.max_batch,
+        max_wait_ms=args.max_wait_ms,
     )
     if demo is not None:
         log.info("%s", demo.describe())

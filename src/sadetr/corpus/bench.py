@@ -94,10 +94,7 @@ def localise_latency(checkpoint: Path, k: int, repeats: int = 5, seed: int = 0) 
     model, _ = CorpusModel.load(checkpoint)
     rng = np.random.default_rng(seed)
     width = model.max_v_l or 75
-    windows = [
-        model.window_input(rng.normal(size=(width, sum(model.video_dims))).astype(np.float32))
-        for _ in range(k)
-    ]
+    windows = [rng.normal(size=(width, sum(model.video_dims))).astype(np.float32) for _ in range(k)]
     text = model.text_input(rng.normal(size=(20, model.text_dim)).astype(np.float32))
     model.localize(windows[:2], [0.0, 0.0], [1e9, 1e9], text)  # warm-up
     return _median_seconds(lambda: model.localize(windows, [0.0] * k, [1e9] * k, text), repeats)

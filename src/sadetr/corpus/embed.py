@@ -1,45 +1,30 @@
 """The trained SA-DETR as a retrieval bi-encoder and a window localiser (the two stages of corpus search).
 
-Owns: loading a checkpoint for corpus use, its feature pipeline (the checkpoint's `features` entry), the
-per-window model input (per-source L2 norm as in training, TEF per window), the L_vtc embeddings and the
-batched localisation of a query in a set of windows.
-
-The index needs a video embedding that does not depend on the query. SA-DETR's L_vtc (paper 3.2,
-`vtc_stage=before`, NOTES.md) aligns the masked means of the *projected* inputs, `mean_i F_v[i]` and
-`mean_j F_t[j]`, before any fusion; those are computed here from `encoder.video_proj` and
-`encoder.text_proj` alone. With `vtc_stage=after` the aligned embeddings are fused with the query, so no
-per-window vector exists; such a checkpoint is refused.
+Owns: loading a model for corpus use (a checkpoint or a model folder, any inference backend), and the
+corpus's view of it: window and query embeddings from the model's own `embed_video`/`embed_text` (L_vtc's
+embeddings before fusion, paper 3.2, `vtc_stage=before`), the fingerprint of what decides them (an index
+records it and refuses a model whose embeddings differ), and the batched localisation of a query in a set
+of windows through the predictor core (`sadetr.inference.core.Localizer`). Inputs are prepared by the
+model's `FeaturePipeline`. A model without query-independent embeddings (`vtc_stage=after`, or a
+baseline) is refused.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from sadetr.data.features import add_tef, l2_normalize
+from sadetr.data.pipeline import RECORD_KEYS, FeaturePipeline, pad_rows
 from sadetr.errors import CheckpointError, DataError
-from sadetr.model.postprocess import snap_to_clip_grid
-from sadetr.model.span_ops import span_cxw_to_xx
+from sadetr.inference.backend import Backend, TorchBackend
+from sadetr.inference.core import Localizer
+from sadetr.model.sa_detr import SADETR
 
-PIPELINE_KEYS = (
-    "video_sources",
-    "video_dims",
-    "text_source",
-    "video_dim",
-    "text_dim",
-    "clip_len",
-    "normalize_video",
-    "normalize_text",
-    "use_tef",
-    "max_v_l",
-    "max_q_l",
-)
+PIPELINE_KEYS = RECORD_KEYS  # what an index compares with the model's pipeline
 
 
 @dataclass
@@ -56,72 +41,74 @@ class CorpusModel:
     def __init__(
         self,
         model: nn.Module,
-        pipeline: dict[str, Any],
+        features: FeaturePipeline,
         device: torch.device,
         source: str,
         round_to_clip: bool = True,
+        backend: Backend | None = None,
     ) -> None:
-        encoder = getattr(model, "encoder", None)
-        if encoder is None or not hasattr(encoder, "video_proj") or not hasattr(model, "query_init"):
-            raise CheckpointError(f"{source}: corpus search needs an SA-DETR checkpoint (model.name sa_detr)")
-        if not getattr(encoder, "use_vtc", False) or getattr(encoder, "vtc_stage", "") != "before":
+        if not isinstance(model, SADETR):
+            raise CheckpointError(f"{source}: corpus search needs an SA-DETR model (model.name sa_detr)")
+        if not model.can_embed:
             raise CheckpointError(
                 f"{source}: corpus search needs the L_vtc bi-encoder at vtc_stage=before "
-                f"(this model: use_vtc={getattr(encoder, 'use_vtc', None)}, "
-                f"vtc_stage={getattr(encoder, 'vtc_stage', None)!r})"
+                f"(this model: use_vtc={model.encoder.use_vtc}, vtc_stage={model.encoder.vtc_stage!r})"
             )
         self.model = model.to(device).eval()
-        self.round_to_clip = round_to_clip  # the field's inference protocol, as the checkpoint's config says
-        self.encoder: Any = encoder  # MultiModalAlignEncoder: video_proj / text_proj give the L_vtc inputs
-        self.pipeline = pipeline
+        self.features = features
+        self.pipeline = features.to_record()  # the record an index stores and compares
         self.device = device
         self.source = source
-        self.video_dims = [int(d) for d in pipeline["video_dims"]]
-        self.clip_len = float(pipeline["clip_len"])
-        self.use_tef = bool(pipeline["use_tef"])
-        self.normalize_text = bool(pipeline["normalize_text"])
-        self.max_v_l = int(pipeline["max_v_l"] or 0)
-        self.max_q_l = int(pipeline["max_q_l"] or 0)
-        self.text_dim = int(pipeline["text_dim"])
+        self.video_dims = list(features.video_dims)
+        self.clip_len = features.clip_len
+        self.max_v_l = features.max_v_l
+        self.text_dim = features.text_dim
+        self.localizer = Localizer(
+            backend if backend is not None else TorchBackend(self.model, device),
+            features,
+            round_to_clip,
+            device,
+        )
 
     @property
     def dim(self) -> int:
         """Size d of the L_vtc embeddings (the model's hidden size)."""
-        return int(self.encoder.hidden_dim)
+        return int(self.model.encoder.hidden_dim)
+
+    @property
+    def fingerprint(self) -> str:
+        """What decides the embeddings (`SADETR.embedding_fingerprint`)."""
+        return self.model.embedding_fingerprint()
 
     @classmethod
-    def load(cls, checkpoint: str | Path, device: str | torch.device = "cpu") -> tuple[CorpusModel, str]:
-        """(model, checkpoint SHA-256) of a training checkpoint file or run directory. A device name the
-        machine lacks (or a typo) is a `ConfigError` naming --device, before the checkpoint is read."""
+    def load(
+        cls,
+        checkpoint: str | Path,
+        device: str | torch.device = "cpu",
+        backend: str | Backend = "torch",
+        threads: int = 0,
+    ) -> tuple[CorpusModel, str]:
+        """(model, SHA-256 of its weights file) of a checkpoint file, run directory or model folder;
+        `backend` runs the localiser (torch | onnx | onnx-int8, or a backend already built for this model,
+        e.g. a service's), the embeddings are the torch model's.
+        A device name the machine lacks (or a typo) is a `ConfigError` naming --device, before the
+        checkpoint is read."""
         from sadetr.devices import resolve_device
-        from sadetr.engine.checkpoint import checkpoint_file, file_sha256, load_trained_model, pipeline_of
+        from sadetr.inference.loading import load_model, make_backend
 
         device = resolve_device(device, "--device") if isinstance(device, str) else device
-        path = checkpoint_file(checkpoint).resolve()
-        model, cfg, state = load_trained_model(path, map_location="cpu")
-        pipeline = pipeline_of(cfg, state.get("features"), str(path))
-        corpus_model = cls(model, pipeline, device, str(path), cfg.model.round_to_clip)
-        return corpus_model, file_sha256(path)
+        path = Path(checkpoint)
+        loaded = load_model(path)
+        source = str(path.resolve()) if loaded.folder is not None else str(Path(loaded.source).resolve())
+        runner = make_backend(loaded, backend, device, threads) if isinstance(backend, str) else backend
+        model = cls(loaded.model, loaded.pipeline, device, source, loaded.round_to_clip, runner)
+        return model, loaded.identity
 
     # ------------------------------------------------------------------ inputs
 
-    def window_input(self, video: np.ndarray) -> np.ndarray:
-        """One window of normalised clip features [W, sum D] -> model input [W, Dv] (TEF appended)."""
-        video = video.astype(np.float32, copy=False)
-        return add_tef(video) if self.use_tef else video  # [W, sum D (+ 2)]
-
-    def _pad(self, windows: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-        """list[B] of [W_b, Dv] -> (video [B, W, Dv], mask [B, W] bool)."""
-        width = max(w.shape[0] for w in windows)
-        video = np.zeros((len(windows), width, windows[0].shape[1]), dtype=np.float32)
-        mask = np.zeros((len(windows), width), dtype=bool)
-        for b, w in enumerate(windows):
-            video[b, : len(w)] = w
-            mask[b, : len(w)] = True
-        return torch.from_numpy(video).to(self.device), torch.from_numpy(mask).to(self.device)
-
     def text_input(self, query_feats: np.ndarray, where: str = "query_feats") -> np.ndarray:
-        """Token features [L_t, D_t] -> normalised and cut to max_q_l, as in training; checks the shape."""
+        """Token features [L_t, D_t] -> prepared as in training (`FeaturePipeline.text_tokens`); also
+        refuses non-finite and all-zero features."""
         text = np.asarray(query_feats, dtype=np.float32)
         if text.ndim != 2 or text.shape[0] == 0 or text.shape[1] != self.text_dim:
             raise DataError(f"must be [L_t > 0, {self.text_dim}], got {list(text.shape)}", field=where)
@@ -129,37 +116,33 @@ class CorpusModel:
             raise DataError("contains NaN/Inf values", field=where)
         if not np.abs(text).any():
             raise DataError("the query embeds to zero (all token features are 0)", field=where)
-        if self.normalize_text:
-            text = l2_normalize(text)
-        return text[: self.max_q_l] if self.max_q_l > 0 else text
+        return self.features.text_tokens(text, field=where)
 
-    # ------------------------------------------------------------------ embeddings (L_vtc, before fusion)
+    # ------------------------------------------------------------------ embeddings (the model's own)
 
     @torch.no_grad()
     def embed_windows(self, windows: list[np.ndarray], batch_size: int = 64) -> np.ndarray:
-        """L2-normalised masked mean of `video_proj` per window: list of [W, Dv] -> [N, d] float32."""
+        """`SADETR.embed_video` of each window of normalised clips [W, clip_dim] -> [N, d] float32."""
         out = []
         for i in range(0, len(windows), batch_size):
-            video, mask = self._pad(windows[i : i + batch_size])  # (B, W, Dv), (B, W)
-            f_v = self.encoder.video_proj(video)  # (B, W, d)
-            w = mask[..., None].to(f_v.dtype)  # (B, W, 1)
-            emb = (f_v * w).sum(1) / w.sum(1).clamp(min=1.0)  # (B, d)
-            out.append(F.normalize(emb, dim=-1).float().cpu().numpy())
+            chunk = [self.features.video_input(w) for w in windows[i : i + batch_size]]
+            video, video_mask = (
+                torch.from_numpy(a).to(self.device) for a in pad_rows(chunk)
+            )  # (B, W, Dv), (B, W)
+            out.append(self.model.embed_video(video, video_mask).float().cpu().numpy())
         return np.concatenate(out).astype(np.float32)
 
     @torch.no_grad()
     def embed_text(self, text: np.ndarray) -> np.ndarray:
-        """L2-normalised mean of `text_proj` over the tokens of `text_input(...)` [L_t, D_t] -> [d]."""
-        t = torch.from_numpy(np.ascontiguousarray(text))[None].to(self.device)  # (1, L_t, D_t)
-        emb = self.encoder.text_proj(t).mean(dim=1)[0]  # (d,)
-        norm = float(emb.norm())
-        if not np.isfinite(norm) or norm < 1e-8:
+        """`SADETR.embed_text` of the tokens of `text_input(...)` [L_t, D_t] -> [d]."""
+        t, mask = (torch.from_numpy(a).to(self.device) for a in pad_rows([text]))  # (1, L_t, D_t), (1, L_t)
+        emb = self.model.embed_text(t, mask)[0].float().cpu().numpy()  # (d,)
+        if not np.isfinite(emb).all() or np.linalg.norm(emb) < 0.5:  # unit length, or 0 for a zero mean
             raise DataError("the query embeds to zero (no direction to search)", field="query")
-        return (emb / norm).float().cpu().numpy()
+        return emb
 
     # ------------------------------------------------------------------ localisation
 
-    @torch.no_grad()
     def localize(
         self,
         windows: list[np.ndarray],
@@ -168,29 +151,11 @@ class CorpusModel:
         text: np.ndarray,
         batch_size: int = 32,
     ) -> Moments:
-        """The query `text` [L_t, D_t] in each window [W_b, Dv]; spans shifted by `offsets` (s) and
-        clipped to [offset, end] of their window -> Moments([B, Nq, 2], [B, Nq])."""
-        spans, quality = [], []
-        t_one = torch.from_numpy(np.ascontiguousarray(text))[None].to(self.device)  # (1, L_t, D_t)
-        for i in range(0, len(windows), batch_size):
-            chunk = windows[i : i + batch_size]
-            video, v_mask = self._pad(chunk)  # (B, W, Dv), (B, W)
-            t = t_one.expand(len(chunk), -1, -1)  # (B, L_t, D_t)
-            t_mask = torch.ones(t.shape[:2], dtype=torch.bool, device=self.device)
-            out = self.model(video, v_mask, t, t_mask)
-            xx = span_cxw_to_xx(out["pred_spans"].float()).cpu().numpy()  # (B, Nq, 2) window fraction
-            n = v_mask.sum(1).cpu().numpy().astype(np.float64)  # (B,)
-            secs_b = xx * (n * self.clip_len)[:, None, None]  # (B, Nq, 2) window time
-            if self.round_to_clip:  # window starts lie on the clip grid, so window time may be snapped
-                secs_b = np.stack(
-                    [
-                        snap_to_clip_grid(torch.from_numpy(s), self.clip_len, w * self.clip_len).numpy()
-                        for s, w in zip(secs_b, n)
-                    ]
-                )
-            spans.append(secs_b)
-            quality.append(out["pred_quality"].float().cpu().numpy())
-        secs = np.concatenate(spans) + np.asarray(offsets, dtype=np.float64)[:, None, None]  # (B, Nq, 2)
-        lo = np.asarray(offsets, dtype=np.float64)[:, None, None]
-        hi = np.asarray(ends, dtype=np.float64)[:, None, None]
-        return Moments(np.clip(secs, lo, hi), np.concatenate(quality).astype(np.float64))
+        """The query `text` [L_t, D_t] in each window of normalised clips [W_b, clip_dim] starting at
+        `offsets` (s) and ending at `ends` (s) -> Moments([B, Nq, 2] in video time, [B, Nq])."""
+        durations = [min(len(w) * self.clip_len, end - off) for w, off, end in zip(windows, offsets, ends)]
+        decoded = self.localizer.localize(windows, text, durations, batch_size)
+        spans = np.stack([d.windows.astype(np.float64) for d in decoded])  # (B, Nq, 2) window time
+        spans = spans + np.asarray(offsets, dtype=np.float64)[:, None, None]
+        quality = np.stack([d.quality.astype(np.float64) for d in decoded])  # (B, Nq)
+        return Moments(spans, quality)

@@ -78,8 +78,13 @@ def windowing(window: int | None, stride: int | None) -> tuple[int, int]:
     return window, stride
 
 
-def check_compatible(manifest: dict, sha: str, pipeline: dict, where: Path) -> None:
-    """Refuse a checkpoint or feature pipeline other than the index's own (one line naming both)."""
+def check_compatible(
+    manifest: dict, sha: str, pipeline: dict, where: Path, fingerprint: str | None = None
+) -> None:
+    """Refuse a feature pipeline or embeddings other than the index's own (one line naming both). An index
+    that records its `embedding_fingerprint` accepts any model with the same one (e.g. the same weights
+    exported to a model folder) and refuses every other: its entries would be stale; an older index
+    without it accepts only its own checkpoint file (SHA-256)."""
     diff = [k for k in PIPELINE_KEYS if manifest["feature_pipeline"].get(k) != pipeline.get(k)]
     if diff:
         k = diff[0]
@@ -87,6 +92,14 @@ def check_compatible(manifest: dict, sha: str, pipeline: dict, where: Path) -> N
             f"{where}: index built with feature pipeline {k}={manifest['feature_pipeline'].get(k)!r}, "
             f"this checkpoint has {k}={pipeline.get(k)!r}"
         )
+    recorded = manifest.get("embedding_fingerprint")
+    if recorded is not None and fingerprint is not None:
+        if recorded != fingerprint:
+            raise CorpusIndexError(
+                f"{where}: index entries were embedded by another encoder (embedding fingerprint "
+                f"{recorded[:12]}, this model {fingerprint[:12]}): they are stale; build a new index for it"
+            )
+        return
     if manifest["checkpoint_sha256"] != sha:
         raise CorpusIndexError(
             f"{where}: index built with checkpoint {manifest['checkpoint']} "
@@ -135,7 +148,7 @@ def _build_locked(
     pipe = model.pipeline
     existing = read_state(out_dir)[0] if current_generation(out_dir) is not None else None
     if existing is not None:
-        check_compatible(existing.manifest, sha, pipe, out_dir)
+        check_compatible(existing.manifest, sha, pipe, out_dir, model.fingerprint)
         old_w, old_s, old_kind = (
             existing.manifest["window"],
             existing.manifest["stride"],
@@ -171,13 +184,14 @@ def _build_locked(
         starts = window_starts(n, window, window - stride)
         key = {
             "checkpoint_sha256": sha,
+            "embedding_fingerprint": model.fingerprint,
             "window": window,
             "stride": stride,
             "features_sha256": features_sha256(feats),
         }
         vectors = load_partial(cache, vid, key, len(starts), model.dim)
         if vectors is None:
-            vectors = model.embed_windows([model.window_input(feats[s : s + window]) for s in starts])
+            vectors = model.embed_windows([feats[s : s + window] for s in starts])
             if not np.isfinite(vectors).all():
                 raise CorpusIndexError(
                     f"{model.source}: the embeddings of video {vid!r} are not finite (NaN/Inf weights?); "
@@ -199,7 +213,9 @@ def _build_locked(
     if len(table) == 0:
         raise CorpusIndexError(f"{out_dir}: empty library (no video to index)")
     alpha = existing.manifest["alpha"] if existing is not None else None
-    manifest = new_manifest(model.source, sha, pipe, window, stride, kind or "flat", dim, alpha)
+    manifest = new_manifest(
+        model.source, sha, pipe, window, stride, kind or "flat", dim, alpha, model.fingerprint
+    )
     write_state(out_dir, IndexState(manifest, new_vectors, table))
     shutil.rmtree(out_dir / "partial", ignore_errors=True)
     log.info("indexed %d new videos (%d windows in total) into %s", len(todo), len(table), out_dir)

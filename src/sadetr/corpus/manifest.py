@@ -104,11 +104,14 @@ def new_manifest(
     kind: str,
     dim: int,
     alpha: float | None = None,
+    fingerprint: str | None = None,
 ) -> dict[str, Any]:
-    """The manifest fields a writer gives (`store.write_state` adds format and counts)."""
+    """The manifest fields a writer gives (`store.write_state` adds format and counts); `fingerprint`: what
+    decided the embeddings (`SADETR.embedding_fingerprint`), so that another encoder's are refused."""
     return {
         "checkpoint": checkpoint,
         "checkpoint_sha256": sha256,
+        "embedding_fingerprint": fingerprint,
         "feature_pipeline": pipeline,
         "window": window,
         "stride": stride,
@@ -143,6 +146,9 @@ def check_manifest(manifest: Any, path: Path) -> dict[str, Any]:
     sha = manifest["checkpoint_sha256"]
     if not isinstance(sha, str) or not _SHA256.fullmatch(sha):
         raise refuse(path, "checkpoint_sha256", f"must be 64 lowercase hex digits, got {_shown(sha)}")
+    fingerprint = manifest.get("embedding_fingerprint")  # absent or null in indexes of sadetr 0.1
+    if fingerprint is not None and not (isinstance(fingerprint, str) and _SHA256.fullmatch(fingerprint)):
+        raise refuse(path, "embedding_fingerprint", f"must be 64 hex digits, got {_shown(fingerprint)}")
     check_pipeline(manifest["feature_pipeline"], path)
     window = check_int(manifest["window"], path, "window", 1)
     stride = check_int(manifest["stride"], path, "stride", 1)

@@ -30,6 +30,8 @@ from sadetr.corpus.embed import CorpusModel
 from sadetr.corpus.index import check_compatible, feature_store
 from sadetr.corpus.store import CorpusIndexError, faiss_search, read_state
 from sadetr.errors import CheckpointError, DataError
+from sadetr.inference.backend import Backend
+from sadetr.model.postprocess import merge_duplicates
 from sadetr.video.sliding import temporal_nms, window_starts
 
 DEFAULT_ALPHA = 100.0
@@ -110,17 +112,20 @@ class CorpusSearcher:
         device: str = "cpu",
         clip_dir: Path | None = None,
         clip: Any = None,
+        backend: str | Backend = "torch",
+        threads: int = 0,
     ) -> CorpusSearcher:
-        """Open an index; `checkpoint` None = the one recorded in it; another checkpoint is refused.
-        `clip`: an already loaded CLIP (e.g. a Predictor's) to encode text queries with, instead of
-        loading a second copy from `clip_dir`."""
+        """Open an index; `checkpoint` None = the one recorded in it; a model whose embeddings differ from
+        the index's is refused. `clip`: an already loaded CLIP (e.g. a Predictor's) to encode text queries
+        with, instead of loading a second copy from `clip_dir`; `backend` runs the localiser (torch |
+        onnx | onnx-int8, the ONNX ones from a model folder), `threads` its onnxruntime threads."""
         index_dir = Path(index_dir)
         state, index = read_state(index_dir)
         ckpt = Path(checkpoint) if checkpoint is not None else Path(state.manifest["checkpoint"])
         if checkpoint is None and not ckpt.exists():
             raise CorpusIndexError(f"{index_dir}: its checkpoint {ckpt} is gone; pass --checkpoint")
-        model, sha = CorpusModel.load(ckpt, device)
-        check_compatible(state.manifest, sha, model.pipeline, index_dir)
+        model, sha = CorpusModel.load(ckpt, device, backend, threads)
+        check_compatible(state.manifest, sha, model.pipeline, index_dir, model.fingerprint)
         return cls(index_dir, state, index, model, Path(clip_dir) if clip_dir is not None else None, clip)
 
     # ------------------------------------------------------------------ properties
@@ -219,7 +224,7 @@ class CorpusSearcher:
         clip_len = self.model.clip_len
         windows, offsets, ends = [], [], []
         for vid, st, n in contexts:
-            windows.append(self.model.window_input(self._video_features(vid)[st : st + n]))
+            windows.append(self._video_features(vid)[st : st + n])
             offsets.append(st * clip_len)
             ends.append(min((st + n) * clip_len, self.duration(vid)))
         moments = self.model.localize(windows, offsets, ends, text)  # spans (C, Nq, 2), quality (C, Nq)
@@ -250,7 +255,11 @@ class CorpusSearcher:
             ms = per_video.setdefault(vid, [])
             for (st, en), f, s, q in zip(cands.spans[c], log_fused[c], cands.cosines[c], cands.quality[c]):
                 ms.append([float(st), float(en), float(f), float(s), float(q)])
-        kept = [(vid, m) for vid, ms in per_video.items() for m in temporal_nms(ms, nms_iou)]
+        kept = [  # one answer per window (the best), then NMS
+            (vid, m)
+            for vid, ms in per_video.items()
+            for m in temporal_nms(merge_duplicates(sorted(ms, key=lambda m: -m[2])), nms_iou)
+        ]
         kept.sort(key=lambda x: (-x[1][2], x[0], x[1][0]))
         return [
             SearchHit(v, round(m[0], 4), round(m[1], 4), float(np.exp(m[2])), m[3], m[4], m[2])

@@ -22,7 +22,8 @@ from torch.utils.data import Dataset
 
 from sadetr.data.annotations import Annotation, read_annotations
 from sadetr.data.config import DataConfig
-from sadetr.data.features import FeatureStore, add_tef, resample_bins
+from sadetr.data.features import FeatureStore, resample_bins
+from sadetr.data.pipeline import FeaturePipeline, pad_inputs
 from sadetr.errors import DataError, FeatureError
 
 log = logging.getLogger(__name__)
@@ -166,6 +167,7 @@ class MomentDataset(Dataset):
         self.epoch = 0
         self.path = Path(path)
         self.skip = cfg.on_bad_sample == "skip"
+        self.pipeline = FeaturePipeline.from_data_config(cfg)
         self.store = FeatureStore(
             cfg.feat_root,
             cfg.video_sources,
@@ -173,7 +175,7 @@ class MomentDataset(Dataset):
             cfg.text_source,
             cfg.text_dim,
             normalize_video=cfg.normalize_video,
-            normalize_text=cfg.normalize_text,
+            normalize_text=False,  # the pipeline normalises the tokens (`text_tokens`)
             cache=cfg.cache_features,
         )
         self.skipped: list[SkippedSample] = []  # left out while building (skip mode only)
@@ -279,9 +281,8 @@ class MomentDataset(Dataset):
         num_clips = video.shape[0]
         resampled = num_clips < raw.shape[0] and cfg.long_video == "resample"
         clip_sec = cfg.clip_len * raw.shape[0] / num_clips if resampled else cfg.clip_len
-        if cfg.use_tef:
-            video = add_tef(video)  # [L, sum D + 2]
-        text = self.store.text(ann.qid)[: cfg.max_q_l]  # [L_t, D_t]
+        video = self.pipeline.video_input(video)  # [L, sum D (+ 2 TEF)]
+        text = self.pipeline.text_tokens(self.store.text(ann.qid))  # [L_t, D_t]
 
         total = clip_sec * num_clips
         windows = np.array([w for w in ann.windows if w[0] < total], dtype=np.float64).reshape(-1, 2)
@@ -352,11 +353,8 @@ def collate(batch: list[dict[str, Any] | SkippedSample | None]) -> dict[str, Any
         first = f"; first: {skipped[0][0]}: {skipped[0][1]}" if skipped else ""
         raise DataError(f"every sample of this batch was skipped (on_bad_sample=skip){first}")
     v_len = [s["video_feat"].shape[0] for s in samples]
-    t_len = [s["text_feat"].shape[0] for s in samples]
-    video = _pad([s["video_feat"] for s in samples], max(v_len))  # [B, Lv, Dv], 0-padded
-    text = _pad([s["text_feat"] for s in samples], max(t_len))  # [B, Lt, Dt]
-    video_mask = torch.arange(video.shape[1])[None, :] < torch.tensor(v_len)[:, None]  # [B, Lv]
-    text_mask = torch.arange(text.shape[1])[None, :] < torch.tensor(t_len)[:, None]  # [B, Lt]
+    inputs = pad_inputs([s["video_feat"].numpy() for s in samples], [s["text_feat"].numpy() for s in samples])
+    video, video_mask, text, text_mask = inputs.tensors()  # [B, Lv, Dv], [B, Lv], [B, Lt, Dt], [B, Lt]
     saliency = _pad([s["saliency"] for s in samples], max(v_len))  # [B, Lv]
     relevant = _pad([s["relevant"] for s in samples], max(v_len))  # [B, Lv], False-padded
     vid_ids: dict[str, int] = {}

@@ -26,6 +26,9 @@ from typing import Any
 
 import torch
 
+from sadetr.data.pipeline import FeaturePipeline
+from sadetr.inference.speed import backend_latency
+
 LONG_VIDEOS_MIN = (10, 60)  # minutes of video for the long-video latency (2 s clips)
 
 
@@ -42,6 +45,8 @@ class BenchSettings:
     bf16: bool = False  # bf16 autocast (CUDA, or a CPU with native bf16)
     compile: bool = False  # torch.compile the eval model for the inference timings
     long_videos: bool = True
+    backends: bool = False  # eager vs onnxruntime vs int8 at batch 1 and `batch_size` (needs sadetr[onnx])
+    compile_train: bool = False  # eager vs `train.compile` training step (compile time, step, losses)
 
 
 def synthetic_batch(batch: int, lv: int, lt: int, dv: int, dt: int, seed: int = 0) -> dict[str, Any]:
@@ -253,6 +258,7 @@ def bench_model(settings: BenchSettings, model_name: str | None = None) -> dict[
     bsz = settings.batch_size
     batch = synthetic_batch(bsz, lv, cfg.data.max_q_l, cfg.model.video_dim, cfg.model.text_dim)
     b = move_batch(batch, device)
+
     def step() -> None:
         with autocast(device, bf16):
             o = model(b["video_feat"], b["video_mask"], b["text_feat"], b["text_mask"], targets=b["spans"])
@@ -332,7 +338,62 @@ def bench_model(settings: BenchSettings, model_name: str | None = None) -> dict[
     result["train_peak_fraction_cpu"] = result["train_gflops_cpu"] / peak["gflops_cpu"]
     if settings.long_videos:
         result["long_video_s"] = bench_long_videos(model, cfg, device)
+    if settings.backends:
+        result["backends"] = backend_latency(
+            model, FeaturePipeline.from_data_config(cfg.data), (1, bsz), threads=threads
+        )
+    if settings.compile_train:
+        result["compiled_step"] = bench_compiled_step(cfg, device, b, settings.steps)
     return result
+
+
+def bench_compiled_step(cfg: Any, device: torch.device, batch: dict[str, Any], steps: int) -> dict[str, Any]:
+    """Training step (forward + criterion + backward + AdamW) of the eager model and of `train.compile`
+    (`compile_model`) from the same weights on the same batch: the first compiled step's extra time
+    (compilation), the median step of each after it, and the largest relative difference of their losses
+    (inductor's `fallback_random`: the same dropout draws)."""
+    from sadetr.engine.schedule import build_optimizer
+    from sadetr.engine.trainer import compile_model, total_loss
+    from sadetr.model.build import build_criterion, build_model
+
+    def run(compiled: bool) -> tuple[list[float], list[float]]:
+        torch.manual_seed(0)
+        model = build_model(cfg.model).to(device).train()
+        if compiled:
+            compile_model(model)
+        criterion = build_criterion(cfg.model, cfg.loss).to(device)
+        opt = build_optimizer(model, cfg.train)
+        times, losses = [], []
+        for i in range(steps + 1):
+            torch.manual_seed(100 + i)
+            t = time.perf_counter()
+            out = model(
+                batch["video_feat"],
+                batch["video_mask"],
+                batch["text_feat"],
+                batch["text_mask"],
+                targets=batch["spans"],
+            )
+            loss = total_loss(criterion(out, batch), criterion.weight_dict)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+            times.append(time.perf_counter() - t)
+        return times, losses
+
+    eager_t, eager_l = run(False)
+    with torch._inductor.config.patch(fallback_random=True):
+        comp_t, comp_l = run(True)
+    eager_step, comp_step = statistics.median(eager_t[1:]), statistics.median(comp_t[1:])
+    return {
+        "eager_step_s": eager_step,
+        "compiled_step_s": comp_step,
+        "compile_s": comp_t[0] - eager_t[0],
+        "ratio": comp_step / eager_step,
+        "loss_max_rel_diff": max(abs(a - b) / max(abs(a), 1e-12) for a, b in zip(eager_l, comp_l)),
+        "steps": steps,
+    }
 
 
 def bench_long_videos(model: torch.nn.Module, cfg: Any, device: torch.device) -> dict[str, dict[str, float]]:
@@ -434,6 +495,35 @@ def run_bench(
     return result
 
 
+def _backend_rows(t: Any, models: dict[str, Any], names: list[str], batch: int) -> None:
+    """Rows of `--backends`: eager / onnxruntime / int8 latency (process CPU time) at batch 1 and `batch`,
+    their ratios to eager, and the first model's onnxruntime latency against each model's eager one."""
+    for b in ("1", str(batch)):
+        lat = [models[n]["backends"]["latency_s"] for n in names]
+        label = "1 query" if b == "1" else f"batch of {b}"
+        t.add_row(
+            f"{label}: eager / onnxruntime / int8 (CPU time)",
+            *[
+                " / ".join(f"{x[k][b][1] * 1000:.1f}" for k in ("eager", "onnxruntime", "int8")) + " ms"
+                for x in lat
+            ],
+        )
+        ratios = [models[n]["backends"]["cpu_ratio_to_eager"] for n in names]
+        t.add_row(
+            "  onnxruntime / eager, int8 / eager",
+            *[f"{x['onnxruntime'][b]:.2f}, {x['int8'][b]:.2f}" for x in ratios],
+        )
+    first = models[names[0]]["backends"]["latency_s"]["onnxruntime"]["1"][1]
+    t.add_row(
+        f"1 query: {names[0]} onnxruntime / this model eager",
+        *[f"{first / models[n]['backends']['latency_s']['eager']['1'][1]:.2f}" for n in names],
+    )
+    t.add_row(
+        "  int8: largest |output - eager| (spans)",
+        *[f"{models[n]['backends']['int8_max_abs_diff']['pred_spans']:.1e}" for n in names],
+    )
+
+
 def print_result(r: dict[str, Any]) -> None:
     """The figures as rich tables: one column per model, then its ratio to the first model."""
     from rich.console import Console
@@ -495,6 +585,18 @@ def print_result(r: dict[str, Any]) -> None:
                 f"{minutes}-min video ({lv[0]['windows']:.0f} windows): batched / one by one",
                 *[f"{x['batched_s'] * 1000:.0f} / {x['one_by_one_s'] * 1000:.0f} ms" for x in lv],
             )
+    if all("backends" in models[n] for n in names):
+        _backend_rows(t, models, names, r["batch"][0])
+    if all("compiled_step" in models[n] for n in names):
+        cs = [models[n]["compiled_step"] for n in names]
+        t.add_row(
+            "training step: eager / train.compile",
+            *[f"{c['eager_step_s'] * 1000:.0f} / {c['compiled_step_s'] * 1000:.0f} ms" for c in cs],
+        )
+        t.add_row(
+            "  compiled / eager (compile time)", *[f"{c['ratio']:.2f} ({c['compile_s']:.0f} s)" for c in cs]
+        )
+        t.add_row("  largest relative loss difference", *[f"{c['loss_max_rel_diff']:.1e}" for c in cs])
     t.add_row("data pipeline samples/s", f"{r['data_samples_per_s']:.0f}")
     kind = "synthetic GT" if r["eval_ground_truth"] == "synthetic" else "real GT"
     t.add_row(f"evaluation, {r['eval_queries']} queries ({kind}, in process)", f"{r['eval_s']:.2f} s")

@@ -18,58 +18,23 @@ import torch
 
 from sadetr import __version__
 from sadetr.atomic import atomic_path, library_write_error
+from sadetr.data.config import DataConfig
+from sadetr.data.pipeline import FeaturePipeline
 from sadetr.errors import CheckpointError, state_mismatch
 from sadetr.safe_load import load_weights
 
 REQUIRED_KEYS = ("model", "config", "features", "epoch", "step")
 
 
-def feature_pipeline(data_cfg: Any, model_cfg: Any) -> dict[str, Any]:
-    """The feature description a checkpoint needs to be used on new videos (sources, dims, norms)."""
-
-    def get(name: str, default: Any = None) -> Any:
-        value = getattr(data_cfg, name, default)
-        return list(value) if isinstance(value, tuple) else value
-
-    return {
-        "video_sources": list(get("video_sources", []) or []),
-        "text_source": get("text_source"),
-        "video_dim": model_cfg.video_dim,
-        "text_dim": model_cfg.text_dim,
-        "clip_len": get("clip_len"),
-        "normalize_video": get("normalize_video", True),
-        "normalize_text": get("normalize_text", True),
-        "use_tef": get("use_tef", True),
-        "max_v_l": get("max_v_l"),
-        "max_q_l": get("max_q_l"),
-    }
+def feature_pipeline(data_cfg: DataConfig) -> dict[str, Any]:
+    """The feature pipeline record a checkpoint stores (`FeaturePipeline.to_record`) for its data config."""
+    return FeaturePipeline.from_data_config(data_cfg).to_record()
 
 
-def pipeline_of(cfg: Any, features: Mapping[str, Any] | None, source: str = "") -> dict[str, Any]:
+def pipeline_of(cfg: Any, features: Mapping[str, Any] | None, source: str = "") -> FeaturePipeline:
     """The feature pipeline of a loaded checkpoint: its `features` entry, completed from its config for
-    keys an older checkpoint lacks. Sources whose dims (+ 2 TEF) do not give the model's video input are
-    a `CheckpointError` naming `source`."""
-    features = features or {}
-    data = cfg.data
-    out = {
-        "video_sources": list(features.get("video_sources") or data.video_sources),
-        "video_dims": [int(d) for d in (features.get("video_dims") or data.video_dims)],
-        "text_source": features.get("text_source") or data.text_source,
-        "video_dim": int(features.get("video_dim") or cfg.model.video_dim),
-        "text_dim": int(features.get("text_dim") or cfg.model.text_dim),
-        "clip_len": float(features.get("clip_len") or data.clip_len),
-        "normalize_video": bool(features.get("normalize_video", data.normalize_video)),
-        "normalize_text": bool(features.get("normalize_text", data.normalize_text)),
-        "use_tef": bool(features.get("use_tef", data.use_tef)),
-        "max_v_l": int(features.get("max_v_l") or data.max_v_l or 0),
-        "max_q_l": int(features.get("max_q_l") or data.max_q_l or 0),
-    }
-    if sum(out["video_dims"]) + 2 * out["use_tef"] != out["video_dim"]:
-        raise CheckpointError(
-            f"{source}: feature sources {out['video_sources']} with dims {out['video_dims']} "
-            f"(+ TEF {out['use_tef']}) do not add up to the model's {out['video_dim']}"
-        )
-    return out
+    keys an older checkpoint lacks (`FeaturePipeline.from_record`)."""
+    return FeaturePipeline.from_record(features, cfg.data, (cfg.model.video_dim, cfg.model.text_dim), source)
 
 
 def checkpoint_file(path: str | os.PathLike[str]) -> Path:
@@ -124,32 +89,38 @@ def load_trained_model(
 ) -> tuple[torch.nn.Module, Any, dict[str, Any]]:
     """(model built from the checkpoint's own config with its weights, in eval mode; its `Config`; the
     checkpoint dict). A config or weights that do not fit this sadetr version raise `CheckpointError`."""
+    state = load_checkpoint(path, map_location=map_location)
+    model, cfg = model_from_state(state["config"], state["model"], str(path))
+    return model, cfg, state
+
+
+def model_from_state(config: Any, weights: Any, where: str) -> tuple[torch.nn.Module, Any]:
+    """(eval model built from a stored `config` mapping with `weights` loaded, its `Config`); a config or
+    weights that do not fit this sadetr version (or hold NaN/inf) are a `CheckpointError` naming `where`."""
     from sadetr.config import stored_config
     from sadetr.errors import ConfigError
     from sadetr.model.build import build_model
 
-    state = load_checkpoint(path, map_location=map_location)
     try:
-        cfg = stored_config(state["config"])
+        cfg = stored_config(config)
     except ConfigError as err:
-        raise CheckpointError(f"{path}: its config does not fit this sadetr version ({err})") from None
+        raise CheckpointError(f"{where}: its config does not fit this sadetr version ({err})") from None
     model = build_model(cfg.model)
-    bad = first_non_finite(state["model"]) if isinstance(state["model"], dict) else None
+    bad = first_non_finite(weights) if isinstance(weights, dict) else None
     if bad is not None:
-        raise CheckpointError(f"{path}: parameter {bad!r} holds NaN/inf values (the run diverged)")
-    weights = state["model"]
+        raise CheckpointError(f"{where}: parameter {bad!r} holds NaN/inf values (the run diverged)")
     if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
-        raise CheckpointError(f"{path}: 'model' is not a state dict of tensors")
+        raise CheckpointError(f"{where}: 'model' is not a state dict of tensors")
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     mismatch = state_mismatch(expected, {k: tuple(v.shape) for k, v in weights.items()})
     if mismatch:
-        raise CheckpointError(f"{path}: weights do not fit the model of its config: {mismatch}")
+        raise CheckpointError(f"{where}: weights do not fit the model of its config: {mismatch}")
     try:
         model.load_state_dict(weights)
     except RuntimeError as err:
         first = (str(err).strip().splitlines() or [""])[0][:300]
-        raise CheckpointError(f"{path}: weights do not fit the model of its config ({first})") from None
-    return model.eval(), cfg, state
+        raise CheckpointError(f"{where}: weights do not fit the model of its config ({first})") from None
+    return model.eval(), cfg
 
 
 def non_finite_entries(obj: Any, name: str = "") -> list[str]:

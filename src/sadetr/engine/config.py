@@ -30,6 +30,7 @@ class TrainConfig:
     selection_metric: str = "MR-full-mAP"  # key of metrics["brief"] that picks best.ckpt (higher is better)
     num_workers: int = -1  # DataLoader workers per training process; -1 = auto (4 on CUDA, 0 on CPU)
     bf16: bool = False  # bf16 autocast on CUDA and on CPUs with native bf16 (AVX512-BF16/AMX)
+    compile: bool = False  # torch.compile the model's training forward (dynamic shapes; docs/training.md)
     checkpoint_every_steps: int = 0  # also write last.ckpt every N optimiser steps (0 = epoch ends only)
     log_every_steps: int = 10  # TensorBoard / metrics.jsonl interval for training losses
     tensorboard: bool = True

@@ -514,7 +514,7 @@ def import_release(
     model.load_state_dict(converted, strict=True)
 
     cfg = Config(data=data_cfg, model=model_cfg)
-    features = {**feature_pipeline(data_cfg, model_cfg), "video_dims": list(data_cfg.video_dims)}
+    features = feature_pipeline(data_cfg)
     provenance = {
         "format": fmt.name,
         "repository": fmt.repository,

@@ -10,6 +10,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from sadetr.engine.distributed import DistInfo, gather_lists, shard_indices
+from sadetr.inference.backend import Backend
 
 
 def move_batch(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
@@ -64,7 +65,7 @@ def to_float32(obj: Any) -> Any:
 
 @torch.no_grad()
 def predict_dataset(
-    model: nn.Module,
+    model: nn.Module | Backend,
     dataset: Dataset,
     collate_fn: Any,
     device: torch.device,
@@ -77,6 +78,8 @@ def predict_dataset(
 ) -> list[dict[str, Any]]:
     """Submission records for `dataset` (every rank predicts its shard; all ranks get the full list).
 
+    model: the model being trained / evaluated, or an inference backend (`sadetr.inference.backend`:
+    the same call, e.g. an onnxruntime session).
     round_to_clip: snap windows to the clip grid, >= 1 clip wide (`model.round_to_clip`; the field's
     protocol, `sadetr.model.postprocess.snap_to_clip_grid`)."""
     from sadetr.model.postprocess import to_submission
@@ -94,8 +97,10 @@ def predict_dataset(
         num_workers=num_workers,
         generator=torch.Generator(),
     )
-    was_training = model.training
-    model.eval()
+    module = model if isinstance(model, nn.Module) else None
+    was_training = module is not None and module.training
+    if module is not None:
+        module.eval()
     records: list[dict[str, Any]] = []
     try:
         for batch in loader:
@@ -105,7 +110,8 @@ def predict_dataset(
             out = to_float32(out)
             records.extend(to_submission(out, batch["meta"], round_to_clip=round_to_clip))
     finally:
-        model.train(was_training)
+        if module is not None:
+            module.train(was_training)
     return gather_lists(records, info)
 
 

@@ -12,6 +12,7 @@ continues with the same batches, dropout masks and noise draws as an uninterrupt
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -109,6 +110,20 @@ def selection_metric_names(ground_truth: list[dict[str, Any]]) -> list[str]:
     return list(evaluate(submission, ground_truth)["brief"])
 
 
+def compile_model(model: nn.Module) -> None:
+    """`train.compile`: `torch.compile` (dynamic shapes, in place: the state dict keeps its keys) of every
+    child module of the model but the denoiser, whose per-sample GT lists would recompile it at almost
+    every batch (measured: a recompile per step). Evaluation runs eager (`eager_eval`)."""
+    for name, child in model.named_children():
+        if name != "denoiser":
+            child.compile(dynamic=True)
+
+
+def eager_eval(compiled: bool) -> contextlib.AbstractContextManager[Any]:
+    """Compiled modules run eager inside (evaluation shapes would compile a second graph)."""
+    return torch.compiler.set_stance("force_eager") if compiled else contextlib.nullcontext()
+
+
 def unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
@@ -189,6 +204,8 @@ class Trainer:
                 find_unused_parameters=True,
             )
         self.model = model
+        if self.tcfg.compile:
+            compile_model(unwrap(model))
         self.num_workers = resolve_num_workers(self.tcfg.num_workers, self.device)
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
         self.train_cpu_s = 0.0  # process CPU seconds spent in training epochs (evaluation excluded)
@@ -258,7 +275,7 @@ class Trainer:
             "rng": rng_ranks[0],
             "rng_ranks": rng_ranks,
             "config": config_to_dict(self.cfg),
-            "features": feature_pipeline(self.cfg.data, self.cfg.model),
+            "features": feature_pipeline(self.cfg.data),
             "metrics": self.best_metrics or {},
             "best": self.best_value if math.isfinite(self.best_value) else None,
             "train_cpu_s": self.train_cpu_s,
@@ -434,17 +451,18 @@ class Trainer:
     def _evaluate(self) -> None:
         assert self.eval_set is not None
         t0 = time.perf_counter()
-        preds = predict_dataset(
-            unwrap(self.model),
-            self.eval_set,
-            self.collate,
-            self.device,
-            batch_size=self.tcfg.batch_size,
-            num_workers=self.num_workers,
-            bf16=self.tcfg.bf16,
-            dist_info=self.info,
-            round_to_clip=self.cfg.model.round_to_clip,
-        )
+        with eager_eval(self.tcfg.compile):
+            preds = predict_dataset(
+                unwrap(self.model),
+                self.eval_set,
+                self.collate,
+                self.device,
+                batch_size=self.tcfg.batch_size,
+                num_workers=self.num_workers,
+                bf16=self.tcfg.bf16,
+                dist_info=self.info,
+                round_to_clip=self.cfg.model.round_to_clip,
+            )
         metrics = None
         if self.info.is_main:
             ground_truth = self.eval_set.ground_truth()

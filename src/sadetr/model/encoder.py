@@ -211,6 +211,16 @@ class MultiModalAlignEncoder(nn.Module):
             x = layer(x, mask_g, vpos)
         return x, self.saliency_head(x[:, 1:], x[:, 0])
 
+    def embed_video(self, video_feat: Tensor, video_mask: Tensor) -> Tensor:
+        """L_vtc's video embedding before fusion (`vtc_stage=before`): the masked mean of the projected
+        clips F_v. video_feat [B, Lv, Dv], video_mask [B, Lv] bool -> [B, d] (not normalised)."""
+        return masked_mean(self.video_proj(video_feat), video_mask)
+
+    def embed_text(self, text_feat: Tensor, text_mask: Tensor) -> Tensor:
+        """L_vtc's query embedding before fusion: the masked mean of the projected tokens F_t.
+        text_feat [B, Lt, Dt], text_mask [B, Lt] bool -> [B, d] (not normalised)."""
+        return masked_mean(self.text_proj(text_feat), text_mask)
+
     def forward(
         self, video_feat: Tensor, video_mask: Tensor, text_feat: Tensor, text_mask: Tensor
     ) -> EncoderOutput:

@@ -2,11 +2,16 @@
 
 Owns the wiring and the output dict of CONTRACTS.md "Model". Noise queries (denoising) are added only in
 training, when the model has a denoiser and `targets` are given; the losses are computed elsewhere.
+It also exposes the retrieval bi-encoder a corpus index needs (`embed_video`, `embed_text`: L_vtc's
+embeddings before fusion) and a fingerprint of the weights that decide them.
 """
 
 from __future__ import annotations
 
+import hashlib
+
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sadetr.model.decoder import SpanAwareRefineDecoder
@@ -31,6 +36,44 @@ class SADETR(nn.Module):
         self.decoder = decoder
         self.denoiser = denoiser
         self.num_queries = query_init.num_queries
+
+    @property
+    def can_embed(self) -> bool:
+        """Whether the model has query-independent video embeddings: L_vtc at `vtc_stage=before`."""
+        return bool(self.encoder.use_vtc and self.encoder.vtc_stage == "before")
+
+    def _check_embed(self) -> None:
+        if not self.can_embed:
+            raise ValueError(
+                "no query-independent embedding: it needs L_vtc at vtc_stage=before (this model: "
+                f"use_vtc={self.encoder.use_vtc}, vtc_stage={self.encoder.vtc_stage!r})"
+            )
+
+    def embed_video(self, video_feat: Tensor, video_mask: Tensor) -> Tensor:
+        """L2-normalised L_vtc video embedding: video_feat [B, Lv, Dv], video_mask [B, Lv] -> [B, d]."""
+        self._check_embed()
+        return F.normalize(self.encoder.embed_video(video_feat, video_mask.bool()), dim=-1)
+
+    def embed_text(self, text_feat: Tensor, text_mask: Tensor) -> Tensor:
+        """L2-normalised L_vtc query embedding: text_feat [B, Lt, Dt], text_mask [B, Lt] -> [B, d]
+        (a query whose projected tokens average to zero stays zero)."""
+        self._check_embed()
+        return F.normalize(self.encoder.embed_text(text_feat, text_mask.bool()), dim=-1)
+
+    def embedding_fingerprint(self) -> str:
+        """SHA-256 (hex) of what decides `embed_video`/`embed_text`: the stage and the parameters of the
+        two input projections (names, shapes, dtypes, values). A corpus index records it and refuses a
+        model whose embeddings differ from the ones it stores."""
+        digest = hashlib.sha256(f"vtc_stage={self.encoder.vtc_stage}".encode())
+        for prefix, module in (
+            ("video_proj", self.encoder.video_proj),
+            ("text_proj", self.encoder.text_proj),
+        ):
+            for name, tensor in sorted(module.state_dict().items()):
+                value = tensor.detach().cpu().contiguous()
+                digest.update(f"{prefix}.{name}:{value.dtype}:{tuple(value.shape)}".encode())
+                digest.update(value.view(-1).view(torch.uint8).numpy().tobytes())
+        return digest.hexdigest()
 
     def set_progress(self, progress: float) -> None:
         """Training progress in [0, 1], for the denoiser's curriculum schedule (Table 8)."""

@@ -104,6 +104,10 @@ class Health(BaseModel):
     index: IndexInfo | None
     demo: DemoInfo | None = Field(description="the synthetic demo this server runs on (--demo)")
     limits: dict[str, int | float]
+    backend: str = Field("torch", description="what runs the model: torch | onnx | onnx-int8")
+    batching: dict[str, int | float] | None = Field(
+        None, description="the dynamic batcher's settings and counts (runs, requests, rows per run, wait)"
+    )
 
 
 class Error(BaseModel):

@@ -2,8 +2,10 @@
 
 Requests run one at a time on one worker thread, so torch's intra-op threads (set once by the
 command) are never oversubscribed by concurrent requests; at most `limits.max_pending` wait, and a
-request whose deadline passes while it waits is dropped before it runs. Used by the HTTP service
-(`submit`, async) and the browser app (`call`, blocking); no HTTP types here.
+request whose deadline passes while it waits is dropped before it runs. With a dynamic batcher
+(`sadetr.inference.batcher`, the default of the onnx backends) up to `max_batch` requests run at once
+and their forward passes are merged into one. Used by the HTTP service (`submit`, async) and the
+browser app (`call`, blocking); no HTTP types here.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import numpy as np
 
 from sadetr import ranges
 from sadetr.errors import CheckpointError, ConfigError, DataError, SadetrError
+from sadetr.inference.batcher import DynamicBatcher
 from sadetr.query_text import check_query, normalize_query
 from sadetr.serve.limits import Limits
 
@@ -29,6 +32,7 @@ if TYPE_CHECKING:
     from sadetr.predictor import VideoFeatures
 
 T = TypeVar("T")
+DEFAULT_MAX_BATCH = 16  # requests merged into one forward pass with an onnx backend
 
 
 class ServiceBusy(SadetrError):
@@ -56,13 +60,16 @@ class MomentService:
         searcher: Any = None,
         name: str = "",
         demo: DemoLibrary | None = None,
+        batcher: DynamicBatcher | None = None,
     ):
         self.predictor = predictor
         self.searcher = searcher
         self.limits = limits or Limits()
         self.name = name
         self.demo = demo
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sadetr-model")
+        self.batcher = batcher  # merges the forward passes of the requests that run at once
+        workers = batcher.max_batch if batcher is not None else 1
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sadetr-model")
         self._pending = 0
         self._lock = threading.Lock()
 
@@ -77,12 +84,27 @@ class MomentService:
         device: str = "cpu",
         limits: Limits | None = None,
         demo: DemoLibrary | None = None,
+        backend: str = "torch",
+        threads: int = 0,
+        max_batch: int | None = None,
+        max_wait_ms: float = 5.0,
     ) -> MomentService:
-        """Load the checkpoint (and backbones, and the index) once; a backbone the checkpoint does not
-        use, or one of another width, is refused here (`ConfigError`/`CheckpointError`), not per request."""
+        """Load the checkpoint or model folder (and backbones, and the index) once; `backend` torch | onnx
+        | onnx-int8 with `threads` onnxruntime threads; `max_batch` > 1 merges concurrent requests
+        (default: 16 with an onnx backend, none with torch), waiting at most `max_wait_ms` for them. A
+        backbone the checkpoint does not use, or one of another width, is refused here
+        (`ConfigError`/`CheckpointError`), not per request."""
+        from sadetr.devices import resolve_device
+        from sadetr.inference.loading import load_model, make_backend
         from sadetr.predictor import Predictor
 
-        predictor = Predictor.from_checkpoint(checkpoint, device=device)
+        torch_device = resolve_device(device, "--device")
+        loaded = load_model(checkpoint)
+        runner: Any = make_backend(loaded, backend, torch_device, threads)
+        batch = max_batch if max_batch is not None else (1 if backend == "torch" else DEFAULT_MAX_BATCH)
+        batcher = DynamicBatcher(runner, batch, max_wait_ms) if batch > 1 else None
+        runner = batcher or runner
+        predictor = Predictor.from_loaded(loaded, runner, torch_device)
         check_backbones(predictor, clip_given=clip is not None, slowfast_given=slowfast is not None)
         if clip is not None:  # loaded only once the checkpoint is known to use it
             from sadetr.video.clip import load_clip
@@ -97,11 +119,12 @@ class MomentService:
         if index is not None:
             from sadetr.corpus import CorpusSearcher
 
-            # the Predictor's CLIP encodes the search queries too (one copy in memory)
+            # the Predictor's CLIP encodes the search queries too (one copy in memory), and its backend
+            # (batcher) localises them
             searcher = CorpusSearcher.open(
-                index, checkpoint, device=device, clip_dir=clip, clip=predictor.clip
+                index, checkpoint, device=device, clip_dir=clip, clip=predictor.clip, backend=runner
             )
-        return cls(predictor, limits, searcher, name=Path(checkpoint).name, demo=demo)
+        return cls(predictor, limits, searcher, name=Path(checkpoint).name, demo=demo, batcher=batcher)
 
     # ------------------------------------------------------------------ what it can do
 
@@ -146,6 +169,8 @@ class MomentService:
             "index": index,
             "demo": demo,
             "limits": self.limits.as_dict(),
+            "backend": p.backend.name,
+            "batching": self.batcher.stats() if self.batcher is not None else None,
         }
 
     # ------------------------------------------------------------------ validation
@@ -315,6 +340,8 @@ class MomentService:
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+        if self.batcher is not None:
+            self.batcher.close()
 
 
 def check_backbones(predictor: Any, *, clip_given: bool, slowfast_given: bool) -> None:

@@ -150,7 +150,7 @@ def save_tiny_clip_checkpoint(path: Path, *overrides: str, seed: int = 0) -> Pat
     state = {
         "model": build_model(cfg.model).state_dict(),
         "config": config_to_dict(cfg),
-        "features": feature_pipeline(cfg.data, cfg.model),
+        "features": feature_pipeline(cfg.data),
         "epoch": 0,
         "step": 0,
     }
