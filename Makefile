@@ -59,9 +59,11 @@ mutation: $(STAMP)
 	$(BIN)/python tools/mutation.py --jobs $(MUTATION_JOBS) --min-score 95
 	$(BIN)/python tools/mutation.py --jobs $(MUTATION_JOBS) --no-shared-data --min-score 95
 
+# ruff, mypy, and the floors of docs/CONTRACTS.md (.importlinter)
 lint: $(STAMP)
 	$(BIN)/ruff check src tests tools
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info src/*.egg-info

@@ -109,7 +109,7 @@ def synthetic_qvh_learn(tmp_path_factory: pytest.TempPathFactory) -> dict[str, P
 
 @pytest.fixture(scope="session")
 def tiny_config(synthetic_qvh: dict[str, Path]) -> Callable[..., Any]:
-    from sadetr.config import compose_config
+    from sadetr.config.compose import compose_config
 
     def make(*overrides: str, preset: str | None = None) -> Any:
         presets = [preset] if preset else []

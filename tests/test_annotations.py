@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from sadetr.core.errors import DataError
 from sadetr.data.annotations import read_annotations
-from sadetr.errors import DataError
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 REAL_FILES = sorted(

@@ -20,7 +20,7 @@ import pytest
 
 pytest.importorskip("gradio", reason="needs the sadetr[app] extra")
 
-from sadetr.cli import main
+from sadetr.cli.main import main
 from test_serve import tiny_model_files, write_webm
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sadetr.atomic import atomic_path, atomic_write_bytes, atomic_write_text
+from sadetr.core.atomic import atomic_path, atomic_write_bytes, atomic_write_text
 
 
 def test_write_creates_parents_and_uses_umask_permissions(tmp_path: Path) -> None:

@@ -183,7 +183,7 @@ def test_criterion_terms_and_weights(name: str, saliency_terms: set[str]) -> Non
 def test_build_criterion_dispatches_on_model_name() -> None:
     # build.py picks the criterion as it picks the model: SA-DETR's own SetCriterion (quality head, no
     # class head) for sa_detr, the class-head BaselineCriterion for the baselines; unknown names refused.
-    from sadetr.errors import ConfigError
+    from sadetr.core.errors import ConfigError
     from sadetr.model.losses import SetCriterion
 
     sa = build_criterion(ModelConfig(name="sa_detr"), LossConfig())
@@ -228,7 +228,7 @@ def test_only_build_imports_the_baselines() -> None:
 
 
 def test_table11_presets() -> None:
-    from sadetr.model.presets import get_preset
+    from sadetr.config.presets import get_preset
 
     assert get_preset("table11.qd_detr")["model.qd_dynamic_anchor"] is False
     dyn, gauss = get_preset("table11.dynamic_anchor"), get_preset("table11.gaussian_mask")
@@ -238,7 +238,7 @@ def test_table11_presets() -> None:
 
 
 def test_compare_helpers(tmp_path) -> None:
-    from sadetr.commands.compare import (
+    from sadetr.cli.commands.compare import (
         eval_curves,
         eval_records,
         format_table,
@@ -246,7 +246,7 @@ def test_compare_helpers(tmp_path) -> None:
         plot_curves,
         summarize_entry,
     )
-    from sadetr.errors import ConfigError
+    from sadetr.core.errors import ConfigError
 
     assert parse_models("qd_detr, table11.gaussian_mask") == ["qd_detr", "table11.gaussian_mask"]
     for bad in ("qd_detr,qd_detr", "detr", ""):
@@ -328,7 +328,7 @@ def run_compare(
 ) -> float:
     """`sadetr compare` (CLI, engine, evaluation) of one tiny baseline -> its best MR-full-mAP (the only
     one when `eval_every == epochs`); `extra` are more `--set KEY=VALUE` overrides."""
-    from sadetr.cli import main
+    from sadetr.cli.main import main
 
     args = ["compare", "--models", name, "--config", "synthetic_tiny", "--config", str(data / "dataset.yaml")]
     args += ["--epochs", str(epochs), "--out", str(out)]

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from sadetr.config import compose_config
+from sadetr.config.compose import compose_config
 from sadetr.data.pipeline import FeaturePipeline, pad_inputs
 from sadetr.inference.backend import TorchBackend
 from sadetr.inference.batcher import DynamicBatcher

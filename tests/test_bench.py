@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from sadetr.cli import main
-from sadetr.engine.bench import count_flops, sgemm_peak
+from sadetr.bench.speed import count_flops, sgemm_peak
+from sadetr.cli.main import main
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from sadetr.engine.inference import autocast, cpu_has_native_bf16
+from sadetr.engine.validation import autocast, cpu_has_native_bf16
 
 needs_bf16 = pytest.mark.skipif(not cpu_has_native_bf16(), reason="this CPU has no native bf16")
 
@@ -30,7 +30,7 @@ HD_KEY, MR_KEY = "HL-min-VeryGood-mAP", "MR-full-mAP"
 
 
 def _train(tmp: Path, data: dict, *extra: str) -> dict[str, float]:
-    from sadetr.config import compose_config
+    from sadetr.config.compose import compose_config
     from sadetr.engine.trainer import train
 
     cfg = compose_config(["synthetic_qvh", str(data["config"])], [*TRAIN, *extra])

@@ -7,14 +7,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from sadetr.config import compose_config, config_from_dict
+from sadetr.config.compose import compose_config, config_from_dict
+from sadetr.core.errors import CheckpointError
 from sadetr.engine.checkpoint import feature_pipeline, load_checkpoint, save_checkpoint
-from sadetr.engine.seed import get_rng_state
-from sadetr.errors import CheckpointError
+from sadetr.engine.rng import get_rng_state
 
 
 def _state() -> dict:
-    from sadetr.config import config_to_dict
+    from sadetr.config.compose import config_to_dict
 
     cfg = compose_config("qvhighlights_sfc")
     model = torch.nn.Linear(3, 2)

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from sadetr import commands
-from sadetr.cli import COMMANDS, build_parser, command_module
+from sadetr.cli import commands
+from sadetr.cli.main import COMMANDS, build_parser, command_module
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -24,7 +24,7 @@ def _torch_free(argv: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
     code = textwrap.dedent(
         f"""
         import sys
-        from sadetr.cli import main
+        from sadetr.cli.main import main
         try:
             rc = main({argv!r})
         except SystemExit as exit:
@@ -70,7 +70,7 @@ def test_command_table_matches_the_modules() -> None:
     assert {command_module(name) for name in COMMANDS} == modules
     for name in COMMANDS:
         sub = argparse.ArgumentParser().add_subparsers()
-        importlib.import_module(f"sadetr.commands.{command_module(name)}").register(sub)
+        importlib.import_module(f"sadetr.cli.commands.{command_module(name)}").register(sub)
         (action,) = sub._choices_actions
         assert (action.dest, action.help) == (name, COMMANDS[name])
 

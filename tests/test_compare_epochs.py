@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from sadetr.commands.compare import first_epoch_reaching, format_epochs, mean_std_by_epoch
+from sadetr.cli.commands.compare import first_epoch_reaching, format_epochs, mean_std_by_epoch
 
 
 def test_mean_std_by_epoch_by_hand():
@@ -44,8 +44,8 @@ def test_variants_compose_their_own_overrides():
     """`--variant NAME=BASE,K=V` is an entry with BASE's config, the shared `--set`, then its own."""
     import argparse
 
-    from sadetr.commands.compare import entries_of, entry_config
-    from sadetr.errors import ConfigError
+    from sadetr.cli.commands.compare import entries_of, entry_config
+    from sadetr.core.errors import ConfigError
 
     args = argparse.Namespace(
         models="sa_detr,qd_detr,tuned",
@@ -81,7 +81,7 @@ def test_report_tabulates_runs_as_they_stand(tmp_path):
     best evaluation by the selection metric, and leaves out entries without any evaluation yet."""
     import json
 
-    from sadetr.cli import main
+    from sadetr.cli.main import main
 
     def write(run: str, maps: list[float]) -> None:
         d = tmp_path / run / "seed0"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sadetr.config import compose_config
-from sadetr.engine.bench import synthetic_batch
+from sadetr.bench.speed import synthetic_batch
+from sadetr.config.compose import compose_config
 from sadetr.model.build import build_model
 
 

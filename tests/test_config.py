@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sadetr.config import (
+from sadetr.config.compose import (
     compose_config,
     config_to_dict,
     list_builtin_configs,
@@ -15,7 +15,7 @@ from sadetr.config import (
     parse_override,
     save_config,
 )
-from sadetr.errors import ConfigError
+from sadetr.core.errors import ConfigError
 
 # Table 9: dataset config -> (bs, epochs, lr, N_q, N_n, N_s, alpha, sigma_p, sigma_n, l1, giou, w_q,
 #                             delta_q, lambda_A, lambda_S, lambda_M, lambda_Q)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sadetr.cli import main
+from sadetr.cli.main import main
 from sadetr.video.tiny import write_test_video
 
 

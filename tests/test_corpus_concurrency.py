@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sadetr.cli import main
+from sadetr.cli.main import main
 from sadetr.corpus import build_index, store
 from sadetr.corpus.manifest import new_manifest
 from sadetr.corpus.store import read_state, writer_lock
@@ -96,7 +96,7 @@ READER = textwrap.dedent(
     import json, sys, time
     from pathlib import Path
     from sadetr.corpus.store import read_state
-    from sadetr.errors import SadetrError
+    from sadetr.core.errors import SadetrError
 
     idx, allowed, stop = Path(sys.argv[1]), set(json.loads(sys.argv[2])), Path(sys.argv[3])
     reads, errors, sizes = 0, [], set()

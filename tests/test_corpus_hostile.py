@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sadetr.cli import main
+from sadetr.cli.main import main
+from sadetr.core.errors import DataError, SadetrError
 from sadetr.corpus import CorpusSearcher, build_index
 from sadetr.corpus.store import current_generation, read_state
-from sadetr.errors import DataError, SadetrError
 from sadetr.video.tiny import write_test_video
 
 W, S = 20, 10
@@ -169,7 +169,7 @@ def test_feature_source_names_from_a_checkpoint_stay_inside_the_feature_root(
 ) -> None:
     import torch
 
-    from sadetr.safe_load import load_weights
+    from sadetr.core.safe_load import load_weights
 
     state = load_weights(tiny_checkpoint, "checkpoint")
     state["features"] = {**state["features"], key: value}

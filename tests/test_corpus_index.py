@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
+from sadetr.core.errors import FeatureError
 from sadetr.corpus import CorpusSearcher, build_index, remove_videos
 from sadetr.corpus.store import CorpusIndexError, build_faiss, faiss_search, read_state
-from sadetr.errors import FeatureError
 
 W, S = 20, 10  # small windows: a 75-clip synthetic video gives 7 overlapping windows
 PIPELINE = {
@@ -250,8 +250,8 @@ def test_the_demo_corpus_step_runs_again_after_the_model_is_retrained(
 ) -> None:
     """`make demo` twice: the second demo retrains, and its corpus step must replace the first demo's
     index (built with the old checkpoint, which an index refuses) instead of failing."""
+    from sadetr.core.safe_load import load_weights
     from sadetr.corpus.demo import corpus_demo
-    from sadetr.safe_load import load_weights
 
     data_root = Path(synthetic_qvh["config"]).parent
     first = corpus_demo(tiny_checkpoint, data_root, tmp_path / "corpus", n_show=0)

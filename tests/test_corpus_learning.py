@@ -26,7 +26,7 @@ MARGIN = 15.0  # percentage points above chance, and at least 3x chance
 def test_vcmr_recall_is_far_above_chance(
     tmp_path_factory: pytest.TempPathFactory, synthetic_qvh_learn: dict
 ) -> None:
-    from sadetr.config import compose_config
+    from sadetr.config.compose import compose_config
     from sadetr.corpus import CorpusSearcher, build_index
     from sadetr.corpus.evaluate import run_queries, score, tune_alpha
     from sadetr.corpus.metrics import chance_vcmr

@@ -8,14 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sadetr.cli import main
+from sadetr.cli.main import main
+from sadetr.core.errors import CheckpointError, DataError
 from sadetr.corpus import CorpusSearcher, SearchHit, build_index
 from sadetr.corpus.evaluate import query_features
 from sadetr.corpus.search import fuse
 from sadetr.corpus.shards import export_shards, read_shards
 from sadetr.corpus.store import read_state
-from sadetr.errors import CheckpointError, DataError
-from sadetr.video.sliding import temporal_iou
+from sadetr.inference.sliding import temporal_iou
 
 
 @pytest.fixture(scope="module")

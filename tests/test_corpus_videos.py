@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from sadetr.cli import main
-from sadetr.commands.extract import rank_share
-from sadetr.video.tiny import make_tiny_clip, save_tiny_clip_checkpoint, write_test_video
+from sadetr.cli.commands.extract import rank_share
+from sadetr.cli.main import main
+from sadetr.inference.tiny import save_tiny_clip_checkpoint
+from sadetr.video.tiny import make_tiny_clip, write_test_video
 
 
 @pytest.fixture(scope="module")

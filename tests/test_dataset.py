@@ -12,9 +12,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from sadetr.core.errors import DataError, FeatureError
 from sadetr.data import DataConfig, MomentDataset, build_dataset, collate
 from sadetr.data.dataset import SkippedSample
-from sadetr.errors import DataError, FeatureError
 
 QVH = {
     "qid": 1,

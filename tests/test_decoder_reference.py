@@ -21,7 +21,7 @@ from sadetr.model.denoising import dn_attention_mask
 
 D, H, FFN, NQ, NS, ALPHA = 8, 2, 12, 3, 3, 2.0
 GROUPS = 2
-# The decoder's readings in each recipe (sadetr.model.recipes).
+# The decoder's readings in each recipe (sadetr.config.recipes).
 READINGS = {
     "paper": dict(
         self_attn_pos="after_proj", gate_scale=False, position_mode="raw", mask_clip_time="end",

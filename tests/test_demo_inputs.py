@@ -21,9 +21,9 @@ import numpy as np
 import pytest
 
 from conftest import _once
-from sadetr.cli import main
-from sadetr.demo_library import DemoLibrary
-from sadetr.errors import ConfigError, DataError
+from sadetr.cli.main import main
+from sadetr.core.errors import ConfigError, DataError
+from sadetr.corpus.demo_library import DemoLibrary
 
 MINI_DEMO = ["--n-train", "32", "--n-val", "12", "--set", "train.epochs=1"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sadetr.errors import ConfigError
+from sadetr.core.errors import ConfigError
 from sadetr.model.config import ModelConfig
 from sadetr.model.denoising import (
     PAD_ANCHOR,

@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from sadetr.engine.config import TrainConfig
+from sadetr.config.train import TrainConfig
+from sadetr.core.errors import ConfigError
 from sadetr.engine.distributed import ShardedBatchSampler, epoch_permutation, shard_indices
 from sadetr.engine.logger import RunLogger
+from sadetr.engine.rng import get_rng_state, seed_everything, set_rng_state
 from sadetr.engine.schedule import build_optimizer, build_scheduler, lr_factor
-from sadetr.engine.seed import get_rng_state, seed_everything, set_rng_state
 from sadetr.engine.trainer import total_loss, validate_config
-from sadetr.errors import ConfigError
 
 
 def test_lr_factor_constant_then_cosine() -> None:
@@ -124,7 +124,7 @@ def test_validate_config_checks_feature_widths(tiny_config) -> None:
 
 
 def test_seed_summary_and_parsing() -> None:
-    from sadetr.engine.seeds import parse_seeds, summarize
+    from sadetr.engine.multiseed import parse_seeds, summarize
 
     assert parse_seeds("0,1,2,3,2018") == [0, 1, 2, 3, 2018]
     for bad in ("", "1,,x", "1,1"):
@@ -148,7 +148,7 @@ def test_num_workers_auto_is_four_on_cuda_at_most_half_the_cpus_and_none_on_cpu(
 
 
 def test_num_workers_below_auto_is_a_config_error() -> None:
-    from sadetr.config import compose_config
+    from sadetr.config.compose import compose_config
     from sadetr.engine.trainer import validate_config
 
     cfg = compose_config("qvhighlights_sfc", ["train.num_workers=-2"])

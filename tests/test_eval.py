@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sadetr.cli import main
-from sadetr.errors import DataError, SubmissionError
+from sadetr.cli.main import main
+from sadetr.core.errors import DataError, SubmissionError
 from sadetr.eval import evaluate, format_table, load_jsonl
 from sadetr.eval.highlight import ranking_ap
 from sadetr.eval.moment import MAP_THRESHOLDS, average_precision, cross_iou, pad_windows

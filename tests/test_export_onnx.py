@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from sadetr.config import compose_config
+from sadetr.bench.speed import synthetic_batch
+from sadetr.config.compose import compose_config
 from sadetr.data.pipeline import FeaturePipeline
-from sadetr.engine.bench import synthetic_batch
 from sadetr.engine.checkpoint import load_trained_model
 from sadetr.engine.schedule import build_optimizer
 from sadetr.engine.trainer import total_loss

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from sadetr.cli import main
-from sadetr.errors import CheckpointError, DataError
+from sadetr.cli.main import main
+from sadetr.core.errors import CheckpointError, DataError
 from sadetr.video.clip import CLIP_VOCAB_SIZE, check_tokenizer, load_clip, load_tokenizer
 from sadetr.video.extract import (
     FAILURE_LOG,

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from sadetr.core.errors import FeatureError
 from sadetr.data.features import FeatureStore, add_tef, load_feature_file, mean_pool, resample_bins
-from sadetr.errors import FeatureError
 
 
 def make_store(root: Path, cache: bool = False, normalize: bool = True) -> FeatureStore:

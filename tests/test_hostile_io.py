@@ -1,7 +1,7 @@
 """Hostile and broken input through the command line: no code runs, nothing is read or written outside
 its folder, previous outputs survive, and every case ends in one stderr line with exit code 2.
 
-Each case is run through `sadetr.cli.main` and checked the same way (`expect_one_line_error`): exit code
+Each case is run through `sadetr.cli.main.main` and checked the same way (`expect_one_line_error`): exit code
 2, exactly one stderr line, no traceback, the line names the file / line / field / key. Faults the file
 system cannot be made to produce on demand (a full disk) are injected by making the write raise
 `OSError(ENOSPC)`.
@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import torch
 
-from sadetr.cli import main
+from sadetr.cli.main import main
 from sadetr.video.tiny import full_size_merges, make_tiny_clip, write_bpe_files, write_test_video
 
 
@@ -197,8 +197,8 @@ def test_extract_text_refuses_a_duplicate_qid_naming_both_lines(
 
 
 def test_output_paths_are_proven_inside_the_root(tmp_path: Path) -> None:
-    from sadetr.errors import DataError
-    from sadetr.paths import safe_child
+    from sadetr.core.errors import DataError
+    from sadetr.core.paths import safe_child
 
     root = tmp_path / "root"
     root.mkdir()
@@ -511,7 +511,7 @@ def test_killed_writers_temp_files_are_cleaned_on_the_next_checkpoint_write(tmp_
 
 
 def test_atomic_write_fsyncs_file_then_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from sadetr.atomic import atomic_write_text
+    from sadetr.core.atomic import atomic_write_text
 
     events: list[str] = []
     real_fsync, real_replace = os.fsync, os.replace
@@ -537,7 +537,7 @@ def test_io_errors_that_escape_a_read_site_are_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A read site without its own check (stand-in: plain `json.loads(read_text())`) still gives one line."""
-    import sadetr.commands.evaluate as evaluate_cmd
+    import sadetr.cli.commands.evaluate as evaluate_cmd
 
     binary, broken, missing = tmp_path / "b.jsonl", tmp_path / "j.jsonl", tmp_path / "missing.jsonl"
     binary.write_bytes(b"\xff\xfe" * 10)

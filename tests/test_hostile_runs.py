@@ -2,7 +2,7 @@
 
 A refused command exits with code 2 and one stderr line naming the file / line / field / key, never a
 traceback, and leaves what was there before byte-identical. Cases run the CLI in-process
-(`sadetr.cli.main`), except the concurrent training, whose lock holder is a second process.
+(`sadetr.cli.main.main`), except the concurrent training, whose lock holder is a second process.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import pytest
 import torch
 import yaml
 
-from sadetr.cli import main
+from sadetr.cli.main import main
 
 TRAIN = ["train", "--config", "synthetic_tiny"]
 
@@ -394,8 +394,8 @@ def test_overwrite_replaces_the_run_after_validation(
 
 
 def test_allow_empty_windows_opts_in(tmp_path: Path, synthetic_qvh: dict[str, Path], tiny_config) -> None:
+    from sadetr.core.errors import DataError
     from sadetr.engine.trainer import Trainer
-    from sadetr.errors import DataError
 
     _, train, _ = _dataset(tmp_path, synthetic_qvh, train=lambda r: r[1].pop("relevant_windows"))
     cfg = tiny_config(f"data.train_path={train}")
@@ -421,8 +421,8 @@ def test_allow_empty_windows_opts_in(tmp_path: Path, synthetic_qvh: dict[str, Pa
     ],
 )
 def test_predictor_refuses_degenerate_requests(tiny_checkpoint: Path, kwargs: dict, match: str) -> None:
-    from sadetr.errors import SadetrError
-    from sadetr.predictor import Predictor
+    from sadetr.core.errors import SadetrError
+    from sadetr.inference.predictor import Predictor
 
     predictor = Predictor.from_checkpoint(tiny_checkpoint, device="cpu")
     feats = np.random.default_rng(0).normal(size=(1, sum(predictor.video_dims))).astype(np.float32)
@@ -460,7 +460,7 @@ def test_lock_is_released_by_a_killed_holder(tmp_path: Path) -> None:
         text=True,
     )
     assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
-    from sadetr.errors import ConfigError
+    from sadetr.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="in use by another training"):
         RunDirLock(tmp_path).acquire()
@@ -472,9 +472,9 @@ def test_lock_is_released_by_a_killed_holder(tmp_path: Path) -> None:
 
 def test_a_checkpoint_with_nan_weights_is_never_written(tmp_path: Path, tiny_config) -> None:
     """The path named as "last good checkpoint" keeps finite weights: save() refuses NaN weights."""
+    from sadetr.core.errors import DivergedError
     from sadetr.engine.checkpoint import first_non_finite, load_checkpoint
     from sadetr.engine.trainer import Trainer
-    from sadetr.errors import DivergedError
 
     trainer = Trainer(tiny_config("train.eval_every=0"), tmp_path)
     trainer.save("last.ckpt")

@@ -20,9 +20,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from sadetr.core.errors import CheckpointError
 from sadetr.engine.checkpoint import load_trained_model
-from sadetr.engine.import_ckpt import import_release
-from sadetr.errors import CheckpointError
+from sadetr.inference.import_release import import_release
 
 SMALL = {"d": 32, "ffn": 64, "nq": 5, "max_q": 8}
 HEADS = 4
@@ -426,7 +426,7 @@ def _reference_t2v(layer_state: dict, vid, pos_vid, txt, txt_pad, nheads: int, p
 def test_qd_detr_t2v_layer_equals_its_reference(form: str, tmp_path: Path, monkeypatch) -> None:
     """The imported first T2V layer, on projected inputs, equals the public equations (default form) or
     this framework's earlier form (`model.qd_t2v_form=normed`)."""
-    from sadetr.config import config_from_dict
+    from sadetr.config.compose import config_from_dict
     from sadetr.model.build import build_model
 
     model, cfg, ckpt, state = _imported(tmp_path, "qd_detr", monkeypatch)
@@ -731,8 +731,8 @@ def test_cli_import_then_predictor_on_features(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
     """`sadetr import-checkpoint` then the unchanged Predictor: ranked windows and one saliency per clip."""
-    from sadetr.cli import main
-    from sadetr.predictor import Predictor
+    from sadetr.cli.main import main
+    from sadetr.inference.predictor import Predictor
 
     src, _ = make_release(tmp_path, "moment_detr", monkeypatch, clip_only=True)
     assert main(["import-checkpoint", str(src), "--out", str(tmp_path / "mdetr.ckpt")]) == 0
@@ -757,8 +757,8 @@ def test_an_imported_checkpoint_exports_to_a_model_folder(
 ) -> None:
     """import-checkpoint output -> `sadetr export --format safetensors` -> the same predictions; the model
     card names the release it came from."""
-    from sadetr.cli import main
-    from sadetr.predictor import Predictor
+    from sadetr.cli.main import main
+    from sadetr.inference.predictor import Predictor
 
     src, _ = make_release(tmp_path, "qd_detr", monkeypatch)
     assert main(["import-checkpoint", str(src), "--out", str(tmp_path / "qd.ckpt")]) == 0
@@ -778,7 +778,7 @@ def test_an_imported_checkpoint_exports_to_a_model_folder(
 
 
 def test_cli_refusal_is_one_line_and_exit_code_2(tmp_path: Path, capsys) -> None:
-    from sadetr.cli import main
+    from sadetr.cli.main import main
 
     (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
     assert main(["import-checkpoint", str(tmp_path / "junk.ckpt"), "--out", str(tmp_path / "o.ckpt")]) == 2
@@ -791,7 +791,7 @@ def test_imported_clip_only_model_predicts_on_a_raw_video(
 ) -> None:
     """The converted run_on_video-style model on a real video file, through the unchanged Predictor and
     extractors (a tiny random CLIP whose image embedding and text width are CLIP ViT-B/32's 512)."""
-    from sadetr.predictor import Predictor
+    from sadetr.inference.predictor import Predictor
     from sadetr.video.clip import load_clip
     from sadetr.video.tiny import TINY_VOCAB, make_tiny_clip, write_test_video
 
@@ -823,7 +823,7 @@ def _clip_only_release(path: Path, state_change=None, **opt_change) -> Path:
 
 
 def _cli_refusal(capsys, argv: list[str], *fragments: str) -> str:
-    from sadetr.cli import main
+    from sadetr.cli.main import main
 
     code = main(argv)
     err = capsys.readouterr().err

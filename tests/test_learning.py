@@ -102,7 +102,7 @@ def baselines(synthetic_qvh_learn: dict) -> dict[str, float]:
 
 def _train_run(tmp_path_factory: pytest.TempPathFactory, data: dict, preset: str | None, *extra: str) -> Path:
     """Train once; the run directory (its best.ckpt is the final model: scored once, at the end)."""
-    from sadetr.config import compose_config
+    from sadetr.config.compose import compose_config
     from sadetr.engine.trainer import train
 
     run = tmp_path_factory.mktemp(f"learn_{preset or 'full'}")
@@ -125,7 +125,7 @@ def _evaluate_checkpoint(checkpoint: Path, roll_queries: bool) -> dict[str, floa
     """Brief val metrics of a checkpoint, optionally with the text of sample (b + 1) % B fed to sample b."""
     from sadetr.data.dataset import build_dataset, collate
     from sadetr.engine.checkpoint import load_trained_model
-    from sadetr.engine.inference import predict_dataset, score
+    from sadetr.engine.validation import predict_dataset, score
 
     model, cfg, _ = load_trained_model(checkpoint)
 

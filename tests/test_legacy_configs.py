@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from sadetr.config import (
+from sadetr.config.compose import (
     LAST_VERSION_WITH_REMOVED,
     LEGACY_DEFAULTS,
     REMOVED_SWITCHES,
@@ -19,7 +19,7 @@ from sadetr.config import (
     config_to_dict,
     stored_config,
 )
-from sadetr.errors import ConfigError
+from sadetr.core.errors import ConfigError
 
 LEGACY = Path(__file__).parent / "data" / "legacy"
 # Keys that no builder reads (a legacy value that changes nothing is right for them).

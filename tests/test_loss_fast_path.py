@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sadetr.engine.inference import move_batch
 from sadetr.engine.trainer import DeviceSums
+from sadetr.engine.validation import move_batch
 from sadetr.model.denoising import PAD_ANCHOR, SpanDenoiser
 from sadetr.model.losses import (
     RANK_LEVELS,

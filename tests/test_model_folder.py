@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sadetr.cli import main
-from sadetr.predictor import Predictor
+from sadetr.cli.main import main
+from sadetr.inference.predictor import Predictor
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
@@ -32,7 +32,7 @@ def refuse(*args, **kwargs):
 
 pickle.load = pickle.loads = torch.load = refuse
 pickle.Unpickler = refuse
-from sadetr.predictor import Predictor
+from sadetr.inference.predictor import Predictor
 
 folder, feats, text, backend = sys.argv[1:5]
 p = Predictor.from_checkpoint(folder, device="cpu", backend=backend)

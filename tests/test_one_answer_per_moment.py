@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from sadetr.config import compose_config
+from sadetr.bench.speed import synthetic_batch
+from sadetr.config.compose import compose_config
 from sadetr.corpus.search import Candidates, CorpusSearcher
 from sadetr.data.pipeline import FeaturePipeline
-from sadetr.engine.bench import synthetic_batch
+from sadetr.inference.predictor import Predictor
 from sadetr.model.build import build_model
 from sadetr.model.postprocess import merge_duplicates, to_submission
-from sadetr.predictor import Predictor
 
 
 def test_merge_duplicates_keeps_the_first_best_row_by_hand() -> None:

@@ -75,7 +75,7 @@ def test_training_samples_and_inference_inputs_are_the_same(
 
 
 def test_a_pipeline_record_round_trips_and_refuses_a_mismatch(tiny_checkpoint: Path) -> None:
-    from sadetr.errors import CheckpointError
+    from sadetr.core.errors import CheckpointError
 
     loaded = load_model(tiny_checkpoint)
     pipe, cfg = loaded.pipeline, loaded.cfg

@@ -13,11 +13,12 @@ import numpy as np
 import pytest
 import torch
 
-from sadetr.cli import main
-from sadetr.errors import CheckpointError, DataError
-from sadetr.predictor import Predictor, saliency_relevance
-from sadetr.video.sliding import stitch_saliency, temporal_iou, temporal_nms, window_starts
-from sadetr.video.tiny import make_tiny_clip, save_tiny_clip_checkpoint, write_test_video
+from sadetr.cli.main import main
+from sadetr.core.errors import CheckpointError, DataError
+from sadetr.inference.predictor import Predictor, saliency_relevance
+from sadetr.inference.sliding import stitch_saliency, temporal_iou, temporal_nms, window_starts
+from sadetr.inference.tiny import save_tiny_clip_checkpoint
+from sadetr.video.tiny import make_tiny_clip, write_test_video
 
 # ---------------------------------------------------------------- sliding windows (hand-computed)
 
@@ -70,7 +71,7 @@ def trained(tmp_path_factory):
     10 epochs were once enough for the planted-moment test below, but left the model so weak (quality
     ~0.006, saliency peaks found in 5 of 8 planted videos, top-1 IoU >= 0.5 in 3 of 8) that any change of
     random streams flipped its outcome; at 20 epochs: 8 of 8 peaks, 7 of 8 top-1 windows (measured)."""
-    from sadetr.config import compose_config
+    from sadetr.config.compose import compose_config
     from sadetr.data.synth import generate_synthetic
     from sadetr.engine.trainer import Trainer
 
@@ -104,7 +105,7 @@ def trained(tmp_path_factory):
 @pytest.mark.slow
 def test_predictor_reproduces_the_training_feature_pipeline(trained):
     from sadetr.data.dataset import build_dataset, collate
-    from sadetr.engine.inference import predict_dataset
+    from sadetr.engine.validation import predict_dataset
     from sadetr.model.postprocess import to_submission  # noqa: F401  (the path predict_dataset uses)
 
     ckpt, paths, cfg = trained

@@ -7,10 +7,10 @@ import dataclasses
 import pytest
 import torch
 
-from sadetr.errors import ConfigError
+from sadetr.config.presets import PRESETS, get_preset, list_presets
+from sadetr.core.errors import ConfigError
 from sadetr.model.build import build_model
 from sadetr.model.config import LossConfig, ModelConfig
-from sadetr.model.presets import PRESETS, get_preset, list_presets
 
 SECTIONS = {"model": ModelConfig, "loss": LossConfig}
 TABLE4_SWITCHES = ("model.use_vtc", "model.use_ctm", "model.use_gaussian_mask", "model.use_span_enhance")

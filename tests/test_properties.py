@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from sadetr.errors import SadetrError
+from sadetr.core.errors import SadetrError
 
 SETTINGS = settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
@@ -231,7 +231,7 @@ yaml_scalars = st.sampled_from(
 @example(overrides=["train.epochs=!!binary aGVsbG8="])
 @example(overrides=["0\n0"])  # a key with a newline is shown escaped: the message stays one line
 def test_set_overrides_raise_only_config_errors(overrides: list[str]) -> None:
-    from sadetr.config import compose_config
+    from sadetr.config.compose import compose_config
 
     _read_ok_or_sadetr(compose_config, "synthetic_tiny", overrides=overrides)
 
@@ -265,7 +265,7 @@ yaml_documents = (
 @SETTINGS
 @given(document=yaml_documents | st.binary(max_size=60).map(lambda b: b.decode("latin-1")))
 def test_yaml_layers_raise_only_config_errors(document: str) -> None:
-    from sadetr.config import compose_config
+    from sadetr.config.compose import compose_config
 
     path = _tmp_file(document.encode("utf-8", "surrogateescape"), suffix=".yaml")
     try:
@@ -276,8 +276,8 @@ def test_yaml_layers_raise_only_config_errors(document: str) -> None:
 
 @pytest.mark.parametrize("data", [b"\xff\xfe\x00train: 1", b"train:\n  lr: \x80"])
 def test_yaml_layer_that_is_not_utf8(data: bytes) -> None:
-    from sadetr.config import compose_config
-    from sadetr.errors import ConfigError
+    from sadetr.config.compose import compose_config
+    from sadetr.core.errors import ConfigError
 
     path = _tmp_file(data, suffix=".yaml")
     try:

@@ -19,7 +19,7 @@ def test_diagnostics_match_the_evaluation(diagnostics, tiny_checkpoint: Path) ->
     best of the 10 windows is at least the top-1; the GT width is the annotations' median."""
     from sadetr.data.dataset import build_dataset, collate
     from sadetr.engine.checkpoint import load_trained_model
-    from sadetr.engine.inference import predict_dataset, score
+    from sadetr.engine.validation import predict_dataset, score
 
     res = diagnostics.diagnose(tiny_checkpoint, "val", None)
     model, cfg, _ = load_trained_model(tiny_checkpoint)
@@ -59,7 +59,7 @@ def test_layer_refinement_and_oracle_ranking(diagnostics, tiny_checkpoint: Path)
 
     from sadetr.data.dataset import build_dataset, collate
     from sadetr.engine.checkpoint import load_trained_model
-    from sadetr.engine.inference import predict_dataset, score
+    from sadetr.engine.validation import predict_dataset, score
 
     res = diagnostics.diagnose(tiny_checkpoint, "val", None)
     model, cfg, _ = load_trained_model(tiny_checkpoint)

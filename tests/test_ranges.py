@@ -1,4 +1,4 @@
-"""Numeric ranges (`sadetr.ranges`): one definition per number, refused in one line on the CLI (exit 2,
+"""Numeric ranges (`sadetr.core.ranges`): one definition per number, refused in one line on the CLI (exit 2,
 before any work), in the service limits and in the HTTP schemas; non-finite values refused everywhere."""
 
 from __future__ import annotations
@@ -7,9 +7,9 @@ import math
 
 import pytest
 
-from sadetr import ranges
-from sadetr.cli import build_parser, main
-from sadetr.errors import ConfigError
+from sadetr.cli.main import build_parser, main
+from sadetr.core import ranges
+from sadetr.core.errors import ConfigError
 from sadetr.serve.limits import LIMIT_RANGES, Limits
 
 
@@ -117,11 +117,17 @@ def test_serve_and_app_listen_on_the_loopback_by_default():
 def test_docstring_examples_hold() -> None:
     import doctest
 
-    import sadetr.demo_library
-    import sadetr.extras
-    import sadetr.query_text
+    import sadetr.core.extras
+    import sadetr.core.query_text
+    import sadetr.corpus.demo_library
     import sadetr.webapp.render
 
-    for module in (ranges, sadetr.query_text, sadetr.demo_library, sadetr.extras, sadetr.webapp.render):
+    for module in (
+        ranges,
+        sadetr.core.query_text,
+        sadetr.corpus.demo_library,
+        sadetr.core.extras,
+        sadetr.webapp.render,
+    ):
         result = doctest.testmod(module)
         assert result.attempted > 0 and result.failed == 0, module.__name__

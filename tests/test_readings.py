@@ -11,7 +11,7 @@ import math
 import pytest
 import torch
 
-from sadetr.errors import ConfigError
+from sadetr.core.errors import ConfigError
 from sadetr.model import build_model
 from sadetr.model.build import build_criterion
 from sadetr.model.config import LossConfig, ModelConfig

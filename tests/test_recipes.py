@@ -12,11 +12,11 @@ import sys
 import pytest
 import torch
 
-from sadetr.config import compose_config, config_to_dict
-from sadetr.errors import ConfigError
+from sadetr.config.compose import compose_config, config_to_dict
+from sadetr.config.presets import PRESETS, TABLES, table_rows
+from sadetr.config.recipes import RECIPES, get_recipe
+from sadetr.core.errors import ConfigError
 from sadetr.model.build import build_criterion, build_model
-from sadetr.model.presets import PRESETS, TABLES, table_rows
-from sadetr.model.recipes import RECIPES, get_recipe
 
 TABLE9_CONFIGS = ("qvhighlights_sfc", "tacos_sfc", "charades_sfc", "charades_vgg")
 # Table 9's loss columns per config: (λ_l1, λ_giou, w_q, δ_q, λ_A, λ_S, λ_M, λ_Q)
@@ -171,10 +171,10 @@ def test_every_table_has_rows_and_every_preset_a_table() -> None:
 
 @pytest.mark.parametrize("table", [*TABLES, "table12"])
 def test_reproduce_prints_a_command_per_row_that_composes_to_the_row(table: str) -> None:
-    from sadetr.cli import build_parser
-    from sadetr.commands.compare import entries_of, entry_config
-    from sadetr.commands.reproduce import row_commands
-    from sadetr.commands.train import config_overrides
+    from sadetr.cli.commands.compare import entries_of, entry_config
+    from sadetr.cli.commands.reproduce import row_commands
+    from sadetr.cli.commands.train import config_overrides
+    from sadetr.cli.main import build_parser
 
     lines = row_commands(table, [], ["train.epochs=3"], "paper", "runs")
     rows = table_rows(table) if table != "table12" else []
@@ -212,7 +212,7 @@ def test_reproduce_cli() -> None:
 
 
 def test_the_recipe_is_stored_in_the_run_config(tmp_path) -> None:
-    from sadetr.config import load_config, save_config
+    from sadetr.config.compose import load_config, save_config
 
     cfg = compose_config("synthetic_tiny", ["model.recipe=tuned"])
     save_config(cfg, tmp_path / "config.yaml")

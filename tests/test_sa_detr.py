@@ -8,7 +8,7 @@ import dataclasses
 import pytest
 import torch
 
-from sadetr.errors import ConfigError
+from sadetr.core.errors import ConfigError
 from sadetr.model.build import build_model
 from sadetr.model.config import LossConfig, ModelConfig
 from sadetr.model.postprocess import to_submission
@@ -121,8 +121,8 @@ def test_switches():
 
 def test_table4_a_is_a_dab_detr_like_baseline():
     """The `table4.a` preset: shared fusion encoder + local/global enhance, DAB-like decoder, nothing else."""
+    from sadetr.config.presets import get_preset
     from sadetr.model.build import build_criterion
-    from sadetr.model.presets import get_preset
 
     preset = get_preset("table4.a")
     cfg = small_cfg(**{k.removeprefix("model."): v for k, v in preset.items() if k.startswith("model.")})

@@ -29,7 +29,7 @@ pytest.importorskip("fastapi", reason="needs the sadetr[serve] extra")
 
 from fastapi.testclient import TestClient
 
-from sadetr.cli import main
+from sadetr.cli.main import main
 from sadetr.serve.app import create_app
 from sadetr.serve.limits import Limits
 from sadetr.serve.service import MomentService, ServiceBusy, ServiceTimeout
@@ -40,7 +40,8 @@ VIDEO_DIM = TINY_CLIP_VIDEO_DIM
 
 def tiny_model_files(root: Path, video_format: str = "mp4") -> dict[str, Path]:
     """An untrained clip-only SA-DETR checkpoint, a tiny CLIP folder and a 5 s test video under `root`."""
-    from sadetr.video.tiny import make_tiny_clip, save_tiny_clip_checkpoint, write_test_video
+    from sadetr.inference.tiny import save_tiny_clip_checkpoint
+    from sadetr.video.tiny import make_tiny_clip, write_test_video
 
     save_tiny_clip_checkpoint(root / "m.ckpt")
     clip = make_tiny_clip(root / "clip", full_vocab=True)
@@ -355,7 +356,7 @@ def test_cli_refuses_bad_limits_and_paths_with_exit_code_2(files, tmp_path, caps
 def build_tiny_index(files: dict[str, Path], root: Path, n_videos: int = 4) -> Path:
     """An index of `n_videos` noisy copies of the test video's CLIP features under `root`."""
     from sadetr.corpus.index import build_index
-    from sadetr.predictor import Predictor
+    from sadetr.inference.predictor import Predictor
 
     predictor = Predictor.from_checkpoint(files["checkpoint"], device="cpu", clip=files["clip"])
     feat_root = root / "features"
@@ -689,7 +690,7 @@ def test_serve_refuses_backbones_it_cannot_use_before_listening(files, tmp_path,
 
 
 def test_a_non_loopback_address_is_accepted_with_a_warning(caplog):
-    from sadetr.commands.serve import check_host
+    from sadetr.cli.commands.serve import check_host
 
     with caplog.at_level("WARNING"):
         check_host("127.0.0.1", "serve")

@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from sadetr.cli import main
+from sadetr.cli.main import main
+from sadetr.inference.tiny import save_tiny_clip_checkpoint
 from sadetr.serve.app import create_app
 from sadetr.serve.limits import Limits
 from sadetr.serve.service import MomentService
-from sadetr.video.tiny import TINY_CLIP_VIDEO_DIM, save_tiny_clip_checkpoint
+from sadetr.video.tiny import TINY_CLIP_VIDEO_DIM
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sadetr.predictor import Predictor
+from sadetr.inference.predictor import Predictor
 
 
 @pytest.mark.parametrize("n_clips", [300, 301, 40])

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import yaml
 
-from sadetr.cli import main
+from sadetr.cli.main import main
 from sadetr.data import Annotation, DataConfig, build_dataset, collate, read_annotations
 from sadetr.data.synth import NOUNS, VERBS, World, generate_synthetic
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sadetr.errors import DataError
+from sadetr.core.errors import DataError
 from sadetr.video.decode import iter_frames_at, num_clips, probe, resize_crop_size
 from sadetr.video.sampling import clip_centre_times, fast_times, slow_indices
 from sadetr.video.tiny import level, write_test_video

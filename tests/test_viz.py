@@ -1,4 +1,4 @@
-"""PNG and HTML pictures of a prediction (`sadetr.viz`)."""
+"""PNG and HTML pictures of a prediction (`sadetr.inference.viz`)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import struct
 
 import numpy as np
 
+from sadetr.inference.viz import write_html, write_plot
 from sadetr.video.tiny import write_test_video
-from sadetr.viz import write_html, write_plot
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -177,7 +177,7 @@ def test_library_tab_searches_the_index_and_plays_a_hit(tmp_path, page):
     build_index = pytest.importorskip("sadetr.corpus.index").build_index
     import numpy as np
 
-    from sadetr.predictor import Predictor
+    from sadetr.inference.predictor import Predictor
     from test_serve import tiny_model_files, write_webm
 
     files = tiny_model_files(tmp_path)

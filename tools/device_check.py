@@ -21,9 +21,9 @@ from typing import Any
 def check_losses() -> None:
     import torch
 
-    from sadetr.config import compose_config
-    from sadetr.engine.bench import synthetic_batch
-    from sadetr.engine.inference import move_batch
+    from sadetr.bench.speed import synthetic_batch
+    from sadetr.config.compose import compose_config
+    from sadetr.engine.validation import move_batch
     from sadetr.model.build import build_criterion, build_model
 
     for name in ("sa_detr", "qd_detr", "moment_detr"):
@@ -75,11 +75,11 @@ def profile(path: Path) -> None:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    from sadetr.config import compose_config
-    from sadetr.engine.bench import synthetic_batch
-    from sadetr.engine.inference import move_batch
+    from sadetr.bench.speed import synthetic_batch
+    from sadetr.config.compose import compose_config
     from sadetr.engine.schedule import build_optimizer
     from sadetr.engine.trainer import total_loss
+    from sadetr.engine.validation import move_batch
     from sadetr.model.build import build_criterion, build_model
 
     dev = torch.device(os.environ.get("SADETR_CHECK_DEVICE", "cuda"))

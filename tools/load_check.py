@@ -211,7 +211,8 @@ def _free_port() -> int:
 def tiny_server_files(root: Path, n_videos: int = 8) -> list[str]:
     """A tiny model, CLIP and index under `root`; the `sadetr serve` arguments that load them."""
     from sadetr.corpus.index import build_index
-    from sadetr.video.tiny import TINY_CLIP_VIDEO_DIM, make_tiny_clip, save_tiny_clip_checkpoint
+    from sadetr.inference.tiny import save_tiny_clip_checkpoint
+    from sadetr.video.tiny import TINY_CLIP_VIDEO_DIM, make_tiny_clip
 
     checkpoint = save_tiny_clip_checkpoint(root / "m.ckpt")
     clip = make_tiny_clip(root / "clip", full_vocab=True)

@@ -2,6 +2,6 @@
 
 import sys
 
-from sadetr.cli import main
+from sadetr.cli.main import main
 
 sys.exit(main())

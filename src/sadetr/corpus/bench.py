@@ -17,7 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from sadetr.corpus.store import build_faiss, faiss_bytes, faiss_search
+from sadetr.corpus.embed import CorpusModel
+from sadetr.corpus.evaluate import run_queries, score
+from sadetr.corpus.store import IVFPQ_MIN, build_faiss, faiss_bytes, faiss_search
 
 
 def _median_seconds(fn: Any, repeats: int) -> float:
@@ -39,8 +41,6 @@ def scale_rows(
 ) -> list[dict[str, Any]]:
     """One row per (N, kind): build_s, index_bytes, query_ms (median top-k latency, one thread)."""
     import faiss
-
-    from sadetr.corpus.store import IVFPQ_MIN
 
     faiss.omp_set_num_threads(1)
     rng = np.random.default_rng(seed)
@@ -88,8 +88,6 @@ def localise_latency(checkpoint: Path, k: int, repeats: int = 5, seed: int = 0) 
     """Median seconds for SA-DETR on K windows of max_v_l clips (random features, one query, one thread)."""
     import torch
 
-    from sadetr.corpus.embed import CorpusModel
-
     torch.set_num_threads(1)
     model, _ = CorpusModel.load(checkpoint)
     rng = np.random.default_rng(seed)
@@ -105,7 +103,6 @@ def two_stage_vs_exhaustive(
 ) -> list[dict[str, Any]]:
     """Rows (method, K, SA-DETR forwards per query = distinct contexts, TVR metrics, fraction of
     exhaustive R@1 kept, compute ratio, seconds per query) for exhaustive and two-stage search at each K."""
-    from sadetr.corpus.evaluate import run_queries, score
 
     alpha = searcher.alpha if alpha is None else alpha
     n = searcher.num_windows

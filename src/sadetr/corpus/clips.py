@@ -15,10 +15,10 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from sadetr.atomic import atomic_path
-from sadetr.errors import ConfigError, DataError
-from sadetr.paths import safe_child
-from sadetr.video.decode import probe
+from sadetr.core.atomic import atomic_path
+from sadetr.core.errors import ConfigError, DataError
+from sadetr.core.paths import safe_child
+from sadetr.video.decode import VIDEO_SUFFIXES, probe
 
 # output suffix -> PyAV (FFmpeg) container; each takes H.264 and MPEG-4 Part 2
 CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".avi": "avi"}
@@ -107,7 +107,6 @@ def cut_clip(video: Path, start: float, end: float, out: Path) -> Cut:
 def find_video(video_root: Path, video: str) -> Path:
     """The file `<video_root>/<video>.<ext>` of a video id (first known video suffix); a video id (from
     an index) or a symlink leading out of `video_root` is a `DataError`."""
-    from sadetr.video.decode import VIDEO_SUFFIXES
 
     for suffix in VIDEO_SUFFIXES:
         path = safe_child(video_root, f"{video}{suffix}", field="video")

@@ -6,6 +6,11 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from sadetr.core.jsonio import write_json
+from sadetr.corpus import CorpusSearcher, build_index
+from sadetr.corpus.evaluate import query_features, read_split, run_queries, score, tune_alpha
+from sadetr.corpus.index import set_alpha
+
 
 def corpus_demo(checkpoint: Path, data_root: Path, out_dir: Path, n_show: int = 3) -> dict[str, Any]:
     """Build `out_dir/index` over the val videos of `data_root`, tune alpha on val, print the top hits
@@ -13,10 +18,6 @@ def corpus_demo(checkpoint: Path, data_root: Path, out_dir: Path, n_show: int = 
 
     The index is the demo's own: one left by an earlier demo (built with the checkpoint this demo has just
     retrained) is replaced, so that `make demo` can run again (an index refuses another checkpoint)."""
-    from sadetr.corpus import CorpusSearcher, build_index
-    from sadetr.corpus.evaluate import query_features, read_split, run_queries, score, tune_alpha
-    from sadetr.corpus.index import set_alpha
-    from sadetr.engine.io import write_json
 
     gt = read_split(data_root / "annotations" / "val.jsonl")
     videos = sorted({g["vid"] for g in gt})

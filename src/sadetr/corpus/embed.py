@@ -18,10 +18,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from sadetr.core.devices import resolve_device
+from sadetr.core.errors import CheckpointError, DataError
 from sadetr.data.pipeline import RECORD_KEYS, FeaturePipeline, pad_rows
-from sadetr.errors import CheckpointError, DataError
 from sadetr.inference.backend import Backend, TorchBackend
 from sadetr.inference.core import Localizer
+from sadetr.inference.loading import load_model, make_backend
 from sadetr.model.sa_detr import SADETR
 
 PIPELINE_KEYS = RECORD_KEYS  # what an index compares with the model's pipeline
@@ -93,8 +95,6 @@ class CorpusModel:
         e.g. a service's), the embeddings are the torch model's.
         A device name the machine lacks (or a typo) is a `ConfigError` naming --device, before the
         checkpoint is read."""
-        from sadetr.devices import resolve_device
-        from sadetr.inference.loading import load_model, make_backend
 
         device = resolve_device(device, "--device") if isinstance(device, str) else device
         path = Path(checkpoint)

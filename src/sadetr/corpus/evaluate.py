@@ -14,12 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
+from sadetr.core.errors import DataError
+from sadetr.core.paths import check_relative, safe_child
 from sadetr.corpus.metrics import corpus_metrics
 from sadetr.corpus.search import Candidates, CorpusSearcher, SearchHit
 from sadetr.data.annotations import read_annotations
 from sadetr.data.features import TEXT_KEY, load_feature_file
-from sadetr.errors import DataError
-from sadetr.paths import check_relative, safe_child
 
 ALPHAS = (0.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0)
 TOP = 100  # moments kept per query (the largest k of the metrics)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sadetr.core.errors import DataError
 from sadetr.corpus.embed import PIPELINE_KEYS, CorpusModel
 from sadetr.corpus.manifest import is_number, new_manifest
 from sadetr.corpus.store import (
@@ -35,8 +36,7 @@ from sadetr.corpus.store import (
     writer_lock,
 )
 from sadetr.data.features import FeatureStore
-from sadetr.errors import DataError
-from sadetr.video.sliding import window_starts
+from sadetr.inference.sliding import window_starts
 
 log = logging.getLogger(__name__)
 

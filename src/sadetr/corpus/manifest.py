@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from sadetr.core.errors import SadetrError
 from sadetr.corpus.embed import PIPELINE_KEYS
-from sadetr.errors import SadetrError
 
 FORMAT = "sadetr-corpus-index/1"
 KINDS = ("flat", "hnsw", "ivfpq")

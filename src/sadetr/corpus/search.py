@@ -26,13 +26,14 @@ from typing import Any
 
 import numpy as np
 
+from sadetr.core.errors import CheckpointError, DataError
 from sadetr.corpus.embed import CorpusModel
 from sadetr.corpus.index import check_compatible, feature_store
 from sadetr.corpus.store import CorpusIndexError, faiss_search, read_state
-from sadetr.errors import CheckpointError, DataError
 from sadetr.inference.backend import Backend
+from sadetr.inference.sliding import temporal_nms, window_starts
 from sadetr.model.postprocess import merge_duplicates
-from sadetr.video.sliding import temporal_nms, window_starts
+from sadetr.video.clip import load_clip
 
 DEFAULT_ALPHA = 100.0
 NMS_IOU = 0.7
@@ -175,7 +176,6 @@ class CorpusSearcher:
         if self._clip is None:
             if self.clip_dir is None:
                 raise CheckpointError("a text query needs the CLIP weights: give --clip (clip_dir)")
-            from sadetr.video.clip import load_clip
 
             self._clip = load_clip(self.clip_dir, device=self.model.device)
         return self._clip.encode_texts([query])[0]["last_hidden_state"]

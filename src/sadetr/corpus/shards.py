@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from sadetr.atomic import atomic_path, atomic_write_text
+from sadetr.core.atomic import atomic_path, atomic_write_text
+from sadetr.core.errors import DataError
+from sadetr.core.paths import ensure_out_dir, read_user_text, safe_child
 from sadetr.corpus.store import read_state
-from sadetr.errors import DataError
-from sadetr.paths import ensure_out_dir, read_user_text, safe_child
 
 SHARD_NAME = re.compile(r"part-\d{5}\.parquet")
 

@@ -36,7 +36,9 @@ from typing import Any
 
 import numpy as np
 
-from sadetr.atomic import atomic_path, atomic_write_text, library_write_error
+from sadetr.core.atomic import atomic_path, atomic_write_text, library_write_error
+from sadetr.core.errors import OutputError, SadetrError
+from sadetr.core.paths import safe_child
 from sadetr.corpus.manifest import (
     FORMAT,
     KINDS,
@@ -47,8 +49,7 @@ from sadetr.corpus.manifest import (
     check_windows,
     refuse,
 )
-from sadetr.errors import OutputError, SadetrError
-from sadetr.paths import safe_child
+from sadetr.engine.rundir import RunDirLock
 
 __all__ = ["FORMAT", "KINDS", "CorpusIndexError"]
 
@@ -178,7 +179,6 @@ def check_faiss(index: Any, kind: str, path: Path, rows: int, dim: int) -> None:
 def writer_lock(index_dir: Path, key: str = "--out") -> Any:
     """The exclusive lock of the index's writers (non-blocking: a second writer gets a one-line
     `ConfigError` naming `key`). An OS file lock: a killed writer never leaves it held. Creates the folder."""
-    from sadetr.engine.rundir import RunDirLock
 
     return RunDirLock(index_dir, holder="writer (sadetr index or evaluate-corpus --save-alpha)", key=key)
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sadetr.errors import DataError
+from sadetr.core.errors import DataError
 
 log = logging.getLogger(__name__)
 

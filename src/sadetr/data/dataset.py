@@ -20,11 +20,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from sadetr.core.errors import DataError, FeatureError
 from sadetr.data.annotations import Annotation, read_annotations
 from sadetr.data.config import DataConfig
 from sadetr.data.features import FeatureStore, resample_bins
 from sadetr.data.pipeline import FeaturePipeline, pad_inputs
-from sadetr.errors import DataError, FeatureError
 
 log = logging.getLogger(__name__)
 

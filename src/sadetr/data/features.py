@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from sadetr.errors import FeatureError
-from sadetr.paths import check_relative, safe_child
+from sadetr.core.errors import FeatureError
+from sadetr.core.paths import check_relative, safe_child
 
 VIDEO_KEY = "features"
 TEXT_KEY = "last_hidden_state"

@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from sadetr.core.errors import CheckpointError, DataError
 from sadetr.data.config import DataConfig
 from sadetr.data.features import add_tef, l2_normalize
-from sadetr.errors import CheckpointError, DataError
 
 # The keys of a stored pipeline record (checkpoint `features`, model folder, corpus index manifest).
 RECORD_KEYS = (

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from sadetr.atomic import atomic_path, atomic_write_text
+from sadetr.core.atomic import atomic_path, atomic_write_text
 
 LATENT = 64
 SF_DIM, CLIP_DIM, TEXT_DIM = 2304, 512, 512

@@ -17,11 +17,13 @@ from typing import Any
 import torch
 
 from sadetr import __version__
-from sadetr.atomic import atomic_path, library_write_error
+from sadetr.config.compose import stored_config
+from sadetr.core.atomic import atomic_path, library_write_error
+from sadetr.core.errors import CheckpointError, ConfigError, state_mismatch
+from sadetr.core.safe_load import load_weights
 from sadetr.data.config import DataConfig
 from sadetr.data.pipeline import FeaturePipeline
-from sadetr.errors import CheckpointError, state_mismatch
-from sadetr.safe_load import load_weights
+from sadetr.model.build import build_model
 
 REQUIRED_KEYS = ("model", "config", "features", "epoch", "step")
 
@@ -97,9 +99,6 @@ def load_trained_model(
 def model_from_state(config: Any, weights: Any, where: str) -> tuple[torch.nn.Module, Any]:
     """(eval model built from a stored `config` mapping with `weights` loaded, its `Config`); a config or
     weights that do not fit this sadetr version (or hold NaN/inf) are a `CheckpointError` naming `where`."""
-    from sadetr.config import stored_config
-    from sadetr.errors import ConfigError
-    from sadetr.model.build import build_model
 
     try:
         cfg = stored_config(config)

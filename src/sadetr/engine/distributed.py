@@ -17,7 +17,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from sadetr.errors import ConfigError
+from sadetr.core.devices import resolve_device as resolve
+from sadetr.core.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -36,8 +37,8 @@ class DistInfo:
 
 
 def resolve_device(pref: str, local_rank: int = 0, key: str = "train.device") -> torch.device:
-    """`auto` -> cuda:local_rank when CUDA is available, else cpu; see `sadetr.devices.resolve_device`."""
-    from sadetr.devices import resolve_device as resolve
+    """`auto` -> cuda:local_rank when CUDA is available, else cpu; see
+    `sadetr.core.devices.resolve_device`."""
 
     return resolve(pref, key, local_rank)
 

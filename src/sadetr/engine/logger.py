@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from sadetr.engine.io import atomic_write_text
+from sadetr.core.jsonio import atomic_write_text
 
 
 class RunLogger:

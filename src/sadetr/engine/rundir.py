@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 from types import TracebackType
 
-from sadetr.errors import ConfigError
+from sadetr.core.errors import ConfigError
 
 LOCK_NAME = ".sadetr.lock"
 # files a training writes into its run directory (trainer.py, seeds.py)
@@ -91,7 +91,7 @@ class RunDirLock:
     ...     RunDirLock(d).acquire()  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    sadetr.errors.ConfigError: --out: ... is in use by another training (lock file .../.sadetr.lock)
+    sadetr.core.errors.ConfigError: --out: ... is in use by another training (lock file .../.sadetr.lock)
     """
 
     def __init__(self, run_dir: str | Path, holder: str = "training", key: str = "--out") -> None:

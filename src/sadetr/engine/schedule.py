@@ -6,8 +6,8 @@ import math
 
 import torch
 
-from sadetr.engine.config import TrainConfig
-from sadetr.errors import ConfigError
+from sadetr.config.train import TrainConfig
+from sadetr.core.errors import ConfigError
 
 SCHEDULES = ("constant", "cosine", "constant_cosine")
 

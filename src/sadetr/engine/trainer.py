@@ -25,7 +25,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from sadetr.config import Config, config_to_dict, save_config, stored_config
+from sadetr.config.compose import Config, config_to_dict, save_config, stored_config
+from sadetr.core.errors import CheckpointError, ConfigError, DataError, DivergedError
+from sadetr.core.jsonio import write_json, write_jsonl
+from sadetr.data.dataset import EVAL_NEEDS_WINDOWS, TRAIN_NEEDS_WINDOWS, SkipLog, build_dataset, collate
 from sadetr.engine.checkpoint import (
     feature_pipeline,
     first_non_finite,
@@ -40,12 +43,14 @@ from sadetr.engine.distributed import (
     gather_lists,
     init_distributed,
 )
-from sadetr.engine.inference import autocast, move_batch, predict_dataset, score, to_float32
-from sadetr.engine.io import write_json, write_jsonl
 from sadetr.engine.logger import RunLogger
+from sadetr.engine.rng import get_rng_state, seed_everything, set_rng_state
+from sadetr.engine.rundir import clear_run
 from sadetr.engine.schedule import build_optimizer, build_scheduler
-from sadetr.engine.seed import get_rng_state, seed_everything, set_rng_state
-from sadetr.errors import CheckpointError, ConfigError, DataError, DivergedError
+from sadetr.engine.validation import autocast, move_batch, predict_dataset, score, to_float32
+from sadetr.eval import evaluate
+from sadetr.eval.submission import MAX_DURATION, num_saliency_clips
+from sadetr.model.build import build_criterion, build_model
 from sadetr.model.losses import mean_over_processes
 
 log = logging.getLogger(__name__)
@@ -95,8 +100,6 @@ def selection_metric_names(ground_truth: list[dict[str, Any]]) -> list[str]:
     """The `brief` metric names that `score` gives on this ground truth (what `train.selection_metric`
     may name): those of a perfect MR + HD submission, so that length buckets without queries and
     highlight metrics of a split without saliency scores are absent, as they will be after training."""
-    from sadetr.eval import evaluate
-    from sadetr.eval.submission import MAX_DURATION, num_saliency_clips
 
     submission = [
         {
@@ -142,14 +145,6 @@ class Trainer:
     def __init__(
         self, cfg: Config, run_dir: str | Path, resume: bool = False, overwrite: bool = False
     ) -> None:
-        from sadetr.data.dataset import (
-            EVAL_NEEDS_WINDOWS,
-            TRAIN_NEEDS_WINDOWS,
-            SkipLog,
-            build_dataset,
-            collate,
-        )
-        from sadetr.model.build import build_criterion, build_model
 
         validate_config(cfg)
         self.cfg, self.tcfg = cfg, cfg.train
@@ -215,11 +210,8 @@ class Trainer:
         if resume:
             self._resume()
         if self.info.is_main:
-            if overwrite and not resume:
-                from sadetr.engine.rundir import clear_run
-
-                if removed := clear_run(self.run_dir):
-                    log.warning("overwrite: removed %s of the earlier run in %s", ", ".join(removed), run_dir)
+            if overwrite and not resume and (removed := clear_run(self.run_dir)):
+                log.warning("overwrite: removed %s of the earlier run in %s", ", ".join(removed), run_dir)
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_config(cfg, self.run_dir / "config.yaml")
         self.logger = RunLogger(
@@ -342,7 +334,6 @@ class Trainer:
     def _report_skips(self) -> int:
         """Log the final count of samples skipped (on_bad_sample=skip) by every rank and DataLoader
         worker, with the first reasons; returns the count."""
-        from sadetr.data.dataset import SkipLog
 
         merged = SkipLog()
         for where, reason in gather_lists(list(self.skips.reasons.items()), self.info):

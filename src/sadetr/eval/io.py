@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from sadetr.atomic import atomic_write_text
-from sadetr.errors import DataError
-from sadetr.paths import read_user_text
+from sadetr.core.atomic import atomic_write_text
+from sadetr.core.errors import DataError
+from sadetr.core.paths import read_user_text
 
 
 def load_jsonl(path: str | Path) -> list[dict]:

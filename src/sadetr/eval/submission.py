@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sadetr.errors import DataError, SubmissionError, format_qids
+from sadetr.core.errors import DataError, SubmissionError, format_qids
 
 QVH_CLIP_LENGTH = 2.0  # seconds per saliency clip in QVHighlights (official `mk_gt_scores`)
 SALIENCY_LENGTH_TOLERANCE = 1  # clips; feature extractors may drop the last partial clip

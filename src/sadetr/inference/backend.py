@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from sadetr.errors import CheckpointError, ConfigError
+from sadetr.core.errors import CheckpointError, ConfigError
 from sadetr.inference import BACKENDS
 
 log = logging.getLogger(__name__)

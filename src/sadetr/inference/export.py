@@ -21,9 +21,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from sadetr.atomic import atomic_path
+from sadetr.core.atomic import atomic_path
+from sadetr.core.errors import CheckpointError
 from sadetr.data.pipeline import FeaturePipeline
-from sadetr.errors import CheckpointError
 from sadetr.inference.backend import INPUT_NAMES, OUTPUT_NAMES, OnnxBackend
 
 PARITY_TOL = 1e-4  # the largest |ONNX - eager| an export may show on its check batch

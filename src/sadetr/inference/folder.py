@@ -23,11 +23,11 @@ import torch
 from torch import nn
 
 from sadetr import __version__
-from sadetr.atomic import atomic_path, atomic_write_text
-from sadetr.config import Config, config_to_dict
+from sadetr.config.compose import Config, config_to_dict
+from sadetr.core.atomic import atomic_path, atomic_write_text
+from sadetr.core.errors import CheckpointError
 from sadetr.data.pipeline import FeaturePipeline
 from sadetr.engine.checkpoint import file_sha256, model_from_state
-from sadetr.errors import CheckpointError
 from sadetr.inference.backend import ONNX_FILES
 
 FORMAT = "sadetr-model/1"

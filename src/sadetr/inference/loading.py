@@ -16,10 +16,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from sadetr.config import Config, config_to_dict, parse_override, set_dotted, stored_config
+from sadetr.config.compose import Config, config_to_dict, parse_override, set_dotted, stored_config
+from sadetr.core.errors import CheckpointError, ConfigError
 from sadetr.data.pipeline import FeaturePipeline
 from sadetr.engine.checkpoint import checkpoint_file, file_sha256, load_trained_model, pipeline_of
-from sadetr.errors import CheckpointError, ConfigError
 from sadetr.inference.backend import ONNX_FILES, Backend, OnnxBackend, TorchBackend, check_backend
 from sadetr.inference.folder import WEIGHTS_FILE, is_model_folder, load_pretrained
 

@@ -15,8 +15,8 @@ _LAZY = {
     "build_model": "sadetr.model.build",
     "build_criterion": "sadetr.model.build",
     "to_submission": "sadetr.model.postprocess",
-    "get_preset": "sadetr.model.presets",
-    "list_presets": "sadetr.model.presets",
+    "get_preset": "sadetr.config.presets",
+    "list_presets": "sadetr.config.presets",
 }
 
 

@@ -8,8 +8,24 @@ from typing import TYPE_CHECKING
 
 from torch import nn
 
-from sadetr.errors import ConfigError
+from sadetr.core.errors import ConfigError
+from sadetr.model.baselines.losses import build_baseline_criterion
+from sadetr.model.baselines.moment_detr import build_moment_detr
+from sadetr.model.baselines.qd_detr import build_qd_detr
 from sadetr.model.config import LossConfig, ModelConfig
+from sadetr.model.decoder import (
+    ANCHOR_GRADS,
+    CROSS_RESIDUALS,
+    GAUSSIAN_MODES,
+    POSITION_MODES,
+    SELF_ATTN_POSITIONS,
+    SpanAwareRefineDecoder,
+)
+from sadetr.model.denoising import build_denoiser
+from sadetr.model.encoder import MultiModalAlignEncoder
+from sadetr.model.losses import build_sa_detr_criterion
+from sadetr.model.query_init import DualPathQueryInitializer
+from sadetr.model.sa_detr import SADETR
 from sadetr.model.span_ops import CLIP_TIMES
 
 if TYPE_CHECKING:
@@ -28,18 +44,6 @@ def _check_common(cfg: ModelConfig, *positive: str) -> None:
 
 def build_sa_detr(cfg: ModelConfig) -> nn.Module:
     """SA-DETR with every component switch of `cfg` (3.2-3.4, Tables 4-8)."""
-    from sadetr.model.decoder import (
-        ANCHOR_GRADS,
-        CROSS_RESIDUALS,
-        GAUSSIAN_MODES,
-        POSITION_MODES,
-        SELF_ATTN_POSITIONS,
-        SpanAwareRefineDecoder,
-    )
-    from sadetr.model.denoising import build_denoiser
-    from sadetr.model.encoder import MultiModalAlignEncoder
-    from sadetr.model.query_init import DualPathQueryInitializer
-    from sadetr.model.sa_detr import SADETR
 
     for key, value, allowed in (
         ("model.vtc_stage", cfg.vtc_stage, ("before", "after")),
@@ -105,8 +109,6 @@ def build_sa_detr(cfg: ModelConfig) -> nn.Module:
 
 def build_baseline(cfg: ModelConfig) -> nn.Module:
     """Moment-DETR or QD-DETR (docs/baselines.md); Table 11 switches qd_dynamic_anchor, qd_gaussian_mask."""
-    from sadetr.model.baselines.moment_detr import build_moment_detr
-    from sadetr.model.baselines.qd_detr import build_qd_detr
 
     _check_common(cfg, "max_text_len")
     if cfg.qd_activation not in ("relu", "prelu"):
@@ -137,14 +139,12 @@ def build_model(cfg: ModelConfig) -> nn.Module:
 
 def sa_detr_criterion(model_cfg: ModelConfig, loss_cfg: LossConfig) -> SetCriterion:
     """SA-DETR's criterion (eq 7-10, docs/losses.md)."""
-    from sadetr.model.losses import build_sa_detr_criterion
 
     return build_sa_detr_criterion(model_cfg, loss_cfg)
 
 
 def baseline_criterion(model_cfg: ModelConfig, loss_cfg: LossConfig) -> SetCriterion:
     """Moment-DETR's or QD-DETR's criterion: class head, their own weights (docs/baselines.md)."""
-    from sadetr.model.baselines.losses import build_baseline_criterion
 
     return build_baseline_criterion(model_cfg, loss_cfg)
 

@@ -1,9 +1,9 @@
 """Typed configuration of the model (`ModelConfig`) and of its losses (`LossConfig`).
 
-The defaults are the `paper` recipe (`sadetr.model.recipes`): every equation as the paper writes it and
+The defaults are the `paper` recipe (`sadetr.config.recipes`): every equation as the paper writes it and
 the weights of Table 9's QVHighlights row; where the paper is ambiguous or has a typo, the resolution of
 docs/readings.md. Every component of the paper is a flag here so that each ablation row (Tables 4-8,
-10, 11) is a config (`sadetr.model.presets`), and every reading that a recipe chooses is a flag too.
+10, 11) is a config (`sadetr.config.presets`), and every reading that a recipe chooses is a flag too.
 Only `build_*` functions read these objects.
 """
 
@@ -17,7 +17,7 @@ class ModelConfig:
     """Architecture and component switches. Field comments give the paper's name for each."""
 
     name: str = "sa_detr"  # sa_detr | qd_detr | moment_detr
-    # The recipe this config was composed from (paper | tuned, `sadetr.model.recipes`); its readings are
+    # The recipe this config was composed from (paper | tuned, `sadetr.config.recipes`); its readings are
     # the fields below. Metadata: no builder reads it.
     recipe: str = "paper"
     video_dim: int = 2818  # SlowFast 2304 + CLIP 512 + TEF 2

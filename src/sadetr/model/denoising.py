@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from sadetr.errors import ConfigError
+from sadetr.core.errors import ConfigError
 from sadetr.model.config import ModelConfig
 from sadetr.model.span_ops import pad_spans
 

@@ -34,7 +34,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sadetr.errors import ConfigError
+from sadetr.core.errors import ConfigError
 from sadetr.model.config import LossConfig, ModelConfig
 from sadetr.model.matcher import HungarianMatcher, Match, build_matcher
 from sadetr.model.span_ops import (

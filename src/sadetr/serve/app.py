@@ -21,8 +21,9 @@ from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from sadetr import __version__, ranges
-from sadetr.errors import DataError, SadetrError
+from sadetr import __version__
+from sadetr.core import ranges
+from sadetr.core.errors import DataError, SadetrError
 from sadetr.serve.schemas import (
     DemoQueries,
     Error,

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from sadetr import ranges
+from sadetr.core import ranges
 
-# each limit's range (`sadetr.ranges`) and its flag on `sadetr serve` / `sadetr app`
+# each limit's range (`sadetr.core.ranges`) and its flag on `sadetr serve` / `sadetr app`
 LIMIT_RANGES: dict[str, tuple[ranges.Range, str]] = {
     "max_upload_mb": (ranges.UPLOAD_MB, "--max-upload-mb"),
     "max_video_s": (ranges.VIDEO_S, "--max-video-s"),

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, Field, model_validator
 
-from sadetr import ranges
+from sadetr.core import ranges
 
 
 class Moments(BaseModel):

@@ -21,15 +21,22 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
-from sadetr import ranges
-from sadetr.errors import CheckpointError, ConfigError, DataError, SadetrError
+from sadetr.core import ranges
+from sadetr.core.devices import resolve_device
+from sadetr.core.errors import CheckpointError, ConfigError, DataError, SadetrError
+from sadetr.core.query_text import check_query, normalize_query
+from sadetr.corpus import CorpusSearcher
 from sadetr.inference.batcher import DynamicBatcher
-from sadetr.query_text import check_query, normalize_query
+from sadetr.inference.loading import load_model, make_backend
+from sadetr.inference.predictor import Predictor
 from sadetr.serve.limits import Limits
+from sadetr.video.clip import load_clip
+from sadetr.video.decode import probe
+from sadetr.video.slowfast import load_slowfast
 
 if TYPE_CHECKING:
-    from sadetr.demo_library import DemoLibrary
-    from sadetr.predictor import VideoFeatures
+    from sadetr.corpus.demo_library import DemoLibrary
+    from sadetr.inference.predictor import VideoFeatures
 
 T = TypeVar("T")
 DEFAULT_MAX_BATCH = 16  # requests merged into one forward pass with an onnx backend
@@ -50,7 +57,7 @@ class NoIndex(SadetrError):
 class MomentService:
     """A `Predictor` + optional `CorpusSearcher`, their limits, and the queue in front of them.
 
-    `demo`: the synthetic demo (`sadetr.demo_library`) whose sentences stand in for a text encoder.
+    `demo`: the synthetic demo (`sadetr.corpus.demo_library`) whose sentences stand in for a text encoder.
     """
 
     def __init__(
@@ -94,9 +101,6 @@ class MomentService:
         (default: 16 with an onnx backend, none with torch), waiting at most `max_wait_ms` for them. A
         backbone the checkpoint does not use, or one of another width, is refused here
         (`ConfigError`/`CheckpointError`), not per request."""
-        from sadetr.devices import resolve_device
-        from sadetr.inference.loading import load_model, make_backend
-        from sadetr.predictor import Predictor
 
         torch_device = resolve_device(device, "--device")
         loaded = load_model(checkpoint)
@@ -107,18 +111,12 @@ class MomentService:
         predictor = Predictor.from_loaded(loaded, runner, torch_device)
         check_backbones(predictor, clip_given=clip is not None, slowfast_given=slowfast is not None)
         if clip is not None:  # loaded only once the checkpoint is known to use it
-            from sadetr.video.clip import load_clip
-
             predictor.clip = load_clip(clip, device=predictor.device)
         if slowfast is not None:
-            from sadetr.video.slowfast import load_slowfast
-
             predictor.slowfast = load_slowfast(slowfast)
         check_widths(predictor)
         searcher = None
         if index is not None:
-            from sadetr.corpus import CorpusSearcher
-
             # the Predictor's CLIP encodes the search queries too (one copy in memory), and its backend
             # (batcher) localises them
             searcher = CorpusSearcher.open(
@@ -176,14 +174,13 @@ class MomentService:
     # ------------------------------------------------------------------ validation
 
     def check_query(self, query: str | None, required: bool = True) -> str:
-        """The normalised query (`sadetr.query_text`); "" when not `required` and nothing is left."""
+        """The normalised query (`sadetr.core.query_text`); "" when not `required` and nothing is left."""
         if not required and not normalize_query(query or ""):
             return ""
         return check_query(query or "", self.limits.max_query_chars)
 
     def check_video(self, path: Path) -> float:
         """The video's duration; `DataError` if unreadable or longer than the limit (never naming `path`)."""
-        from sadetr.video.decode import probe
 
         try:
             duration = probe(path).duration

@@ -15,7 +15,7 @@ from typing import IO, Protocol
 
 import numpy as np
 
-from sadetr.errors import DataError
+from sadetr.core.errors import DataError
 from sadetr.video.decode import VIDEO_SUFFIXES
 
 CHUNK = 1 << 20

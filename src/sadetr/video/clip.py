@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from sadetr.errors import CheckpointError
-from sadetr.safe_load import load_weights, refused_global
+from sadetr.core.errors import CheckpointError
+from sadetr.core.safe_load import load_weights, refused_global
 
 if TYPE_CHECKING:
     from transformers import CLIPModel, CLIPTokenizer

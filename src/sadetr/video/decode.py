@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sadetr.errors import DataError
+from sadetr.core.errors import DataError
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".mpg", ".mpeg", ".flv")
 

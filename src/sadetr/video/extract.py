@@ -26,9 +26,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from sadetr.atomic import atomic_path
-from sadetr.errors import DataError
-from sadetr.paths import check_qid, read_user_text, safe_child
+from sadetr.core.atomic import atomic_path
+from sadetr.core.devices import resolve_device as resolve
+from sadetr.core.errors import DataError
+from sadetr.core.paths import check_qid, read_user_text, safe_child
 from sadetr.video.clip import ClipBackbone
 from sadetr.video.decode import VIDEO_SUFFIXES, iter_frames_at, num_clips, probe
 from sadetr.video.preprocess import CLIP_MEAN, CLIP_STD, SLOWFAST_MEAN, SLOWFAST_STD, normalize
@@ -45,7 +46,6 @@ FAILURE_LOG = "extract_failures.tsv"
 
 def resolve_device(name: str = "auto", key: str = "--device") -> torch.device:
     """`auto` -> cuda when available, else cpu; an unknown or absent device is a `ConfigError`."""
-    from sadetr.devices import resolve_device as resolve
 
     return resolve(name, key)
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from sadetr.errors import CheckpointError, state_mismatch
-from sadetr.safe_load import load_weights
+from sadetr.core.errors import CheckpointError, state_mismatch
+from sadetr.core.safe_load import load_weights
 
 SLOWFAST_URL = "https://dl.fbaipublicfiles.com/pytorchvideo/model_zoo/kinetics/SLOWFAST_8x8_R50.pyth"
 

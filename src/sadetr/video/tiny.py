@@ -4,8 +4,8 @@
 tokenizer with a small vocabulary, so it must be loaded with `expected_vocab_size=TINY_VOCAB`);
 `tiny_slowfast_config` is SlowFast with the R50 topology but narrow and shallow;
 `write_test_video` encodes a video whose frame k is painted with gray level `level(k)`, so that a
-test can tell which frame a sampler picked; `save_tiny_clip_checkpoint` writes an untrained SA-DETR
-checkpoint on tiny CLIP video features (what the video path, the service and the corpus tests load).
+test can tell which frame a sampler picked. `TINY_CLIP_VIDEO_DIM` is the tiny CLIP's image feature width
+(`sadetr.inference.tiny.save_tiny_clip_checkpoint` writes a checkpoint for it).
 """
 
 from __future__ import annotations
@@ -120,40 +120,3 @@ def write_test_video(
 
 
 TINY_CLIP_VIDEO_DIM = 16  # the tiny CLIP's image embedding width (make_tiny_clip)
-
-
-def save_tiny_clip_checkpoint(path: Path, *overrides: str, seed: int = 0) -> Path:
-    """An untrained SA-DETR (d = 32) on tiny CLIP video features (16-d + TEF) and 64-d text at `path`;
-    `overrides` (dotted `key=value`) adjust the config, e.g. `data.max_v_l=2`."""
-    import torch
-
-    from sadetr.config import compose_config, config_to_dict
-    from sadetr.engine.checkpoint import feature_pipeline, save_checkpoint
-    from sadetr.model.build import build_model
-
-    cfg = compose_config(
-        None,
-        overrides=[
-            "data.video_sources=[clip_features]",
-            f"data.video_dims=[{TINY_CLIP_VIDEO_DIM}]",
-            "data.text_dim=64",
-            f"model.video_dim={TINY_CLIP_VIDEO_DIM + 2}",
-            "model.text_dim=64",
-            "model.hidden_dim=32",
-            "model.nheads=4",
-            "model.ffn_dim=64",
-            "model.num_queries=4",
-            *overrides,
-        ],
-    )
-    torch.manual_seed(seed)
-    state = {
-        "model": build_model(cfg.model).state_dict(),
-        "config": config_to_dict(cfg),
-        "features": feature_pipeline(cfg.data),
-        "epoch": 0,
-        "step": 0,
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(path, state)
-    return path

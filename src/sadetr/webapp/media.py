@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
 
-from sadetr.atomic import atomic_path
-from sadetr.errors import ConfigError
+from sadetr.core.atomic import atomic_path
+from sadetr.core.errors import ConfigError
 from sadetr.video.decode import VIDEO_SUFFIXES
 
 log = logging.getLogger(__name__)

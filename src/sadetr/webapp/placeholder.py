@@ -11,7 +11,7 @@ import hashlib
 from fractions import Fraction
 from pathlib import Path
 
-from sadetr.atomic import atomic_path
+from sadetr.core.atomic import atomic_path
 
 WIDTH, HEIGHT = 320, 180
 

@@ -7,7 +7,7 @@ a text encoder or the synthetic demo's own sentences.
 
 from __future__ import annotations
 
-from sadetr.errors import ConfigError
+from sadetr.core.errors import ConfigError
 from sadetr.serve.service import MomentService
 from sadetr.webapp.render import SCORE_NOTE
 

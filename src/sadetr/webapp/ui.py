@@ -20,7 +20,8 @@ from typing import Any
 
 import gradio as gr
 
-from sadetr.errors import SadetrError
+from sadetr.core.errors import SadetrError
+from sadetr.inference.viz import figure_png, thumbnails
 from sadetr.serve.service import MomentService
 from sadetr.webapp.media import browser_playable
 from sadetr.webapp.placeholder import placeholder_video
@@ -119,8 +120,6 @@ class App:
     def find(self, video: str | None, query: str) -> tuple[str, Any, str]:
         from PIL import Image
 
-        from sadetr.viz import figure_png
-
         if not video:
             raise gr.Error("Upload or choose a video first.")
         try:
@@ -137,7 +136,6 @@ class App:
         return moments_html(pred, self.top_k), Image.open(io.BytesIO(png)), status
 
     def search(self, query: str) -> tuple[str, list[tuple[str, float]]]:
-        from sadetr.viz import thumbnails
 
         try:
             query = self.service.check_query(query)

@@ -10,7 +10,7 @@ cross-attention, iterative anchor refinement by `bbox_embed`); class and span he
 PReLU. At the QVHighlights SF+C setting it has exactly 7,585,573 trainable parameters.
 
 Exactness: with the default `t2v_form="public"` and the same weights, outputs equal the public code's
-(the parameter names are mapped by `sadetr.engine.import_ckpt`). `t2v_form="normed"` keeps the form this
+(the parameter names are mapped by `sadetr.inference.import_release`). `t2v_form="normed"` keeps the form this
 framework used before (FFN on the normalised residual), with which the README's demo-scale numbers were
 measured.
 

@@ -1,0 +1,1 @@
+"""Speed benchmark of training, inference and evaluation (`sadetr bench`)."""

@@ -1,0 +1,1 @@
+"""The command line: `sadetr <command>`, one module per command under `commands/`."""

@@ -1,0 +1,1 @@
+"""The run config: typed sections, layered YAML composition, recipes, presets, legacy keys."""
