@@ -149,6 +149,7 @@ ENC_T = ("test_encoder.py", "test_encoder_reference.py", "test_sa_detr.py")
 QI_T = ("test_query_init.py", "test_sa_detr.py")
 EVAL_T = ("test_eval.py",)
 RECIPE_T = ("test_recipes.py", "test_legacy_configs.py")
+LONG_T = ("test_long_video.py", "test_predictor.py")
 
 
 def _m(name: str, target: str, original: str, replacement: str, tests: tuple[str, ...]) -> Mutation:
@@ -1254,6 +1255,43 @@ MUTATIONS: tuple[Mutation, ...] = (
         "return F.cosine_similarity(clip_emb, sent_emb[:, None, :], dim=-1)",
         "return (clip_emb * sent_emb[:, None, :]).sum(-1)",
         LOSS_T,
+    ),
+    _m("long_video.no_offset", "Predictor.predict", "offset = start * self.clip_len", "offset = 0.0", LONG_T),
+    _m(
+        "long_video.offset_in_clips",
+        "Predictor.predict",
+        "offset = start * self.clip_len",
+        "offset = start",
+        LONG_T,
+    ),
+    _m(
+        "long_video.rescore_ignored",
+        "Predictor.predict",
+        "moments = [[st, en, c * r] for",
+        "moments = [[st, en, c] for",
+        LONG_T,
+    ),
+    _m(
+        "long_video.peak_absolute_clip",
+        "Predictor.predict",
+        "int(st / self.clip_len) - start",
+        "int(st / self.clip_len)",
+        LONG_T,
+    ),
+    _m("long_video.saliency_summed", "stitch_saliency", "return total / count", "return total", LONG_T),
+    _m(
+        "long_video.last_window_not_end_aligned",
+        "window_starts",
+        "starts.append(n_clips - window)",
+        "pass",
+        LONG_T,
+    ),
+    _m(
+        "long_video.relevance_not_relative",
+        "saliency_relevance",
+        "np.exp(log_sig - log_sig.max())",
+        "np.exp(log_sig)",
+        LONG_T,
     ),
     _m(
         "query_init.no_sigmoid",
