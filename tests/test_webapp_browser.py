@@ -103,10 +103,14 @@ def offline_recorder(page) -> list[str]:
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
     """`sadetr app` on the tiny model; yields (url, files)."""
+    from sadetr.inference.tiny import save_tiny_clip_checkpoint
     from test_serve import tiny_model_files, write_webm
 
     root = tmp_path_factory.mktemp("app")
     files = tiny_model_files(root)  # paint.mp4: MPEG-4 part 2, not playable in Chromium
+    # The untrained model's 4 spans all round to the same clips of this 3-clip video (one moment after
+    # de-duplication); unrounded they are 4 distinct moments, which the list and click tests need.
+    save_tiny_clip_checkpoint(files["checkpoint"], "model.round_to_clip=false")
     files["other"] = write_webm(root / "other.webm", seconds=3.0)
     args = [
         "--checkpoint",

@@ -264,6 +264,7 @@ LEGACY_DEFAULTS: dict[str, Any] = {
     "loss.qmargin_reduction": "pairs",
     "loss.quality_balance": "none",
     "loss.ctm_univtg_weight": 1.0,
+    "train.compile": False,  # the training step ran eagerly
 }
 # Switches removed in sadetr 0.2 (docs/readings.md "Removed switches"), with their neutral value: a config
 # that holds one at that value loses nothing when it is dropped; any other value cannot be run here.
