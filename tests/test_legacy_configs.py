@@ -130,6 +130,7 @@ def test_the_legacy_values_that_equal_today_s_defaults() -> None:
     assert same == [
         "data.allow_empty_windows", "loss.ctm_univtg_weight", "loss.quality_balance", "model.anchor_grad",
         "model.dn_center_noise", "model.gate_scale", "model.gaussian_mode", "model.position_mode",
+        "train.compile",
     ]  # fmt: skip
 
 
