@@ -238,3 +238,18 @@ def test_the_demo_reports_and_skips_its_corpus_step_without_faiss(tmp_path, monk
     assert printed.index("faiss is not installed") < printed.index("[1/4]")  # said first
     assert "corpus search skipped: needs faiss" in printed
     assert (out / "run" / "best.ckpt").is_file() and not (out / "corpus").exists()
+
+
+def test_the_demo_trains_the_paper_recipe_and_tuned_on_request(mini_demo, tmp_path, monkeypatch, capsys):
+    from sadetr.engine.checkpoint import load_checkpoint
+
+    stored = load_checkpoint(mini_demo / "run" / "best.ckpt")["config"]["model"]
+    assert stored["recipe"] == "paper" and stored["gate_scale"] is False  # eq 3 unscaled, as written
+
+    monkeypatch.setitem(sys.modules, "faiss", None)  # no corpus step: seconds
+    out = tmp_path / "tuned"
+    args = ["demo", "--out", str(out), "--recipe", "tuned", "--n-train", "16", "--n-val", "4"]
+    assert main([*args, "--set", "train.epochs=1"]) == 0
+    assert "tuned recipe" in capsys.readouterr().out
+    stored = load_checkpoint(out / "run" / "best.ckpt")["config"]["model"]
+    assert stored["recipe"] == "tuned" and stored["gate_scale"] is True

@@ -1,4 +1,4 @@
-"""The full SA-DETR and baseline (a) learn on the synthetic QVHighlights-shaped data (CPU, ~2-3 min each).
+"""The full SA-DETR (both recipes) and baseline (a) learn on synthetic QVHighlights-shaped data (CPU).
 
 Each model is trained once (module fixture) and scored once with its final weights (no model selection
 on val). The bars come from baselines computed here on the same val split with the same evaluation:
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow
 # solution only after ~300 steps at a high lr (a 6-epoch cosine run stays at R1@0.5 = 11); the d=32
 # test model needs > 1000 steps and is erratic (11-30 between runs).
 TRAIN = ["train.epochs=12", "train.eval_every=12", "train.progress=false", "train.tensorboard=false"]
-# Observed (seed 2018, this budget): full model R1@0.5 = 38 (30 after 300 steps) vs. constant 13 /
+# Observed (seed 2018, this budget): the tuned recipe R1@0.5 = 38 (30 after 300 steps) vs. constant 13 /
 # random 4; HL-min-VeryGood-mAP 40 vs. random 9.5.
 # Baseline (a) (table4.a: learnable anchors, DAB-like decoder, no L_init / Gaussian mask / span enhance /
 # DN / FA) in the same 600 steps, with two test-only settings (docs/research/synthetic-learning.md):
@@ -52,6 +52,10 @@ HD_MARGIN = 8.0  # HL-min-VeryGood-mAP points above random saliency
 SHUFFLED_MR_MARGIN = 15.0  # R1@0.5 points above the shuffled-query evaluation
 SHUFFLED_HD_MARGIN = 12.0  # HL-min-VeryGood-mAP points above the shuffled-query evaluation
 SHUFFLE_BATCH = 25  # divides the 100 val queries: no batch of one, where rolling changes nothing
+# The paper recipe at this budget (observed 2026-12-07, seed 2018): R1@0.5 9-10 through 16 epochs, the
+# constant window's level, while HL-VG-mAP reaches 40. L_intra and L_inter at the paper's weight 1 hold
+# the spans there: the same run with `loss.ctm_univtg_weight=0.1` reaches R1@0.5 30 by epoch 9, with a
+# third of the lr 17 (docs/research/paper-vs-tuned.md). The tuned recipe learns both tasks here.
 
 
 def _jsonl(path: Path) -> list[dict]:
@@ -144,12 +148,23 @@ def _evaluate_checkpoint(checkpoint: Path, roll_queries: bool) -> dict[str, floa
     return score(preds, dataset.ground_truth())["brief"]
 
 
-@pytest.fixture(scope="module")
-def full_model(tmp_path_factory: pytest.TempPathFactory, synthetic_qvh_learn: dict) -> dict[str, dict]:
-    """The full model's val metrics: as trained ("real", re-evaluated from best.ckpt) and with the
+def _scored_both_ways(tmp_path_factory: pytest.TempPathFactory, data: dict, *extra: str) -> dict[str, dict]:
+    """Val metrics of a trained model: as trained ("real", re-evaluated from best.ckpt) and with the
     queries rolled within each batch ("shuffled")."""
-    ckpt = _train_run(tmp_path_factory, synthetic_qvh_learn, None) / "best.ckpt"
+    ckpt = _train_run(tmp_path_factory, data, None, *extra) / "best.ckpt"
     return {"real": _evaluate_checkpoint(ckpt, False), "shuffled": _evaluate_checkpoint(ckpt, True)}
+
+
+@pytest.fixture(scope="module")
+def paper_model(tmp_path_factory: pytest.TempPathFactory, synthetic_qvh_learn: dict) -> dict[str, dict]:
+    """The full model, `paper` recipe (the default)."""
+    return _scored_both_ways(tmp_path_factory, synthetic_qvh_learn)
+
+
+@pytest.fixture(scope="module")
+def tuned_model(tmp_path_factory: pytest.TempPathFactory, synthetic_qvh_learn: dict) -> dict[str, dict]:
+    """The full model, `tuned` recipe."""
+    return _scored_both_ways(tmp_path_factory, synthetic_qvh_learn, "model.recipe=tuned")
 
 
 @pytest.fixture(scope="module")
@@ -163,19 +178,30 @@ def test_baselines_are_weak(baselines: dict[str, float]) -> None:
 
 # One test per model (MR and HD asserted together): the module fixture of a model is then built by one
 # worker only (with two tests per model, xdist's scheduling trained the full model on both workers).
-@pytest.mark.xdist_group("learn_full")
-def test_full_model_learns(full_model: dict, baselines: dict) -> None:
-    real, shuffled = full_model["real"], full_model["shuffled"]
+@pytest.mark.xdist_group("learn_tuned")
+def test_tuned_recipe_learns_both_tasks(tuned_model: dict, baselines: dict) -> None:
+    real, shuffled = tuned_model["real"], tuned_model["shuffled"]
     r1, hd = real["MR-full-R1@0.5"], real["HL-min-VeryGood-mAP"]
     r1_s, hd_s = shuffled["MR-full-R1@0.5"], shuffled["HL-min-VeryGood-mAP"]
     print(
-        f"full model R1@0.5 {r1:.1f}, HL-VG-mAP {hd:.1f}; shuffled queries R1@0.5 {r1_s:.1f}, "
+        f"tuned R1@0.5 {r1:.1f}, HL-VG-mAP {hd:.1f}; shuffled queries R1@0.5 {r1_s:.1f}, "
         f"HL-VG-mAP {hd_s:.1f}; baselines {baselines}"
     )
     assert r1 >= max(baselines["MR constant"], baselines["MR random"]) + MR_MARGIN
     assert hd >= baselines["HD random"] + HD_MARGIN
     # the model reads the query: with another sample's sentence both tasks get clearly worse
     assert r1 >= r1_s + SHUFFLED_MR_MARGIN
+    assert hd >= hd_s + SHUFFLED_HD_MARGIN
+
+
+@pytest.mark.xdist_group("learn_paper")
+def test_paper_recipe_learns_highlights(paper_model: dict, baselines: dict) -> None:
+    """At this budget the paper recipe's moment retrieval has not left the constant-window solution (the
+    observation above SHUFFLE_BATCH); its highlight detection learns and reads the query."""
+    real, shuffled = paper_model["real"], paper_model["shuffled"]
+    hd, hd_s = real["HL-min-VeryGood-mAP"], shuffled["HL-min-VeryGood-mAP"]
+    print(f"paper R1@0.5 {real['MR-full-R1@0.5']:.1f}, HL-VG-mAP {hd:.1f}; shuffled HL-VG-mAP {hd_s:.1f}")
+    assert hd >= baselines["HD random"] + HD_MARGIN
     assert hd >= hd_s + SHUFFLED_HD_MARGIN
 
 

@@ -31,12 +31,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="KEY=VALUE",
         help="dotted config override (repeatable)",
     )
+    p.add_argument(
+        "--recipe",
+        help="paper (the default: the paper as written) or tuned (docs/readings.md); "
+        "the same as --set model.recipe=NAME",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic data")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from sadetr.cli.commands.predict import load_model
+    from sadetr.cli.commands.train import config_overrides
     from sadetr.config.compose import compose_config
     from sadetr.core.jsonio import write_json, write_jsonl
     from sadetr.data.dataset import build_dataset, collate
@@ -61,11 +67,11 @@ def run(args: argparse.Namespace) -> int:
     paths = generate_synthetic(
         out / "data", "qvhighlights", n_train=args.n_train, n_val=args.n_val, seed=args.seed
     )
-    cfg = compose_config([args.config, str(paths["config"])], args.overrides)
+    cfg = compose_config([args.config, str(paths["config"])], config_overrides(args))
     t1 = time.perf_counter()
     print(
-        f"[2/4] training {cfg.model.name} (d={cfg.model.hidden_dim}, {cfg.train.epochs} epochs, "
-        f"batch {cfg.train.batch_size}) into {out / 'run'}"
+        f"[2/4] training {cfg.model.name}, {cfg.model.recipe} recipe (d={cfg.model.hidden_dim}, "
+        f"{cfg.train.epochs} epochs, batch {cfg.train.batch_size}) into {out / 'run'}"
     )
     train(cfg, out / "run")
     t2 = time.perf_counter()
