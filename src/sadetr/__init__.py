@@ -1,3 +1,3 @@
 """sadetr: SA-DETR (Span Aware DEtection TRansformer) for video moment retrieval and highlight detection."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
