@@ -87,3 +87,10 @@ def test_every_python_block_compiles(index: int) -> None:
     compile(source, f"README.md python block {index}", "exec")
     for module in re.findall(r"^from (sadetr[\w.]*) import", source, flags=re.M):
         __import__(module)  # the imports name real modules
+
+
+def test_every_relative_link_points_to_a_file_of_the_repository() -> None:
+    targets = [t.split("#")[0] for t in re.findall(r"\]\(([^)\s]+)\)", README) if "://" not in t]
+    files = [t for t in targets if t]
+    assert files, "expected links to the docs"
+    assert [t for t in files if not (ROOT / t).exists()] == []
