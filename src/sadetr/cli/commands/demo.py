@@ -10,6 +10,7 @@ import argparse
 import time
 from pathlib import Path
 
+from sadetr.cli.commands.train import add_override_arguments, config_overrides
 from sadetr.core.extras import missing
 
 
@@ -23,26 +24,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--n-train", type=int, default=600, help="synthetic training queries")
     p.add_argument("--n-val", type=int, default=150, help="synthetic validation queries")
     p.add_argument("--config", default="synthetic_qvh", help="training config (data paths are filled in)")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="dotted config override (repeatable)",
-    )
-    p.add_argument(
-        "--recipe",
-        help="paper (the default: the paper as written) or tuned (docs/readings.md); "
-        "the same as --set model.recipe=NAME",
-    )
+    add_override_arguments(p)
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic data")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from sadetr.cli.commands.predict import load_model
-    from sadetr.cli.commands.train import config_overrides
     from sadetr.config.compose import compose_config
     from sadetr.core.jsonio import write_json, write_jsonl
     from sadetr.data.dataset import build_dataset, collate

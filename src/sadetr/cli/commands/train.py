@@ -29,6 +29,19 @@ def add_config_arguments(parser: argparse.ArgumentParser, required: bool = True)
         help="built-in config name (e.g. qvhighlights_sfc) or a YAML file; repeat to "
         "merge several in order (e.g. --config synthetic_qvh --config DIR/dataset.yaml)",
     )
+    add_override_arguments(parser)
+    parser.add_argument(
+        "--preset",
+        dest="presets",
+        action="append",
+        default=[],
+        help="a paper ablation row, e.g. table4.a (repeatable, applied in order on top of the recipe; "
+        "`sadetr reproduce` lists them)",
+    )
+
+
+def add_override_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--set` and `--recipe`, read back in order by `config_overrides`."""
     parser.add_argument(
         "--set",
         dest="overrides",
@@ -41,14 +54,6 @@ def add_config_arguments(parser: argparse.ArgumentParser, required: bool = True)
         "--recipe",
         help="the readings underneath the config: paper (the default: the paper as written) or tuned "
         "(docs/readings.md); the same as --set model.recipe=NAME",
-    )
-    parser.add_argument(
-        "--preset",
-        dest="presets",
-        action="append",
-        default=[],
-        help="a paper ablation row, e.g. table4.a (repeatable, applied in order on top of the recipe; "
-        "`sadetr reproduce` lists them)",
     )
 
 
