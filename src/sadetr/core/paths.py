@@ -18,6 +18,7 @@ from pathlib import Path, PurePosixPath
 
 from sadetr.core.errors import ConfigError, DataError
 
+DEMO_DIR = Path("runs/demo")  # where `make demo` (`sadetr demo --out runs/demo`) writes
 SAFE_QID = re.compile(r"[A-Za-z0-9_.-]+")
 
 

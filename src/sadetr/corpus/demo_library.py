@@ -19,14 +19,13 @@ import numpy as np
 
 from sadetr.core.errors import ConfigError, DataError
 from sadetr.core.extras import missing
-from sadetr.core.paths import check_qid, safe_child
+from sadetr.core.paths import DEMO_DIR, check_qid, safe_child
 from sadetr.core.query_text import normalize_query
 from sadetr.data.annotations import read_annotations
 from sadetr.data.features import TEXT_KEY, load_feature_file
 
 log = logging.getLogger(__name__)
 
-DEFAULT_DIR = Path("runs/demo")  # where `make demo` writes it
 MAKE_HINT = "run `make demo` (or `sadetr demo --out DIR`) first"
 
 
@@ -70,7 +69,7 @@ class DemoLibrary:
         """The demo in `root` (default runs/demo); a `ConfigError` on `flag` naming what is missing."""
         import yaml
 
-        root = Path(root or DEFAULT_DIR)
+        root = Path(root or DEMO_DIR)
         needed = {
             "checkpoint": root / "run" / "best.ckpt",
             "corpus index": root / "corpus" / "index",
@@ -97,14 +96,14 @@ class DemoLibrary:
     def default_if_made(flag: str) -> Path | None:
         """runs/demo when `make demo` has made it there (a checkpoint and an index), else None; says on
         the log that `flag` is taken as `--demo runs/demo`."""
-        if (DEFAULT_DIR / "run" / "best.ckpt").is_file() and (DEFAULT_DIR / "corpus" / "index").is_dir():
+        if (DEMO_DIR / "run" / "best.ckpt").is_file() and (DEMO_DIR / "corpus" / "index").is_dir():
             log.info(
                 "no %s given: running on the synthetic demo in %s (as --demo %s)",
                 flag,
-                DEFAULT_DIR,
-                DEFAULT_DIR,
+                DEMO_DIR,
+                DEMO_DIR,
             )
-            return DEFAULT_DIR
+            return DEMO_DIR
         return None
 
     # ------------------------------------------------------------------ the catalogue

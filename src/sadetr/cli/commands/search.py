@@ -17,6 +17,7 @@ import json
 import sys
 from pathlib import Path
 
+from sadetr.cli.commands._demo import add_demo_argument
 from sadetr.core import ranges
 from sadetr.inference import BACKENDS
 
@@ -29,13 +30,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--index", type=Path, help="index folder written by sadetr index")
-    p.add_argument(
-        "--demo",
-        type=Path,
-        nargs="?",
-        const=Path("runs/demo"),
-        metavar="DIR",
-        help="search the SYNTHETIC demo of `make demo` in DIR (default runs/demo) with one of its own "
+    add_demo_argument(
+        p,
+        "search the SYNTHETIC demo of `make demo` in DIR (default runs/demo) with one of its own "
         "sentences (no --clip), instead of --index",
     )
     p.add_argument("--query", help="the text query (needs --clip, or --demo and one of its sentences)")

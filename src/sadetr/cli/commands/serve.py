@@ -17,6 +17,7 @@ import socket
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from sadetr.cli.commands._demo import add_demo_argument
 from sadetr.core import ranges
 from sadetr.core.errors import ConfigError
 from sadetr.core.extras import require
@@ -37,13 +38,9 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
 
     d = Limits()
     p.add_argument("--checkpoint", type=Path, help="a .ckpt file or a run directory")
-    p.add_argument(
-        "--demo",
-        type=Path,
-        nargs="?",
-        const=Path("runs/demo"),
-        metavar="DIR",
-        help="run on the SYNTHETIC demo of `make demo` (its checkpoint, index and sentences; no weights "
+    add_demo_argument(
+        p,
+        "run on the SYNTHETIC demo of `make demo` (its checkpoint, index and sentences; no weights "
         "needed) in DIR (default runs/demo), instead of --checkpoint/--index",
     )
     p.add_argument("--index", type=Path, help="a corpus index directory (`sadetr index`) to search")
