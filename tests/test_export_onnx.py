@@ -81,10 +81,41 @@ def _trained(name: str, steps: int = 30) -> tuple[torch.nn.Module, FeaturePipeli
     return model.eval(), pipe
 
 
+def _optimized_ops(path: Path, out: Path, monkeypatch: pytest.MonkeyPatch | None) -> set[str]:
+    """Node types of the graph onnxruntime runs for `path`: through `OnnxBackend` (with `monkeypatch`, which
+    makes its session options write the optimized graph to `out`), or a plain default session (None)."""
+    import onnx
+    import onnxruntime as ort
+
+    real = ort.SessionOptions
+
+    def writing() -> ort.SessionOptions:
+        options = real()
+        options.optimized_model_filepath = str(out)
+        options.log_severity_level = 3
+        return options
+
+    if monkeypatch is None:
+        ort.InferenceSession(str(path), writing(), providers=["CPUExecutionProvider"])
+    else:
+        with monkeypatch.context() as patch:
+            patch.setattr(ort, "SessionOptions", writing)
+            OnnxBackend(path)
+    return {node.op_type for node in onnx.load(str(out)).graph.node}
+
+
 @pytest.mark.parametrize("name", MODELS)
-def test_onnx_equals_eager_on_random_weights(name: str, tmp_path: Path) -> None:
+def test_onnx_equals_eager_on_random_weights(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     model, pipe, _ = _model(name)
     session = _check_parity(model, pipe, tmp_path / f"{name}.onnx")
+    # the CPU session leaves out the fusion measured slower (backend.CPU_DISABLED_FUSIONS); by default
+    # onnxruntime applies it to these graphs
+    path = tmp_path / f"{name}.onnx"
+    assert "SkipLayerNormalization" in _optimized_ops(path, tmp_path / "default.onnx", None)
+    ops = _optimized_ops(path, tmp_path / "backend.onnx", monkeypatch)
+    assert "SkipLayerNormalization" not in ops and "LayerNormalization" in ops
     # the graph was traced up to max_v_l clips: longer inputs are refused, not run
     b = synthetic_batch(1, pipe.max_v_l + 1, 4, pipe.video_dim, pipe.text_dim)
     with pytest.raises(ValueError, match="exceed the exported maximum 75"):

@@ -30,6 +30,11 @@ log = logging.getLogger(__name__)
 INPUT_NAMES = ("video_feat", "video_mask", "text_feat", "text_mask")
 OUTPUT_NAMES = ("pred_spans", "pred_quality", "saliency_scores")
 ONNX_FILES = {"onnx": "model.onnx", "onnx-int8": "model.int8.onnx"}
+# onnxruntime graph fusions left off on the CPU provider, each measured slower than the nodes it replaces:
+# SkipLayerNormalization (residual Add + LayerNorm) at d = 256 took about 3x the time of the two nodes on
+# their own (onnxruntime 1.30 and 1.32, one thread, AVX2); without it the batch-1 SA-DETR graph runs ~8 %
+# faster and batch 32 ~7 % faster, with the same outputs to 4e-7 (docs/research/speed.md).
+CPU_DISABLED_FUSIONS = ("SkipLayerNormFusion",)
 
 
 class Backend(Protocol):
@@ -103,8 +108,12 @@ class OnnxBackend:
         options.intra_op_num_threads = max(0, int(threads))
         options.inter_op_num_threads = 1
         options.log_severity_level = 3  # errors only: no warnings about unused initialisers
+        providers = onnx_providers(device)
+        disabled = list(CPU_DISABLED_FUSIONS) if providers == ["CPUExecutionProvider"] else []
         try:
-            self.session = ort.InferenceSession(str(path), options, providers=onnx_providers(device))
+            self.session = ort.InferenceSession(
+                str(path), options, providers=providers, disabled_optimizers=disabled
+            )
         except Exception as err:  # onnxruntime raises its own exception types for a corrupt graph
             raise CheckpointError(f"{path}: not a loadable ONNX graph ({type(err).__name__})") from None
         names = tuple(i.name for i in self.session.get_inputs())
