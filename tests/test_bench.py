@@ -8,20 +8,26 @@ from pathlib import Path
 import pytest
 import torch
 
-from sadetr.bench.speed import count_flops, sgemm_peak
+from sadetr.bench.speed import BenchSettings, bench_onnx_against_eager, count_flops, sgemm_peak
 from sadetr.cli.main import main
+from sadetr.inference.speed import interleaved
 
 
 @pytest.mark.slow
-def test_bench_writes_every_figure(tmp_path: Path) -> None:
+def test_bench_writes_every_figure(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "400")  # rich wraps the table's labels to the terminal's width
     # The tiny model keeps this fast; the batch is still QVHighlights-shaped (32 x 75 x 2818, 32 tokens).
     code = main(
         [
             "bench", "--out", str(tmp_path), "--config", "synthetic_tiny", "--steps", "1", "--threads", "1",
-            "--models", "sa_detr,qd_detr",
+            "--models", "sa_detr,qd_detr", "--backends",
         ]
     )  # fmt: skip
     assert code == 0
+    # the first model's onnxruntime graph against both models in eager PyTorch, in one process
+    assert "1 query, interleaved: sa_detr onnxruntime / this model eager" in capsys.readouterr().out
     result = json.loads((tmp_path / "bench.json").read_text())
     assert result["batch"] == [32, 75, 2818, 32]
     assert list(result["models"]) == ["sa_detr", "qd_detr"]
@@ -50,6 +56,7 @@ def test_bench_writes_every_figure(tmp_path: Path) -> None:
     assert result["ratios_to_first"]["qd_detr"]["train_step_gflop"] > 0
     assert result["data_samples_per_s"] > 0 and result["eval_s"] > 0
     assert result["eval_queries"] == 1549 and result["eval_ground_truth"] == "synthetic"
+    assert set(result["onnx_against_eager"]["cpu_ratio"]) == {"sa_detr", "qd_detr"}
 
 
 def test_flop_count_of_a_matmul_and_the_sgemm_peak() -> None:
@@ -100,3 +107,23 @@ def test_bench_backend_and_compiled_step_rows(tmp_path: Path, capsys: pytest.Cap
     assert step["steps"] == 2 and step["compile_s"] > 0 and step["loss_max_rel_diff"] < 1e-4
     out = capsys.readouterr().out
     assert "eager / onnxruntime / int8" in out and "train.compile" in out
+
+
+def test_interleaved_times_every_runner_in_turn() -> None:
+    order: list[str] = []
+    runners = {name: (lambda name=name: order.append(name)) for name in ("a", "b")}
+    times = interleaved(runners, calls=2, rounds=3)
+    # one warm-up each, then per round each runner's block of `calls` calls
+    assert order == ["a", "b"] + ["a", "a", "b", "b"] * 3
+    assert set(times) == {"a", "b"} and all(wall >= 0 and cpu >= 0 for wall, cpu in times.values())
+
+
+@pytest.mark.slow  # one ONNX export of the tiny model
+def test_onnx_against_eager_times_every_model_in_one_process() -> None:
+    pytest.importorskip("onnxruntime")
+    settings = BenchSettings(config="synthetic_tiny", threads=1)
+    r = bench_onnx_against_eager(settings, ["moment_detr", "sa_detr"])
+    assert set(r["latency_s"]) == {"onnxruntime", "moment_detr", "sa_detr"}
+    assert set(r["cpu_ratio"]) == {"moment_detr", "sa_detr"}
+    for name, ratio in r["cpu_ratio"].items():
+        assert ratio == pytest.approx(r["latency_s"]["onnxruntime"][1] / r["latency_s"][name][1])

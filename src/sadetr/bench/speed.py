@@ -38,7 +38,7 @@ from sadetr.engine.validation import autocast, move_batch
 from sadetr.eval import evaluate
 from sadetr.eval import load_jsonl as load_eval_jsonl
 from sadetr.inference.predictor import Predictor
-from sadetr.inference.speed import backend_latency
+from sadetr.inference.speed import backend_latency, onnx_against_eager
 from sadetr.model.build import build_criterion, build_model
 
 LONG_VIDEOS_MIN = (10, 60)  # minutes of video for the long-video latency (2 s clips)
@@ -422,11 +422,24 @@ def bench_long_videos(model: torch.nn.Module, cfg: Any, device: torch.device) ->
     return out
 
 
-def _bench_in_child(settings: BenchSettings, model_name: str | None) -> dict[str, Any]:
-    """`bench_model` in a fresh process: each model's peak RSS is its own."""
+def _in_child(fn: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
+    """`fn(*args)` in a fresh process: each model's peak RSS is its own."""
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
-        return pool.submit(bench_model, settings, model_name).result()
+        return pool.submit(fn, *args).result()
+
+
+def bench_onnx_against_eager(settings: BenchSettings, models: list[str]) -> dict[str, Any]:
+    """The first of `models` on onnxruntime against every one of them in eager PyTorch, batch 1,
+    interleaved in this process (`onnx_against_eager`); each model built as `bench_model` builds it."""
+    if settings.threads > 0:
+        torch.set_num_threads(settings.threads)
+    built = {}
+    for name in models:
+        torch.manual_seed(0)
+        built[name] = build_model(_model_config(settings, name).model).eval()
+    pipeline = FeaturePipeline.from_data_config(_model_config(settings, models[0]).data)
+    return onnx_against_eager(built[models[0]], pipeline, built, threads=torch.get_num_threads())
 
 
 def bench_data(out: Path, cfg: Any) -> float:
@@ -464,7 +477,7 @@ def run_bench(
 
     out.mkdir(parents=True, exist_ok=True)
     if models and len(models) > 1:
-        per_model = {m: _bench_in_child(settings, m) for m in models}
+        per_model = {m: _in_child(bench_model, settings, m) for m in models}
     else:
         single = bench_model(settings, models[0] if models else None)
         per_model = {single["model"]: single}
@@ -486,12 +499,16 @@ def run_bench(
         "eval_ground_truth": str(gt_path) if gt_path else "synthetic",
         "eval_s": eval_s,
     }
+    if settings.backends and models and len(models) > 1:
+        result["onnx_against_eager"] = _in_child(bench_onnx_against_eager, settings, list(models))
     return result
 
 
-def _backend_rows(t: Any, models: dict[str, Any], names: list[str], batch: int) -> None:
+def _backend_rows(t: Any, r: dict[str, Any], names: list[str], batch: int) -> None:
     """Rows of `--backends`: eager / onnxruntime / int8 latency (process CPU time) at batch 1 and `batch`,
-    their ratios to eager, and the first model's onnxruntime latency against each model's eager one."""
+    their ratios to eager, and (several models) the first model's onnxruntime latency against each
+    model's eager one, interleaved in one process."""
+    models = r["models"]
     for b in ("1", str(batch)):
         lat = [models[n]["backends"]["latency_s"] for n in names]
         label = "1 query" if b == "1" else f"batch of {b}"
@@ -507,11 +524,16 @@ def _backend_rows(t: Any, models: dict[str, Any], names: list[str], batch: int) 
             "  onnxruntime / eager, int8 / eager",
             *[f"{x['onnxruntime'][b]:.2f}, {x['int8'][b]:.2f}" for x in ratios],
         )
-    first = models[names[0]]["backends"]["latency_s"]["onnxruntime"]["1"][1]
-    t.add_row(
-        f"1 query: {names[0]} onnxruntime / this model eager",
-        *[f"{first / models[n]['backends']['latency_s']['eager']['1'][1]:.2f}" for n in names],
-    )
+    if "onnx_against_eager" in r:
+        cmp = r["onnx_against_eager"]
+        t.add_row(
+            f"1 query, interleaved: {names[0]} onnxruntime / this model eager",
+            *[
+                f"{cmp['latency_s']['onnxruntime'][1] * 1000:.1f} / {cmp['latency_s'][n][1] * 1000:.1f} ms "
+                f"= {cmp['cpu_ratio'][n]:.2f}"
+                for n in names
+            ],
+        )
     t.add_row(
         "  int8: largest |output - eager| (spans)",
         *[f"{models[n]['backends']['int8_max_abs_diff']['pred_spans']:.1e}" for n in names],
@@ -580,7 +602,7 @@ def print_result(r: dict[str, Any]) -> None:
                 *[f"{x['batched_s'] * 1000:.0f} / {x['one_by_one_s'] * 1000:.0f} ms" for x in lv],
             )
     if all("backends" in models[n] for n in names):
-        _backend_rows(t, models, names, r["batch"][0])
+        _backend_rows(t, r, names, r["batch"][0])
     if all("compiled_step" in models[n] for n in names):
         cs = [models[n]["compiled_step"] for n in names]
         t.add_row(

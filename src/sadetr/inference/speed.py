@@ -1,6 +1,8 @@
 """Latency of one model under each inference backend (`sadetr bench --backends`): eager PyTorch, onnxruntime
 and onnxruntime int8, at the given batch sizes, on inputs of the full exported lengths (max_v_l clips,
-max_q_l tokens). Wall and process CPU time (the latter is robust to other processes taking the cores).
+max_q_l tokens); and one model's onnxruntime latency against several models in eager PyTorch. Wall and
+process CPU time (the latter is robust to other processes taking the cores). The runners of one
+comparison are timed interleaved, in rounds, so that a busy neighbour or a slower clock slows them alike.
 """
 
 from __future__ import annotations
@@ -8,7 +10,7 @@ from __future__ import annotations
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -21,16 +23,27 @@ from sadetr.inference.backend import OUTPUT_NAMES, OnnxBackend, TorchBackend
 from sadetr.inference.export import export_onnx, quantize_int8
 
 
-def _timed(fn: Callable[[], Any], repeat: int) -> tuple[float, float]:
-    """(median wall s, median process CPU s) of `repeat` calls after one warm-up call."""
-    fn()
-    wall, cpu = [], []
-    for _ in range(repeat):
-        t, c = time.perf_counter(), time.process_time()
+def interleaved(
+    runners: Mapping[str, Callable[[], Any]], calls: int, rounds: int = 5
+) -> dict[str, tuple[float, float]]:
+    """(wall s, process CPU s) per runner: the median over `rounds` rounds of the runner's median call in
+    that round. In each round every runner makes `calls` calls in turn; one warm-up call each first."""
+    for fn in runners.values():
         fn()
-        wall.append(time.perf_counter() - t)
-        cpu.append(time.process_time() - c)
-    return statistics.median(wall), statistics.median(cpu)
+    medians: dict[str, list[tuple[float, float]]] = {name: [] for name in runners}
+    for _ in range(rounds):
+        for name, fn in runners.items():
+            wall, cpu = [], []
+            for _ in range(calls):
+                t, c = time.perf_counter(), time.process_time()
+                fn()
+                wall.append(time.perf_counter() - t)
+                cpu.append(time.process_time() - c)
+            medians[name].append((statistics.median(wall), statistics.median(cpu)))
+    return {
+        name: (statistics.median(w for w, _ in m), statistics.median(c for _, c in m))
+        for name, m in medians.items()
+    }
 
 
 def full_batch(pipeline: FeaturePipeline, batch: int, seed: int = 0) -> tuple[torch.Tensor, ...]:
@@ -71,8 +84,9 @@ def backend_latency(
         int8_diff: dict[str, float] = {}
         for bsz in batch_sizes:
             inputs = full_batch(pipeline, bsz)
-            for name, run in runners.items():
-                latency[name][str(bsz)] = _timed(partial(run, *inputs), 20 if bsz == 1 else 3)
+            calls = {name: partial(run, *inputs) for name, run in runners.items()}
+            for name, times in interleaved(calls, 10 if bsz == 1 else 1).items():
+                latency[name][str(bsz)] = times
             eager, int8 = runners["eager"](*inputs), runners["int8"](*inputs)
             for key in OUTPUT_NAMES:
                 diff = float((int8[key] - eager[key]).abs().max())
@@ -88,4 +102,27 @@ def backend_latency(
         "latency_s": latency,
         "cpu_ratio_to_eager": ratios,
         "int8_max_abs_diff": int8_diff,
+    }
+
+
+def onnx_against_eager(
+    model: nn.Module, pipeline: FeaturePipeline, eager_models: Mapping[str, nn.Module], threads: int = 1
+) -> dict[str, Any]:
+    """Batch-1 latency of `model` exported to onnxruntime (`threads` threads) against each of
+    `eager_models` in eager PyTorch (torch's threads are the caller's), interleaved in one process on the
+    same full-length input. Returns `latency_s[name] = (wall, cpu)` (`onnxruntime` and each eager model)
+    and `cpu_ratio[name]`: onnxruntime's CPU time over that eager model's."""
+    with tempfile.TemporaryDirectory(prefix="sadetr-bench-") as tmp:
+        export_onnx(model.eval(), pipeline, Path(tmp) / "model.onnx")
+        session = OnnxBackend(
+            Path(tmp) / "model.onnx", max_v_l=pipeline.max_v_l, max_q_l=pipeline.max_q_l, threads=threads
+        )
+        inputs = full_batch(pipeline, 1)
+        runners = {"onnxruntime": partial(session, *inputs)}
+        runners |= {name: partial(TorchBackend(m), *inputs) for name, m in eager_models.items()}
+        latency = interleaved(runners, calls=10, rounds=10)
+    return {
+        "threads": threads,
+        "latency_s": latency,
+        "cpu_ratio": {name: latency["onnxruntime"][1] / latency[name][1] for name in eager_models},
     }
