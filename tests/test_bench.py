@@ -118,6 +118,20 @@ def test_interleaved_times_every_runner_in_turn() -> None:
     assert set(times) == {"a", "b"} and all(wall >= 0 and cpu >= 0 for wall, cpu in times.values())
 
 
+def test_interleaved_takes_the_median_of_each_rounds_median(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [0.0]
+    monkeypatch.setattr("sadetr.inference.speed.time.perf_counter", lambda: clock[0])
+    monkeypatch.setattr("sadetr.inference.speed.time.process_time", lambda: clock[0] / 2)
+    # after one warm-up call, 3 rounds of 3 calls: round medians 2, 4, 6; the mean of all would be 20
+    durations = iter([0.0, 1.0, 2.0, 100.0, 3.0, 50.0, 4.0, 7.0, 6.0, 5.0])
+
+    def runner() -> None:
+        clock[0] += next(durations)
+
+    times = interleaved({"a": runner}, calls=3, rounds=3)
+    assert times["a"] == (pytest.approx(4.0), pytest.approx(2.0))
+
+
 @pytest.mark.slow  # one ONNX export of the tiny model
 def test_onnx_against_eager_times_every_model_in_one_process() -> None:
     pytest.importorskip("onnxruntime")
